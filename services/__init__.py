@@ -1,0 +1,1 @@
+"""pushgrid's Ice services: one sub-package per service plus `common`, the library they share."""

@@ -1,0 +1,95 @@
+"""The one config loader: every setting is an Ice property, whoever reads it.
+
+Servers get their properties from the config file IceGrid's node writes for them; tools and
+tests load the run directory's `pushgrid.cfg`, which `pushgrid up` writes with the same names.
+Either way the settings below are built from an `Ice.Properties` by the same code.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import Ice
+
+
+def load_properties(path: str) -> Ice.Properties:
+    """Reads an Ice config file (as `--Ice.Config=path` would)."""
+    props = Ice.createProperties()
+    props.load(path)
+    return props
+
+
+def _int(props: Ice.Properties, name: str, default: int) -> int:
+    return props.getPropertyAsIntWithDefault(name, default)
+
+
+@dataclass(frozen=True)
+class MySQLSettings:
+    """Where DBAgent finds MySQL: writes go to host, reads to read_host (a replica) if set."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+    read_host: str
+    read_port: int
+    pool_size: int
+    connect_timeout: int
+    query_timeout: int
+
+    @classmethod
+    def from_properties(cls, props: Ice.Properties) -> "MySQLSettings":
+        host = props.getPropertyWithDefault("PushGrid.MySQL.Host", "127.0.0.1")
+        port = _int(props, "PushGrid.MySQL.Port", 3306)
+        return cls(
+            host=host,
+            port=port,
+            user=props.getPropertyWithDefault("PushGrid.MySQL.User", "pushgrid"),
+            password=props.getProperty("PushGrid.MySQL.Password"),
+            database=props.getPropertyWithDefault("PushGrid.MySQL.Database", "pushgrid"),
+            read_host=props.getPropertyWithDefault("PushGrid.MySQL.ReadHost", host),
+            read_port=_int(props, "PushGrid.MySQL.ReadPort", port),
+            pool_size=_int(props, "PushGrid.MySQL.PoolSize", 8),
+            connect_timeout=_int(props, "PushGrid.MySQL.ConnectTimeout", 3),
+            query_timeout=_int(props, "PushGrid.MySQL.QueryTimeout", 5),
+        )
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """The Redis Cluster's seed nodes; the client discovers the rest."""
+
+    nodes: tuple[tuple[str, int], ...]
+    timeout: float
+
+    @classmethod
+    def from_properties(cls, props: Ice.Properties) -> "RedisSettings":
+        raw = props.getPropertyWithDefault("PushGrid.Redis.Nodes", "127.0.0.1:7000")
+        nodes = []
+        for item in raw.replace(",", " ").split():
+            host, _, port = item.rpartition(":")
+            nodes.append((host, int(port)))
+        return cls(nodes=tuple(nodes), timeout=_int(props, "PushGrid.Redis.TimeoutMs", 2000) / 1000.0)
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """The Kafka bootstrap servers and the topic names pushgrid uses."""
+
+    bootstrap: str
+    tasks_topic: str
+    receipts_topic: str
+
+    @classmethod
+    def from_properties(cls, props: Ice.Properties) -> "KafkaSettings":
+        return cls(
+            bootstrap=props.getPropertyWithDefault("PushGrid.Kafka.Bootstrap", "127.0.0.1:9092"),
+            tasks_topic=props.getPropertyWithDefault("PushGrid.Kafka.TasksTopic", "pushgrid.tasks"),
+            receipts_topic=props.getPropertyWithDefault("PushGrid.Kafka.ReceiptsTopic", "pushgrid.receipts"),
+        )
+
+
+def run_dir_config(run_dir: str) -> str:
+    """The client config file `pushgrid up` writes into a run directory."""
+    return os.path.join(os.path.abspath(run_dir), "pushgrid.cfg")

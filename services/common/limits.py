@@ -1,0 +1,28 @@
+"""Every limit pushgrid enforces, in one place (JPush's defaults where JPush has one)."""
+
+TAG_MAX_BYTES = 40            # a tag, UTF-8
+ALIAS_MAX_BYTES = 40          # an alias, UTF-8
+DEVICE_MAX_TAGS = 1000        # tags on one device
+ALIAS_MAX_DEVICES = 10        # devices sharing one alias
+AUDIENCE_MAX_TAGS = 20        # tags in each of tag, tag_and, tag_not of one push
+AUDIENCE_MAX_ALIASES = 1000   # aliases in one push
+AUDIENCE_MAX_REGIDS = 1000    # registration ids in one push
+TAGS_PER_CALL = 100           # tags added or removed in one call
+
+REGID_MAX_BYTES = 64
+APP_NAME_MAX_BYTES = 100
+
+PAGE_DEFAULT = 1000           # members per page when the caller passes 0
+PAGE_MAX = 10000              # members per page at most
+
+PAYLOAD_MAX_BYTES = 4000      # notification plus message, as JSON
+TTL_DEFAULT_SECONDS = 86400   # one day
+TTL_MAX_SECONDS = 10 * 86400  # ten days
+BIG_PUSH_MAX_MINUTES = 1440
+SCHEDULE_MAX_AHEAD_SECONDS = 365 * 86400
+
+PUSH_QUOTA_DEFAULT = 600      # push calls per minute per app
+PUSH_QUOTA_MAX = 1_000_000
+
+MSG_IDS_PER_REPORT = 100
+RECEIPTS_PER_CALL = 10000
