@@ -1,0 +1,1 @@
+"""Operator and developer commands: bring-up, status, simulators, benchmarks."""

@@ -1,0 +1,199 @@
+"""IceGrid on loopback: a registry master and one replica, two nodes, and the admin session.
+
+Operators use plain `icegridadmin --Ice.Config=RUN/pushgrid.cfg` against the same grid; this
+module uses the same registry through IceGrid's Admin interface for deploy and status.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import Ice
+import IceGrid
+
+from services.common.ice import client_communicator
+from tools.grid import procs
+from tools.grid.rundir import INSTANCE_NAME, NODES, RunDir, write_config
+
+REGISTRIES = ("master", "replica")
+APPLICATION = "pushgrid"
+DESCRIPTOR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                          "icegrid", "pushgrid.xml")
+
+
+def _files(run: RunDir, name: str) -> tuple[str, str, str]:
+    base = run.dir("icegrid", name)
+    return os.path.join(base, "config"), os.path.join(base, "pid"), os.path.join(base, "log")
+
+
+def _admin_passwords(run: RunDir) -> str:
+    """IceGrid's admin crypt-passwords file: the admin password is kept only as a SHA-512 crypt."""
+    path = run.sub("icegrid", "admin-passwords")
+    if not os.path.exists(path):
+        hashed = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=run.secrets["admin"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        write_config(path, {})
+        with open(path, "w") as f:
+            f.write(f"admin {hashed}\n")
+    return path
+
+
+def _registry_config(run: RunDir, name: str) -> dict[str, str]:
+    port = run.ports[f"registry-{name}"]
+    props = {
+        "IceGrid.InstanceName": INSTANCE_NAME,
+        "IceGrid.Registry.Client.Endpoints": f"tcp -h 127.0.0.1 -p {port}",
+        "IceGrid.Registry.Server.Endpoints": "tcp -h 127.0.0.1",
+        "IceGrid.Registry.Internal.Endpoints": "tcp -h 127.0.0.1",
+        "IceGrid.Registry.LMDB.Path": run.dir("icegrid", name, "db"),
+        "IceGrid.Registry.LMDB.MapSize": "64",
+        "IceGrid.Registry.AdminCryptPasswords": _admin_passwords(run),
+        "IceGrid.Registry.DynamicRegistration": "0",
+        "IceGrid.Registry.Discovery.Enabled": "0",
+        "Ice.ProgramName": f"pushgrid-registry-{name}",
+    }
+    if name != "master":
+        props["IceGrid.Registry.ReplicaName"] = name.capitalize()
+        props["Ice.Default.Locator"] = (f"{INSTANCE_NAME}/Locator:tcp -h 127.0.0.1 -p "
+                                        f"{run.ports['registry-master']}")
+    return props
+
+
+def _node_config(run: RunDir, node: str) -> dict[str, str]:
+    return {
+        "IceGrid.Node.Name": node,
+        "IceGrid.Node.Endpoints": "tcp -h 127.0.0.1",
+        "IceGrid.Node.Data": run.dir("icegrid", node, "data"),
+        "IceGrid.Node.Output": run.dir("icegrid", node, "logs"),
+        "IceGrid.Node.RedirectErrToOut": "1",
+        "IceGrid.Node.CollocateRegistry": "0",
+        # re-enable a server that crashed after 5 s instead of leaving it disabled for good
+        "IceGrid.Node.DisableOnFailure": "5",
+        "IceGrid.Node.Trace.Activator": "1",
+        "Ice.Default.Locator": run.locator,
+        "Ice.ProgramName": f"pushgrid-{node}",
+    }
+
+
+def start_registries(run: RunDir) -> None:
+    for name in REGISTRIES:
+        cfg, pid_file, log = _files(run, name)
+        write_config(cfg, _registry_config(run, name))
+        procs.start(["icegridregistry", f"--Ice.Config={cfg}"], pid_file, log)
+        procs.wait_for(lambda n=name: procs.port_open(run.ports[f"registry-{n}"]),
+                       f"IceGrid registry {name}", 30, log, pid_file)
+
+
+def start_node(run: RunDir, node: str) -> None:
+    cfg, pid_file, log = _files(run, node)
+    write_config(cfg, _node_config(run, node))
+    procs.start(["icegridnode", f"--Ice.Config={cfg}"], pid_file, log)
+
+
+def wait_nodes(run: RunDir, nodes=NODES, timeout: float = 30) -> None:
+    with admin_session(run) as admin:
+        for node in nodes:
+            _, pid_file, log = _files(run, node)
+            procs.wait_for(lambda n=node: admin.pingNode(n), f"IceGrid node {node}", timeout, log, pid_file)
+
+
+def stop_node(run: RunDir, node: str) -> bool:
+    """Stops a node; it deactivates its servers gracefully first."""
+    _, pid_file, _ = _files(run, node)
+    return procs.stop(pid_file, timeout=60)
+
+
+def stop_registries(run: RunDir) -> bool:
+    stopped = False
+    for name in reversed(REGISTRIES):
+        _, pid_file, _ = _files(run, name)
+        stopped |= procs.stop(pid_file, timeout=20)
+    return stopped
+
+
+@contextlib.contextmanager
+def admin_session(run: RunDir) -> Iterator[IceGrid.AdminPrx]:
+    """An IceGrid admin session on the replicated registry (whichever replica answers)."""
+    communicator = client_communicator(run.client_config)
+    try:
+        registry = IceGrid.RegistryPrx.checkedCast(communicator.stringToProxy(f"{INSTANCE_NAME}/Registry"))
+        session = registry.createAdminSession("admin", run.secrets["admin"])
+        try:
+            yield session.getAdmin()
+        finally:
+            with contextlib.suppress(Ice.LocalException):
+                session.destroy()
+    finally:
+        communicator.destroy()
+
+
+def icegridadmin(run: RunDir, command: str) -> str:
+    """Runs one icegridadmin command against the grid, as an operator would."""
+    result = subprocess.run(["icegridadmin", f"--Ice.Config={run.client_config}", "-e", command],
+                            capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise RuntimeError(f"icegridadmin {command!r} failed: {result.stderr.strip() or result.stdout.strip()}")
+    return result.stdout
+
+
+def descriptor_variables(run: RunDir) -> dict[str, str]:
+    """The values `application add/update` substitutes into icegrid/pushgrid.xml."""
+    props = run.backend_properties()
+    return {
+        "python": os.path.join(os.path.dirname(os.path.dirname(DESCRIPTOR)), ".venv", "bin", "python"),
+        "root": os.path.dirname(os.path.dirname(DESCRIPTOR)),
+        "mysql.port": props["PushGrid.MySQL.Port"],
+        "mysql.password": props["PushGrid.MySQL.Password"],
+        "redis.nodes": props["PushGrid.Redis.Nodes"],
+        "kafka.bootstrap": props["PushGrid.Kafka.Bootstrap"],
+    }
+
+
+def deploy(run: RunDir) -> str:
+    """Adds the application, or updates it if the registry has it already; returns which."""
+    with admin_session(run) as admin:
+        exists = APPLICATION in admin.getAllApplicationNames()
+    variables = " ".join(f"{k}={v}" for k, v in descriptor_variables(run).items())
+    verb = "update" if exists else "add"
+    icegridadmin(run, f"application {verb} '{DESCRIPTOR}' {variables}")
+    return verb
+
+
+def server_states(admin: IceGrid.AdminPrx) -> dict[str, IceGrid.ServerState]:
+    return {sid: admin.getServerState(sid) for sid in admin.getAllServerIds()}
+
+
+def status(run: RunDir) -> dict:
+    """Registries, nodes, replica groups and every server with its node, state and replica group."""
+    with admin_session(run) as admin:
+        registries = {}
+        for name in admin.getAllRegistryNames():
+            try:
+                registries[name] = admin.pingRegistry(name)
+            except IceGrid.RegistryNotExistException:
+                registries[name] = False
+        nodes = {}
+        for name in admin.getAllNodeNames():
+            try:
+                nodes[name] = admin.pingNode(name)
+            except IceGrid.NodeNotExistException:
+                nodes[name] = False
+        groups = {}
+        if APPLICATION in admin.getAllApplicationNames():
+            app = admin.getApplicationInfo(APPLICATION)
+            for group in app.descriptor.replicaGroups:
+                policy = type(group.loadBalancing).__name__.replace("LoadBalancingPolicy", "").lower() \
+                    if group.loadBalancing else "none"
+                groups[group.id] = {"policy": policy, "objects": [Ice.identityToString(o.id) for o in group.objects]}
+        servers = []
+        for sid in sorted(admin.getAllServerIds()):
+            info = admin.getServerInfo(sid)
+            state = admin.getServerState(sid)
+            pid = admin.getServerPid(sid) if state == IceGrid.ServerState.Active else 0
+            replica_groups = sorted({a.replicaGroupId for a in info.descriptor.adapters if a.replicaGroupId})
+            servers.append({"id": sid, "node": info.node, "state": str(state), "pid": pid,
+                            "enabled": admin.isServerEnabled(sid), "replica_groups": replica_groups})
+    return {"registries": registries, "nodes": nodes, "replica_groups": groups, "servers": servers}

@@ -1,0 +1,116 @@
+"""Bring-up and tear-down of a whole local grid, in order, showing progress.
+
+up: backends (MariaDB + schema, Redis Cluster, Kafka broker), IceGrid registries and nodes, the
+application, then waits until every server is active. Each step is idempotent, so `up` on a
+running grid checks it and changes nothing. down stops everything in reverse order and then
+makes sure no process of the run directory is left.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import IceGrid
+
+from services.common.config import MySQLSettings, load_properties
+from tools.grid import icegrid, kafka, mariadb, procs, redis_cluster
+from tools.grid.rundir import NODES, RunDir
+
+Progress = Callable[[str], None]
+
+
+def _step(progress: Progress, what: str, fn: Callable[[], object]) -> object:
+    started = time.monotonic()
+    progress(f"  {what} ...")
+    result = fn()
+    progress(f"  {what}: ok ({time.monotonic() - started:.1f}s)")
+    return result
+
+
+def _migrate(run: RunDir) -> None:
+    from services.dbagent.migrations import migrate
+
+    migrate(MySQLSettings.from_properties(load_properties(run.client_config)))
+
+
+def start_backends(run: RunDir, progress: Progress = print) -> None:
+    run.write_client_config()
+    ports = run.ports
+    _step(progress, f"MariaDB on 127.0.0.1:{ports['mysql']}", lambda: mariadb.start(run))
+    _step(progress, "schema migrations", lambda: _migrate(run))
+    _step(progress, f"Redis Cluster, 3 masters on 127.0.0.1:{ports['redis1']},{ports['redis2']},{ports['redis3']}",
+          lambda: redis_cluster.start(run))
+    _step(progress, f"Kafka-compatible broker on 127.0.0.1:{ports['kafka']}", lambda: kafka.start(run))
+
+
+def start_icegrid(run: RunDir, progress: Progress = print) -> None:
+    ports = run.ports
+    _step(progress, f"IceGrid registry master :{ports['registry-master']} and replica :{ports['registry-replica']}",
+          lambda: icegrid.start_registries(run))
+    for node in NODES:
+        _step(progress, f"IceGrid {node}", lambda n=node: icegrid.start_node(run, n))
+    _step(progress, "nodes registered", lambda: icegrid.wait_nodes(run))
+
+
+def deploy(run: RunDir, progress: Progress = print, timeout: float = 90) -> None:
+    verb = _step(progress, "application pushgrid", lambda: icegrid.deploy(run))
+    progress(f"  application pushgrid: {verb}ed")
+    _step(progress, "every server active", lambda: wait_servers_active(run, timeout, progress))
+
+
+def wait_servers_active(run: RunDir, timeout: float = 90, progress: Progress = print) -> None:
+    """Waits until the node has started every server (activation="always" starts them itself)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    with icegrid.admin_session(run) as admin:
+        while True:
+            states = icegrid.server_states(admin)
+            waiting = sorted(s for s, st in states.items() if st != IceGrid.ServerState.Active)
+            if not waiting:
+                return
+            if waiting != last:
+                progress(f"    waiting for {', '.join(waiting)}")
+                last = waiting
+            for sid in waiting:
+                if states[sid] == IceGrid.ServerState.Inactive and admin.isServerEnabled(sid):
+                    try:
+                        admin.startServer(sid)
+                    except IceGrid.ServerStartException as e:
+                        progress(f"    {sid} failed to start: {e.reason}")
+                    except (IceGrid.NodeUnreachableException, IceGrid.DeploymentException):
+                        pass
+            if time.monotonic() > deadline:
+                raise procs.StartError(f"servers not active after {timeout:.0f}s: {', '.join(waiting)} "
+                                       f"(logs under {run.path}/icegrid/<node>/logs)")
+            time.sleep(0.3)
+
+
+def up(run: RunDir, progress: Progress = print) -> None:
+    started = time.monotonic()
+    progress(f"pushgrid up: run directory {run.path}")
+    progress("[1/3] backends")
+    start_backends(run, progress)
+    progress("[2/3] IceGrid")
+    start_icegrid(run, progress)
+    progress("[3/3] application")
+    deploy(run, progress)
+    progress(f"grid up in {time.monotonic() - started:.1f}s; "
+             f"icegridadmin --Ice.Config={run.client_config}")
+
+
+def down(run: RunDir, progress: Progress = print) -> None:
+    """Stops nodes (they stop their servers), registries, broker, Redis, MariaDB; then sweeps."""
+    for node in reversed(NODES):
+        if icegrid.stop_node(run, node):
+            progress(f"  stopped IceGrid {node} and its servers")
+    if icegrid.stop_registries(run):
+        progress("  stopped IceGrid registries")
+    for name, mod in (("Kafka broker", kafka), ("Redis Cluster", redis_cluster), ("MariaDB", mariadb)):
+        if mod.stop(run):
+            progress(f"  stopped {name}")
+    left = procs.processes_under(run.path)
+    for pid in left:
+        procs.terminate(pid, timeout=5)
+    if left:
+        progress(f"  stopped {len(left)} leftover process(es)")
+    progress("grid down")

@@ -1,0 +1,119 @@
+"""A run directory holds one local grid's state: data, logs, pid files, ports and configs.
+
+Ports are picked free on first use and kept in ports.json, so a grid comes back on the same
+ports and two grids in two run directories (a developer's and a test run's) never collide.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+
+PORT_NAMES = (
+    "mysql",
+    "redis1", "redis2", "redis3",
+    "redis1-bus", "redis2-bus", "redis3-bus",
+    "kafka",
+    "registry-master", "registry-replica",
+)
+REDIS_NODES = ("redis1", "redis2", "redis3")
+NODES = ("node1", "node2")
+INSTANCE_NAME = "PushGrid"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RunDir:
+    """Paths and persistent settings of one local grid."""
+
+    path: str
+
+    def __post_init__(self) -> None:
+        self.path = os.path.abspath(self.path)
+        os.makedirs(self.path, exist_ok=True)
+
+    def sub(self, *parts: str) -> str:
+        p = os.path.join(self.path, *parts)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        return p
+
+    def dir(self, *parts: str) -> str:
+        p = os.path.join(self.path, *parts)
+        os.makedirs(p, exist_ok=True)
+        return p
+
+    def _state(self, name: str, make) -> dict:
+        """Reads a JSON state file, creating it with make() the first time."""
+        path = os.path.join(self.path, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                return json.load(f)
+        data = make()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+        return data
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return self._state("ports.json", lambda: {name: _free_port() for name in PORT_NAMES})
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        """Generated passwords of this grid (MySQL user, IceGrid admin); the file is mode 600."""
+        return self._state("secrets.json", lambda: {
+            "mysql": secrets.token_urlsafe(18),
+            "admin": secrets.token_urlsafe(18),
+        })
+
+    @property
+    def locator(self) -> str:
+        p = self.ports
+        return (f"{INSTANCE_NAME}/Locator:tcp -h 127.0.0.1 -p {p['registry-master']}"
+                f":tcp -h 127.0.0.1 -p {p['registry-replica']}")
+
+    @property
+    def client_config(self) -> str:
+        """The Ice config tools, tests and icegridadmin use (see services.common.config)."""
+        return os.path.join(self.path, "pushgrid.cfg")
+
+    def backend_properties(self) -> dict[str, str]:
+        """The PushGrid.* properties every service reads; the same values go into the descriptor."""
+        p = self.ports
+        return {
+            "PushGrid.MySQL.Host": "127.0.0.1",
+            "PushGrid.MySQL.Port": str(p["mysql"]),
+            "PushGrid.MySQL.User": "pushgrid",
+            "PushGrid.MySQL.Password": self.secrets["mysql"],
+            "PushGrid.MySQL.Database": "pushgrid",
+            "PushGrid.Redis.Nodes": ",".join(f"127.0.0.1:{p[n]}" for n in REDIS_NODES),
+            "PushGrid.Kafka.Bootstrap": f"127.0.0.1:{p['kafka']}",
+        }
+
+    def write_client_config(self) -> str:
+        props = {
+            "Ice.Default.Locator": self.locator,
+            "Ice.Default.LocatorCacheTimeout": "10",
+            "Ice.RetryIntervals": "0 50 200 500 1000",
+            "Ice.Default.Timeout": "10000",
+            "IceGridAdmin.Username": "admin",
+            "IceGridAdmin.Password": self.secrets["admin"],
+            **self.backend_properties(),
+        }
+        write_config(self.client_config, props)
+        return self.client_config
+
+
+def write_config(path: str, props: dict[str, str]) -> None:
+    """Writes an Ice config file (mode 600: some hold passwords)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        for k, v in props.items():
+            f.write(f"{k}={v}\n")
