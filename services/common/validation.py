@@ -22,13 +22,13 @@ def invalid(field: str, reason: str) -> PushGrid.InvalidArgument:
 
 
 def app_key(value: str) -> str:
-    if not isinstance(value, str) or not _APPKEY_RE.match(value):
+    if not isinstance(value, str) or not _APPKEY_RE.fullmatch(value):
         raise invalid("appKey", "app key must be 24 lowercase hex characters")
     return value
 
 
 def registration_id(value: str, field: str = "registrationId") -> str:
-    if not isinstance(value, str) or not value or len(value) > limits.REGID_MAX_BYTES or not _REGID_RE.match(value):
+    if not isinstance(value, str) or not value or len(value) > limits.REGID_MAX_BYTES or not _REGID_RE.fullmatch(value):
         raise invalid(field, f"registration id must be 1-{limits.REGID_MAX_BYTES} letters or digits")
     return value
 
@@ -38,7 +38,7 @@ def _name(value: str, field: str, kind: str, max_bytes: int) -> str:
         raise invalid(field, f"{kind} must not be empty")
     if len(value.encode("utf-8")) > max_bytes:
         raise invalid(field, f"{kind} {value[:50]!r} is longer than {max_bytes} bytes")
-    if not _NAME_RE.match(value):
+    if not _NAME_RE.fullmatch(value):
         raise invalid(field, f"{kind} {value[:50]!r} may hold only letters, digits and _@!#$&*+=.|:-")
     return value
 
