@@ -1,0 +1,1 @@
+"""DBAgent: the only pushgrid process that talks to MySQL; it exposes named operations only."""

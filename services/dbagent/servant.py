@@ -1,0 +1,235 @@
+"""The DBAgent Ice servant: checks every argument, then calls the store.
+
+Where an operation declares InvalidArgument a bad argument is reported as such; where it does not,
+a malformed key is reported as what it certainly is not: an unknown app or message, or failed
+authentication. Either way bad input never reaches MySQL.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import Ice
+
+from services.common import codec, limits, validation
+from services.common.contract import PushGrid
+from services.dbagent import credentials
+from services.dbagent.store import Store
+
+# Limits of DBAgent's own columns and calls (the shared ones are in services.common.limits).
+BATCH_KEY_MAX_BYTES = 128                 # stat_batches.batch_key
+REQUEST_MAX_BYTES = 256 * 1024            # a stored request as JSON: payload plus 1000-id audiences
+TOUCH_PER_CALL = limits.RECEIPTS_PER_CALL  # STC batches touches as it batches receipts
+CREDENTIAL_MAX_BYTES = 256                # longer secrets and tokens are wrong without hashing
+NEW_MESSAGE_STATES = (PushGrid.MessageState.Scheduled, PushGrid.MessageState.Accepted)
+
+_BATCH_KEY_RE = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces
+
+
+def _invalid(field: str, reason: str) -> PushGrid.InvalidArgument:
+    return validation.invalid(field, reason)
+
+
+def _app_name(name: str | None) -> str:
+    name = name or ""
+    if not name:
+        raise _invalid("name", "app name must not be empty")
+    if len(name.encode("utf-8")) > limits.APP_NAME_MAX_BYTES:
+        raise _invalid("name", f"app name is longer than {limits.APP_NAME_MAX_BYTES} bytes")
+    if name != name.strip() or any(ord(c) < 0x20 or ord(c) == 0x7f for c in name):
+        raise _invalid("name", "app name may not start or end with spaces or hold control characters")
+    return name
+
+
+def _quota(value: int) -> int:
+    if not 1 <= value <= limits.PUSH_QUOTA_MAX:
+        raise _invalid("pushQuotaPerMinute", f"push quota must be 1-{limits.PUSH_QUOTA_MAX} per minute")
+    return value
+
+
+def _positive(value: int, field: str) -> int:
+    if value is None or value <= 0:
+        raise _invalid(field, f"{field} must be positive")
+    return value
+
+
+def _count(values: Sequence[Any] | None, field: str, max_count: int) -> list[Any]:
+    values = list(values or [])
+    if len(values) > max_count:
+        raise _invalid(field, f"at most {max_count} {field} in one call")
+    return values
+
+
+def _well_formed_app_key(value: str | None) -> bool:
+    try:
+        validation.app_key(value)
+        return True
+    except PushGrid.InvalidArgument:
+        return False
+
+
+def _known_app_key(value: str | None) -> str:
+    """For operations that do not declare InvalidArgument: a malformed key names no app."""
+    if not _well_formed_app_key(value):
+        raise PushGrid.UnknownApp(reason="app key must be 24 lowercase hex characters", appKey=value or "")
+    return value
+
+
+def _message_key(app_key: str | None, msg_id: int) -> tuple[str, int]:
+    """For operations that do not declare InvalidArgument: malformed keys name no message."""
+    if not _well_formed_app_key(app_key) or msg_id is None or msg_id <= 0:
+        raise PushGrid.UnknownMessage(reason=f"the app has no message {msg_id}", msgId=msg_id or 0)
+    return app_key, msg_id
+
+
+def _enum(value: Any, kind: type, field: str) -> Any:
+    # Ice rejects unknown enumerators while unmarshalling; this guards in-process callers.
+    if not isinstance(value, kind):
+        raise _invalid(field, f"{field} must be a {kind.__name__}")
+    return value
+
+
+def _short(value: str | None) -> bool:
+    return len((value or "").encode("utf-8")) <= CREDENTIAL_MAX_BYTES
+
+
+class DBAgentI(PushGrid.DBAgent):
+    """Named storage operations over Ice; no SQL crosses the wire."""
+
+    def __init__(self, store: Store):
+        """store is a services.dbagent.store.Store (unit tests pass a fake with the same methods)."""
+        self._store = store
+
+    # ------------------------------------------------------------ apps
+
+    def createApp(self, name: str, pushQuotaPerMinute: int, current: Ice.Current = None) -> PushGrid.AppCredentials:
+        """A quota of 0 means limits.PUSH_QUOTA_DEFAULT, as Ice's default int reads."""
+        quota = limits.PUSH_QUOTA_DEFAULT if pushQuotaPerMinute == 0 else _quota(pushQuotaPerMinute)
+        return self._store.create_app(_app_name(name), quota)
+
+    def getApp(self, appKey: str, current: Ice.Current = None) -> PushGrid.AppInfo:
+        return self._store.get_app(_known_app_key(appKey))
+
+    def listApps(self, current: Ice.Current = None) -> list[PushGrid.AppInfo]:
+        return self._store.list_apps()
+
+    def verifyApp(self, appKey: str, masterSecret: str, current: Ice.Current = None) -> PushGrid.AppInfo:
+        if not _well_formed_app_key(appKey) or not _short(masterSecret):
+            credentials.verify_secret("", None)  # the same scrypt an unknown app costs
+            raise PushGrid.AuthenticationFailed(reason="app key or master secret is wrong")
+        return self._store.verify_app(appKey, masterSecret or "")
+
+    def rotateSecret(self, appKey: str, current: Ice.Current = None) -> PushGrid.AppCredentials:
+        return self._store.rotate_secret(_known_app_key(appKey))
+
+    def setQuota(self, appKey: str, pushQuotaPerMinute: int, current: Ice.Current = None) -> None:
+        self._store.set_quota(validation.app_key(appKey), _quota(pushQuotaPerMinute))
+
+    def setAppEnabled(self, appKey: str, enabled: bool, current: Ice.Current = None) -> None:
+        self._store.set_app_enabled(_known_app_key(appKey), bool(enabled))
+
+    # ------------------------------------------------------------ devices
+
+    def registerDevice(self, appKey: str, platform: PushGrid.Platform,
+                       current: Ice.Current = None) -> PushGrid.DeviceCredentials:
+        return self._store.register_device(_known_app_key(appKey), _enum(platform, PushGrid.Platform, "platform"))
+
+    def verifyDevice(self, appKey: str, registrationId: str, deviceToken: str,
+                     current: Ice.Current = None) -> PushGrid.DeviceInfo:
+        try:
+            validation.app_key(appKey)
+            validation.registration_id(registrationId)
+        except PushGrid.InvalidArgument:
+            raise PushGrid.AuthenticationFailed(reason="registration id or device token is wrong") from None
+        if not _short(deviceToken):
+            raise PushGrid.AuthenticationFailed(reason="registration id or device token is wrong")
+        return self._store.verify_device(appKey, registrationId, deviceToken or "")
+
+    def getDevice(self, appKey: str, registrationId: str, current: Ice.Current = None) -> PushGrid.DeviceInfo:
+        return self._store.get_device(validation.app_key(appKey), validation.registration_id(registrationId))
+
+    def touchDevices(self, appKey: str, registrationIds: Sequence[str], seenAt: int,
+                     current: Ice.Current = None) -> None:
+        app_key = validation.app_key(appKey)
+        ids = _count(registrationIds, "registrationIds", TOUCH_PER_CALL)
+        ids = list(dict.fromkeys(validation.registration_id(r, "registrationIds") for r in ids))
+        seen_at = _positive(seenAt, "seenAt")
+        if ids:
+            self._store.touch_devices(app_key, ids, seen_at)
+
+    def unregisterDevice(self, appKey: str, registrationId: str, current: Ice.Current = None) -> None:
+        self._store.unregister_device(validation.app_key(appKey), validation.registration_id(registrationId))
+
+    def deviceCount(self, appKey: str, current: Ice.Current = None) -> int:
+        return self._store.device_count(_known_app_key(appKey))
+
+    # ------------------------------------------------------------ messages
+
+    def recordMessage(self, record: PushGrid.MessageRecord, current: Ice.Current = None) -> None:
+        self._store.record_message(_message_record(record))
+
+    def getMessage(self, appKey: str, msgId: int, current: Ice.Current = None) -> PushGrid.MessageRecord:
+        return self._store.get_message(*_message_key(appKey, msgId))
+
+    def transitionMessage(self, appKey: str, msgId: int, _from: PushGrid.MessageState,
+                          to: PushGrid.MessageState, current: Ice.Current = None) -> bool:
+        app_key, msg_id = _message_key(appKey, msgId)
+        return self._store.transition_message(app_key, msg_id, _enum(_from, PushGrid.MessageState, "from"),
+                                              _enum(to, PushGrid.MessageState, "to"))
+
+    def dueMessages(self, until: int, limit: int, current: Ice.Current = None) -> list[PushGrid.MessageRecord]:
+        """limit 0 or less means limits.PAGE_DEFAULT; more than limits.PAGE_MAX means PAGE_MAX."""
+        count = limits.PAGE_DEFAULT if limit <= 0 else min(limit, limits.PAGE_MAX)
+        return self._store.due_messages(until, count)
+
+    # ------------------------------------------------------------ statistics
+
+    def recordStats(self, msgId: int, batchKey: str, delta: PushGrid.StatsDelta, current: Ice.Current = None) -> None:
+        msg_id = _positive(msgId, "msgId")
+        batch_key = batchKey or ""
+        if not batch_key or len(batch_key) > BATCH_KEY_MAX_BYTES or not _BATCH_KEY_RE.fullmatch(batch_key):
+            raise _invalid("batchKey", f"batch key must be 1-{BATCH_KEY_MAX_BYTES} printable ASCII characters")
+        if delta is None:
+            raise _invalid("delta", "delta is required")
+        for field in ("targets", "sentOnline", "storedOffline"):
+            if getattr(delta, field) < 0:
+                raise _invalid(f"delta.{field}", f"delta.{field} must not be negative")
+        self._store.record_stats(msg_id, batch_key, delta)
+
+    def recordReceipts(self, msgId: int, registrationIds: Sequence[str], current: Ice.Current = None) -> int:
+        msg_id = _positive(msgId, "msgId")
+        ids = _count(registrationIds, "registrationIds", limits.RECEIPTS_PER_CALL)
+        ids = list(dict.fromkeys(validation.registration_id(r, "registrationIds") for r in ids))
+        return self._store.record_receipts(msg_id, ids)
+
+    def getStats(self, appKey: str, msgIds: Sequence[int], current: Ice.Current = None) -> list[PushGrid.MessageStats]:
+        app_key = validation.app_key(appKey)
+        ids = _count(msgIds, "msgIds", limits.MSG_IDS_PER_REPORT)
+        ids = list(dict.fromkeys(_positive(m, "msgIds") for m in ids))
+        return self._store.get_stats(app_key, ids)
+
+
+def _message_record(record: PushGrid.MessageRecord | None) -> PushGrid.MessageRecord:
+    """Checks a record for storing: the ids, a new message's state, sane times and a valid request."""
+    if record is None:
+        raise _invalid("record", "record is required")
+    validation.app_key(record.appKey)
+    _positive(record.msgId, "msgId")
+    if record.state not in NEW_MESSAGE_STATES:
+        raise _invalid("state", "a new message is Scheduled or Accepted")
+    _positive(record.createdAt, "createdAt")
+    _positive(record.sendAt, "sendAt")
+    if record.expiresAt is None or record.expiresAt < record.sendAt:
+        raise _invalid("expiresAt", "expiresAt must not be before sendAt")
+    request = record.request
+    if request is None:
+        raise _invalid("request", "request is required")
+    try:
+        validation.audience(request.audience)
+    except PushGrid.LimitExceeded as exc:  # recordMessage declares InvalidArgument only
+        raise _invalid(exc.limit, exc.reason) from None
+    validation.platforms(request.platforms)
+    if len(codec.dumps(request).encode("utf-8")) > REQUEST_MAX_BYTES:
+        raise _invalid("request", f"request is larger than {REQUEST_MAX_BYTES} bytes as JSON")
+    return record

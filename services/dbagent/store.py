@@ -1,0 +1,375 @@
+"""DBAgent's storage: one method per named operation, and all of pushgrid's SQL.
+
+Methods take checked values (the servant validates) and return Slice structs. Failures are Slice
+errors: a missing row is UnknownApp / UnknownDevice / UnknownMessage, a clash AlreadyExists, and
+MySQL being down, slow or out of connections is Unavailable(backend="mysql").
+
+Writes and the reads that must see them at once (authentication, a message just recorded) go to
+the primary; reports and lookups that tolerate replication lag go to read_host.
+"""
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import pymysql
+import pymysql.cursors
+
+from services.common import codec
+from services.common.config import MySQLSettings
+from services.common.contract import PushGrid
+from services.dbagent import credentials
+from services.dbagent.pool import Pool, PoolTimeout, connector
+
+BACKEND = "mysql"
+ER_DUP_ENTRY = 1062
+CHUNK = 1000          # rows or ids per statement, to keep statements well under max_allowed_packet
+_ID_ATTEMPTS = 3      # random ids that collide (practically never) are drawn again
+
+_STATES = {s.name: s for s in PushGrid.MessageState._enumerators.values()}
+_PLATFORMS = {p.name: p for p in PushGrid.Platform._enumerators.values()}
+
+_APP_COLUMNS = "app_key, name, push_quota_per_minute, enabled, created_at, secret_rotated_at"
+_DEVICE_COLUMNS = "app_key, registration_id, platform, created_at, last_seen"
+_MESSAGE_COLUMNS = "msg_id, app_key, request, state, created_at, send_at, expires_at"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), CHUNK):
+        yield values[start:start + CHUNK]
+
+
+def _placeholders(count: int) -> str:
+    return ", ".join(["%s"] * count)
+
+
+def _duplicate_of(exc: pymysql.IntegrityError, key: str) -> bool:
+    """True if exc is a duplicate-key error on the index named key ('PRIMARY' or a unique key).
+
+    MariaDB names the key bare ('uq_apps_name'), MySQL 8 with its table ('apps.uq_apps_name').
+    """
+    message = str(exc.args[1]) if len(exc.args) > 1 else ""
+    return exc.args[0] == ER_DUP_ENTRY and re.search(rf"for key '(\w+\.)?{re.escape(key)}'", message) is not None
+
+
+# ---------------------------------------------------------------- rows to Slice structs
+
+def _app(row: dict[str, Any]) -> PushGrid.AppInfo:
+    return PushGrid.AppInfo(appKey=row["app_key"], name=row["name"],
+                            pushQuotaPerMinute=row["push_quota_per_minute"], enabled=bool(row["enabled"]),
+                            createdAt=row["created_at"], secretRotatedAt=row["secret_rotated_at"])
+
+
+def _device(row: dict[str, Any]) -> PushGrid.DeviceInfo:
+    return PushGrid.DeviceInfo(appKey=row["app_key"], registrationId=row["registration_id"],
+                               platform=_PLATFORMS[row["platform"]], createdAt=row["created_at"],
+                               lastSeen=row["last_seen"])
+
+
+def _message(row: dict[str, Any]) -> PushGrid.MessageRecord:
+    return PushGrid.MessageRecord(msgId=row["msg_id"], appKey=row["app_key"], request=codec.loads(row["request"]),
+                                  state=_STATES[row["state"]], createdAt=row["created_at"],
+                                  sendAt=row["send_at"], expiresAt=row["expires_at"])
+
+
+def _unknown_app(app_key: str) -> PushGrid.UnknownApp:
+    return PushGrid.UnknownApp(reason=f"no app has app key {app_key!r}", appKey=app_key)
+
+
+def _unknown_device(registration_id: str) -> PushGrid.UnknownDevice:
+    return PushGrid.UnknownDevice(reason=f"the app has no device {registration_id!r}", registrationId=registration_id)
+
+
+def _unknown_message(msg_id: int) -> PushGrid.UnknownMessage:
+    return PushGrid.UnknownMessage(reason=f"the app has no message {msg_id}", msgId=msg_id)
+
+
+class Store:
+    """MySQL storage of apps, devices, messages and statistics, through two pools (or one)."""
+
+    def __init__(self, settings: MySQLSettings):
+        self._write_at = f"{settings.host}:{settings.port}"
+        self._write = Pool(connector(settings, settings.host, settings.port), settings.pool_size)
+        if (settings.read_host, settings.read_port) == (settings.host, settings.port):
+            self._read_at, self._read = self._write_at, self._write
+        else:
+            self._read_at = f"{settings.read_host}:{settings.read_port}"
+            self._read = Pool(connector(settings, settings.read_host, settings.read_port), settings.pool_size)
+
+    def close(self) -> None:
+        self._write.close()
+        if self._read is not self._write:
+            self._read.close()
+
+    # ------------------------------------------------------------ connections
+
+    @contextmanager
+    def _cursor(self, write: bool = True, transaction: bool = False) -> Iterator[pymysql.cursors.DictCursor]:
+        """A cursor on the primary (write) or the replica; transaction=True commits at the end.
+
+        pymysql's connection and timeout errors and an exhausted pool become Unavailable; Slice
+        errors raised by the caller pass through (the pool rolls back any open transaction).
+        """
+        pool, where = (self._write, self._write_at) if write else (self._read, self._read_at)
+        try:
+            with pool.connection() as conn, conn.cursor() as cur:
+                if transaction:
+                    conn.begin()
+                yield cur
+                if transaction:
+                    conn.commit()
+        except (pymysql.OperationalError, pymysql.InterfaceError, PoolTimeout) as exc:
+            raise PushGrid.Unavailable(reason=f"MySQL at {where} failed: {exc}", backend=BACKEND) from None
+
+    # ------------------------------------------------------------ apps
+
+    def create_app(self, name: str, push_quota_per_minute: int) -> PushGrid.AppCredentials:
+        secret = credentials.new_master_secret()
+        secret_hash = credentials.hash_secret(secret)  # slow on purpose: done before taking a connection
+        now = now_ms()
+        for _ in range(_ID_ATTEMPTS):
+            app_key = credentials.new_app_key()
+            try:
+                with self._cursor() as cur:
+                    cur.execute(
+                        "INSERT INTO apps (app_key, name, secret_hash, push_quota_per_minute, enabled,"
+                        " created_at, secret_rotated_at) VALUES (%s, %s, %s, %s, TRUE, %s, %s)",
+                        (app_key, name, secret_hash, push_quota_per_minute, now, now))
+                return PushGrid.AppCredentials(appKey=app_key, masterSecret=secret)
+            except pymysql.IntegrityError as exc:
+                if _duplicate_of(exc, "uq_apps_name"):
+                    raise PushGrid.AlreadyExists(reason=f"an app named {name!r} exists already", id=name) from None
+                if not _duplicate_of(exc, "PRIMARY"):
+                    raise
+        raise RuntimeError("could not draw an unused app key")
+
+    def get_app(self, app_key: str) -> PushGrid.AppInfo:
+        with self._cursor(write=False) as cur:
+            cur.execute(f"SELECT {_APP_COLUMNS} FROM apps WHERE app_key = %s", (app_key,))
+            row = cur.fetchone()
+        if row is None:
+            raise _unknown_app(app_key)
+        return _app(row)
+
+    def list_apps(self) -> list[PushGrid.AppInfo]:
+        with self._cursor(write=False) as cur:
+            cur.execute(f"SELECT {_APP_COLUMNS} FROM apps ORDER BY created_at, app_key")
+            return [_app(row) for row in cur.fetchall()]
+
+    def verify_app(self, app_key: str, master_secret: str) -> PushGrid.AppInfo:
+        """Unknown, disabled and wrong-secret all cost one scrypt and fail alike."""
+        with self._cursor() as cur:
+            cur.execute(f"SELECT {_APP_COLUMNS}, secret_hash FROM apps WHERE app_key = %s", (app_key,))
+            row = cur.fetchone()
+        usable = row is not None and bool(row["enabled"])
+        matches = credentials.verify_secret(master_secret, row["secret_hash"] if usable else None)
+        if not (usable and matches):
+            raise PushGrid.AuthenticationFailed(reason="app key or master secret is wrong")
+        return _app(row)
+
+    def rotate_secret(self, app_key: str) -> PushGrid.AppCredentials:
+        secret = credentials.new_master_secret()
+        secret_hash = credentials.hash_secret(secret)
+        with self._cursor() as cur:
+            cur.execute("UPDATE apps SET secret_hash = %s, secret_rotated_at = %s WHERE app_key = %s",
+                        (secret_hash, now_ms(), app_key))
+            if cur.rowcount == 0:
+                raise _unknown_app(app_key)
+        return PushGrid.AppCredentials(appKey=app_key, masterSecret=secret)
+
+    def set_quota(self, app_key: str, push_quota_per_minute: int) -> None:
+        with self._cursor() as cur:
+            cur.execute("UPDATE apps SET push_quota_per_minute = %s WHERE app_key = %s",
+                        (push_quota_per_minute, app_key))
+            if cur.rowcount == 0:
+                raise _unknown_app(app_key)
+
+    def set_app_enabled(self, app_key: str, enabled: bool) -> None:
+        with self._cursor() as cur:
+            cur.execute("UPDATE apps SET enabled = %s WHERE app_key = %s", (bool(enabled), app_key))
+            if cur.rowcount == 0:
+                raise _unknown_app(app_key)
+
+    # ------------------------------------------------------------ devices
+
+    def register_device(self, app_key: str, platform: PushGrid.Platform) -> PushGrid.DeviceCredentials:
+        """Only an enabled app takes new devices."""
+        token = credentials.new_device_token()
+        token_hash = credentials.hash_token(token)
+        with self._cursor() as cur:
+            cur.execute("SELECT enabled FROM apps WHERE app_key = %s", (app_key,))
+            row = cur.fetchone()
+            if row is None or not row["enabled"]:
+                raise _unknown_app(app_key)
+            for _ in range(_ID_ATTEMPTS):
+                now = now_ms()
+                registration_id = credentials.new_registration_id(now)
+                try:
+                    cur.execute(
+                        "INSERT INTO devices (registration_id, app_key, platform, token_hash, created_at, last_seen)"
+                        " VALUES (%s, %s, %s, %s, %s, %s)",
+                        (registration_id, app_key, platform.name, token_hash, now, now))
+                    return PushGrid.DeviceCredentials(registrationId=registration_id, deviceToken=token)
+                except pymysql.IntegrityError as exc:
+                    if not _duplicate_of(exc, "PRIMARY"):
+                        raise
+        raise RuntimeError("could not draw an unused registration id")
+
+    def verify_device(self, app_key: str, registration_id: str, device_token: str) -> PushGrid.DeviceInfo:
+        """Unknown device, device of a disabled app and wrong token fail alike; success marks it seen."""
+        with self._cursor() as cur:
+            cur.execute(
+                "SELECT d.app_key, d.registration_id, d.platform, d.created_at, d.last_seen, d.token_hash"
+                " FROM devices d JOIN apps a ON a.app_key = d.app_key"
+                " WHERE d.registration_id = %s AND d.app_key = %s AND a.enabled",
+                (registration_id, app_key))
+            row = cur.fetchone()
+            if not credentials.verify_token(device_token, row["token_hash"] if row else None):
+                raise PushGrid.AuthenticationFailed(reason="registration id or device token is wrong")
+            now = now_ms()
+            cur.execute("UPDATE devices SET last_seen = GREATEST(last_seen, %s) WHERE registration_id = %s",
+                        (now, registration_id))
+        row["last_seen"] = max(row["last_seen"], now)
+        return _device(row)
+
+    def get_device(self, app_key: str, registration_id: str) -> PushGrid.DeviceInfo:
+        with self._cursor(write=False) as cur:
+            cur.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE registration_id = %s AND app_key = %s",
+                        (registration_id, app_key))
+            row = cur.fetchone()
+        if row is None:
+            raise _unknown_device(registration_id)
+        return _device(row)
+
+    def touch_devices(self, app_key: str, registration_ids: Sequence[str], seen_at: int) -> None:
+        """last_seen never moves back, so late or reordered batches do no harm."""
+        with self._cursor() as cur:
+            for chunk in _chunks(registration_ids):
+                cur.execute(
+                    "UPDATE devices SET last_seen = GREATEST(last_seen, %s)"
+                    f" WHERE app_key = %s AND registration_id IN ({_placeholders(len(chunk))})",
+                    (seen_at, app_key, *chunk))
+
+    def unregister_device(self, app_key: str, registration_id: str) -> None:
+        with self._cursor() as cur:
+            cur.execute("DELETE FROM devices WHERE registration_id = %s AND app_key = %s", (registration_id, app_key))
+            if cur.rowcount == 0:
+                raise _unknown_device(registration_id)
+
+    def device_count(self, app_key: str) -> int:
+        with self._cursor(write=False) as cur:
+            cur.execute("SELECT (SELECT COUNT(*) FROM devices WHERE app_key = %s) AS n FROM apps WHERE app_key = %s",
+                        (app_key, app_key))
+            row = cur.fetchone()
+        if row is None:
+            raise _unknown_app(app_key)
+        return int(row["n"])
+
+    # ------------------------------------------------------------ messages
+
+    def record_message(self, record: PushGrid.MessageRecord) -> None:
+        """Stores the message and its zeroed statistics together; only an enabled app records."""
+        request_json = codec.dumps(record.request)
+        with self._cursor(transaction=True) as cur:
+            cur.execute("SELECT enabled FROM apps WHERE app_key = %s", (record.appKey,))
+            row = cur.fetchone()
+            if row is None or not row["enabled"]:
+                raise _unknown_app(record.appKey)
+            try:
+                cur.execute(
+                    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    (record.msgId, record.appKey, request_json, record.state.name,
+                     record.createdAt, record.sendAt, record.expiresAt))
+            except pymysql.IntegrityError as exc:
+                if _duplicate_of(exc, "PRIMARY"):
+                    raise PushGrid.AlreadyExists(reason=f"msg id {record.msgId} is taken", id=str(record.msgId)) from None
+                raise
+            cur.execute("INSERT INTO message_stats (msg_id) VALUES (%s)", (record.msgId,))
+
+    def get_message(self, app_key: str, msg_id: int) -> PushGrid.MessageRecord:
+        with self._cursor() as cur:
+            cur.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE msg_id = %s AND app_key = %s", (msg_id, app_key))
+            row = cur.fetchone()
+        if row is None:
+            raise _unknown_message(msg_id)
+        return _message(row)
+
+    def transition_message(self, app_key: str, msg_id: int, from_state: PushGrid.MessageState,
+                           to_state: PushGrid.MessageState) -> bool:
+        """Compare-and-set in one UPDATE: of racing callers exactly one moves the message."""
+        with self._cursor() as cur:
+            cur.execute("UPDATE messages SET state = %s WHERE msg_id = %s AND app_key = %s AND state = %s",
+                        (to_state.name, msg_id, app_key, from_state.name))
+            if cur.rowcount == 1:
+                return True
+            cur.execute("SELECT 1 FROM messages WHERE msg_id = %s AND app_key = %s", (msg_id, app_key))
+            if cur.fetchone() is None:
+                raise _unknown_message(msg_id)
+            return False
+
+    def due_messages(self, until: int, limit: int) -> list[PushGrid.MessageRecord]:
+        """A lagging replica only delays these; the caller's transitionMessage on the primary decides."""
+        with self._cursor(write=False) as cur:
+            cur.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE state = %s AND send_at <= %s"
+                " ORDER BY send_at, msg_id LIMIT %s",
+                (PushGrid.MessageState.Scheduled.name, until, limit))
+            return [_message(row) for row in cur.fetchall()]
+
+    # ------------------------------------------------------------ statistics
+
+    def _require_message(self, cur: pymysql.cursors.DictCursor, msg_id: int) -> None:
+        cur.execute("SELECT 1 FROM messages WHERE msg_id = %s", (msg_id,))
+        if cur.fetchone() is None:
+            raise PushGrid.UnknownMessage(reason=f"no message has msg id {msg_id}", msgId=msg_id)
+
+    def record_stats(self, msg_id: int, batch_key: str, delta: PushGrid.StatsDelta) -> None:
+        """The stat_batches row and the counters commit together, so a batch counts exactly once."""
+        with self._cursor(transaction=True) as cur:
+            self._require_message(cur, msg_id)
+            cur.execute("INSERT IGNORE INTO stat_batches (msg_id, batch_key, recorded_at) VALUES (%s, %s, %s)",
+                        (msg_id, batch_key, now_ms()))
+            if cur.rowcount == 0:
+                return
+            cur.execute(
+                "UPDATE message_stats SET targets = targets + %s, sent_online = sent_online + %s,"
+                " stored_offline = stored_offline + %s WHERE msg_id = %s",
+                (delta.targets, delta.sentOnline, delta.storedOffline, msg_id))
+
+    def record_receipts(self, msg_id: int, registration_ids: Sequence[str]) -> int:
+        """Adds only the receipts not seen before to received; returns how many that was."""
+        new = 0
+        with self._cursor(transaction=True) as cur:
+            self._require_message(cur, msg_id)
+            for chunk in _chunks(registration_ids):
+                cur.execute(
+                    "INSERT IGNORE INTO receipts (msg_id, registration_id) VALUES "
+                    + ", ".join(["(%s, %s)"] * len(chunk)),
+                    [value for registration_id in chunk for value in (msg_id, registration_id)])
+                new += cur.rowcount
+            if new:
+                cur.execute("UPDATE message_stats SET received = received + %s WHERE msg_id = %s", (new, msg_id))
+        return new
+
+    def get_stats(self, app_key: str, msg_ids: Sequence[int]) -> list[PushGrid.MessageStats]:
+        """Stats of the app's own messages among msg_ids, in the order asked; others are left out."""
+        if not msg_ids:
+            return []
+        with self._cursor(write=False) as cur:
+            cur.execute(
+                "SELECT m.msg_id, m.state, s.targets, s.sent_online, s.stored_offline, s.received"
+                " FROM messages m JOIN message_stats s ON s.msg_id = m.msg_id"
+                f" WHERE m.app_key = %s AND m.msg_id IN ({_placeholders(len(msg_ids))})",
+                (app_key, *msg_ids))
+            rows = {row["msg_id"]: row for row in cur.fetchall()}
+        return [PushGrid.MessageStats(msgId=m, targets=rows[m]["targets"], sentOnline=rows[m]["sent_online"],
+                                      storedOffline=rows[m]["stored_offline"], received=rows[m]["received"],
+                                      state=_STATES[rows[m]["state"]])
+                for m in msg_ids if m in rows]

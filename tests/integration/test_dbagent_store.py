@@ -1,0 +1,491 @@
+"""DBAgent's store and servant against a real MariaDB (the session's mysql_settings database).
+
+The database is shared by the whole session, so every test makes its own apps (uuid names) and
+msg ids, and looks only at its own rows.
+"""
+from __future__ import annotations
+
+import dataclasses
+import socket
+import threading
+import time
+import uuid
+
+import pytest
+
+from services.common import limits
+from services.common.contract import PushGrid
+from services.dbagent.migrations import migrate
+from services.dbagent.servant import DBAgentI
+from services.dbagent.store import Store
+
+pytestmark = pytest.mark.integration
+
+State = PushGrid.MessageState
+
+
+@pytest.fixture(scope="module")
+def store(mysql_settings):
+    s = Store(mysql_settings)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def servant(store):
+    return DBAgentI(store)
+
+
+def app_name() -> str:
+    return "test-" + uuid.uuid4().hex
+
+
+def new_app(store: Store) -> PushGrid.AppCredentials:
+    return store.create_app(app_name(), limits.PUSH_QUOTA_DEFAULT)
+
+
+def new_msg_id() -> int:
+    return uuid.uuid4().int >> 65  # 63 random bits: positive and unique in practice
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def full_request() -> PushGrid.PushRequest:
+    return PushGrid.PushRequest(
+        audience=PushGrid.Audience(all=False, tags=["vip", "北京"], tagsAnd=["beta"], tagsNot=["churned"],
+                                   aliases=["alice"], registrationIds=["0123abc"]),
+        platforms=[PushGrid.Platform.Android, PushGrid.Platform.Web],
+        notification=PushGrid.Notification(alert="Hello ☃ \"quoted\"", title="Greeting",
+                                           extras={"k": "v", "emoji": "🎉"}),
+        message=PushGrid.Message(content="payload\n", title="t", contentType="text/plain", extras={"a": "b"}),
+        options=PushGrid.PushOptions(sendno=7, timeToLive=3600, overrideMsgId=12345678901234, bigPushDuration=5),
+    )
+
+
+def broadcast() -> PushGrid.PushRequest:
+    return PushGrid.PushRequest(
+        audience=PushGrid.Audience(all=True, tags=[], tagsAnd=[], tagsNot=[], aliases=[], registrationIds=[]),
+        platforms=[], notification=PushGrid.Notification(alert="hi", title="", extras={}),
+        message=PushGrid.Message(content="", title="", contentType="", extras={}),
+        options=PushGrid.PushOptions())
+
+
+def record(app_key: str, state=State.Accepted, send_at: int | None = None, request=None) -> PushGrid.MessageRecord:
+    now = now_ms()
+    send_at = now if send_at is None else send_at
+    return PushGrid.MessageRecord(msgId=new_msg_id(), appKey=app_key, request=request or broadcast(), state=state,
+                                  createdAt=now, sendAt=send_at, expiresAt=send_at + 86_400_000)
+
+
+# ---------------------------------------------------------------- schema
+
+
+def test_migrate_again_applies_nothing(mysql_settings):
+    assert migrate(mysql_settings) == []
+
+
+# ---------------------------------------------------------------- apps
+
+
+def test_create_get_and_verify_app(store):
+    name = app_name()
+    creds = store.create_app(name, 1234)
+    assert len(creds.appKey) == 24 and creds.masterSecret
+    info = store.get_app(creds.appKey)
+    assert (info.appKey, info.name, info.pushQuotaPerMinute, info.enabled) == (creds.appKey, name, 1234, True)
+    assert info.createdAt == info.secretRotatedAt > 0
+    assert store.verify_app(creds.appKey, creds.masterSecret) == info
+    assert creds.appKey in [a.appKey for a in store.list_apps()]
+
+
+def test_wrong_secret_and_unknown_app_fail_alike(store):
+    creds = new_app(store)
+    with pytest.raises(PushGrid.AuthenticationFailed) as wrong:
+        store.verify_app(creds.appKey, creds.masterSecret + "x")
+    with pytest.raises(PushGrid.AuthenticationFailed) as unknown:
+        store.verify_app("f" * 24, creds.masterSecret)
+    assert wrong.value.reason == unknown.value.reason
+
+
+def test_rotate_secret_retires_the_old_one_at_once(store):
+    creds = new_app(store)
+    before = store.get_app(creds.appKey).secretRotatedAt
+    time.sleep(0.002)
+    rotated = store.rotate_secret(creds.appKey)
+    assert rotated.appKey == creds.appKey and rotated.masterSecret != creds.masterSecret
+    with pytest.raises(PushGrid.AuthenticationFailed):
+        store.verify_app(creds.appKey, creds.masterSecret)
+    assert store.verify_app(creds.appKey, rotated.masterSecret).secretRotatedAt > before
+
+
+def test_set_quota(store):
+    creds = new_app(store)
+    store.set_quota(creds.appKey, 42)
+    store.set_quota(creds.appKey, 42)  # the same value again still finds the app
+    assert store.get_app(creds.appKey).pushQuotaPerMinute == 42
+
+
+def test_disabled_app_cannot_authenticate_register_or_record(store):
+    creds = new_app(store)
+    dev = store.register_device(creds.appKey, PushGrid.Platform.Ios)
+    store.set_app_enabled(creds.appKey, False)
+    store.set_app_enabled(creds.appKey, False)
+    assert store.get_app(creds.appKey).enabled is False
+    with pytest.raises(PushGrid.AuthenticationFailed):
+        store.verify_app(creds.appKey, creds.masterSecret)
+    with pytest.raises(PushGrid.AuthenticationFailed):
+        store.verify_device(creds.appKey, dev.registrationId, dev.deviceToken)
+    with pytest.raises(PushGrid.UnknownApp):
+        store.register_device(creds.appKey, PushGrid.Platform.Ios)
+    with pytest.raises(PushGrid.UnknownApp):
+        store.record_message(record(creds.appKey))
+    store.set_app_enabled(creds.appKey, True)
+    assert store.verify_app(creds.appKey, creds.masterSecret).enabled is True
+
+
+def test_duplicate_app_name_is_already_exists(store):
+    name = app_name()
+    store.create_app(name, 10)
+    with pytest.raises(PushGrid.AlreadyExists) as err:
+        store.create_app(name, 10)
+    assert err.value.id == name
+
+
+@pytest.mark.parametrize("call", [
+    lambda s, k: s.get_app(k),
+    lambda s, k: s.rotate_secret(k),
+    lambda s, k: s.set_quota(k, 5),
+    lambda s, k: s.set_app_enabled(k, True),
+    lambda s, k: s.device_count(k),
+    lambda s, k: s.register_device(k, PushGrid.Platform.Web),
+    lambda s, k: s.record_message(record(k)),
+], ids=["getApp", "rotateSecret", "setQuota", "setAppEnabled", "deviceCount", "registerDevice", "recordMessage"])
+def test_unknown_app(store, call):
+    key = uuid.uuid4().hex[:24]
+    with pytest.raises(PushGrid.UnknownApp) as err:
+        call(store, key)
+    assert err.value.appKey == key
+
+
+# ---------------------------------------------------------------- devices
+
+
+def test_register_and_verify_device(store):
+    creds = new_app(store)
+    dev = store.register_device(creds.appKey, PushGrid.Platform.Android)
+    assert dev.registrationId.isalnum() and len(dev.registrationId) <= limits.REGID_MAX_BYTES
+    created = store.get_device(creds.appKey, dev.registrationId)
+    assert (created.appKey, created.platform, created.lastSeen) == (creds.appKey, PushGrid.Platform.Android,
+                                                                    created.createdAt)
+    time.sleep(0.005)
+    seen = store.verify_device(creds.appKey, dev.registrationId, dev.deviceToken)
+    assert seen.lastSeen > created.createdAt
+    assert store.get_device(creds.appKey, dev.registrationId).lastSeen == seen.lastSeen
+
+
+def test_verify_device_rejects_wrong_token_other_app_and_unknown_id(store):
+    creds, other = new_app(store), new_app(store)
+    dev = store.register_device(creds.appKey, PushGrid.Platform.Web)
+    for app_key, reg_id, token in [(creds.appKey, dev.registrationId, dev.deviceToken[:-1] + "0"),
+                                   (creds.appKey, dev.registrationId, ""),
+                                   (other.appKey, dev.registrationId, dev.deviceToken),
+                                   (creds.appKey, "0" * 20, dev.deviceToken)]:
+        with pytest.raises(PushGrid.AuthenticationFailed):
+            store.verify_device(app_key, reg_id, token)
+    with pytest.raises(PushGrid.UnknownDevice):
+        store.get_device(other.appKey, dev.registrationId)
+
+
+def test_touch_devices_moves_last_seen_forward_only(store):
+    creds, other = new_app(store), new_app(store)
+    a = store.register_device(creds.appKey, PushGrid.Platform.Android).registrationId
+    b = store.register_device(creds.appKey, PushGrid.Platform.Ios).registrationId
+    c = store.register_device(other.appKey, PushGrid.Platform.Ios).registrationId
+    later = now_ms() + 60_000
+    store.touch_devices(creds.appKey, [a, b, c, "feedface"], later)  # c is another app's, feedface unknown
+    assert store.get_device(creds.appKey, a).lastSeen == later
+    assert store.get_device(creds.appKey, b).lastSeen == later
+    assert store.get_device(other.appKey, c).lastSeen < later
+    store.touch_devices(creds.appKey, [a], later - 30_000)
+    assert store.get_device(creds.appKey, a).lastSeen == later
+
+
+def test_unregister_device_and_device_count(store):
+    creds = new_app(store)
+    assert store.device_count(creds.appKey) == 0
+    ids = [store.register_device(creds.appKey, PushGrid.Platform.Android).registrationId for _ in range(3)]
+    assert len(set(ids)) == 3 and store.device_count(creds.appKey) == 3
+    store.unregister_device(creds.appKey, ids[0])
+    assert store.device_count(creds.appKey) == 2
+    with pytest.raises(PushGrid.UnknownDevice):
+        store.unregister_device(creds.appKey, ids[0])
+    with pytest.raises(PushGrid.UnknownDevice):
+        store.get_device(creds.appKey, ids[0])
+
+
+# ---------------------------------------------------------------- messages
+
+
+@pytest.mark.parametrize("request_factory", [full_request, broadcast], ids=["targeted", "broadcast"])
+def test_record_and_get_message_round_trip(store, request_factory):
+    creds = new_app(store)
+    rec = record(creds.appKey, request=request_factory())
+    store.record_message(rec)
+    assert store.get_message(creds.appKey, rec.msgId) == rec
+
+
+def test_duplicate_msg_id_is_already_exists(store):
+    creds = new_app(store)
+    rec = record(creds.appKey)
+    store.record_message(rec)
+    with pytest.raises(PushGrid.AlreadyExists) as err:
+        store.record_message(rec)
+    assert err.value.id == str(rec.msgId)
+    assert store.get_message(creds.appKey, rec.msgId) == rec
+
+
+def test_message_of_another_app_is_unknown(store):
+    creds, other = new_app(store), new_app(store)
+    rec = record(creds.appKey)
+    store.record_message(rec)
+    with pytest.raises(PushGrid.UnknownMessage):
+        store.get_message(other.appKey, rec.msgId)
+    with pytest.raises(PushGrid.UnknownMessage):
+        store.transition_message(other.appKey, rec.msgId, State.Accepted, State.Done)
+    assert store.get_message(creds.appKey, rec.msgId).state == State.Accepted
+
+
+def test_transition_message_is_compare_and_set(store):
+    creds = new_app(store)
+    rec = record(creds.appKey)
+    store.record_message(rec)
+    assert store.transition_message(creds.appKey, rec.msgId, State.Accepted, State.Dispatching) is True
+    assert store.transition_message(creds.appKey, rec.msgId, State.Accepted, State.Dispatching) is False
+    assert store.transition_message(creds.appKey, rec.msgId, State.Dispatching, State.Dispatching) is True
+    assert store.get_message(creds.appKey, rec.msgId).state == State.Dispatching
+    with pytest.raises(PushGrid.UnknownMessage):
+        store.transition_message(creds.appKey, new_msg_id(), State.Accepted, State.Done)
+
+
+def test_racing_transitions_have_one_winner(store):
+    creds = new_app(store)
+    rec = record(creds.appKey, state=State.Scheduled)
+    store.record_message(rec)
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda: results.append(
+        store.transition_message(creds.appKey, rec.msgId, State.Scheduled, State.Accepted))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 7 + [True]
+
+
+def test_due_messages_are_scheduled_and_due_oldest_first(store):
+    creds = new_app(store)
+    base = 1_000  # long past, so these sort before anything other tests schedule
+    first = record(creds.appKey, state=State.Scheduled, send_at=base + 1)
+    second = record(creds.appKey, state=State.Scheduled, send_at=base + 2)
+    not_due = record(creds.appKey, state=State.Scheduled, send_at=base + 10)
+    accepted = record(creds.appKey, state=State.Accepted, send_at=base)
+    cancelled = record(creds.appKey, state=State.Scheduled, send_at=base)
+    for rec in (second, not_due, first, accepted, cancelled):
+        store.record_message(rec)
+    try:
+        assert store.transition_message(creds.appKey, cancelled.msgId, State.Scheduled, State.Cancelled)
+        due = [m for m in store.due_messages(base + 2, limits.PAGE_MAX) if m.appKey == creds.appKey]
+        assert due == [first, second]
+        assert len(store.due_messages(base + 2, 1)) == 1
+    finally:  # a scheduler sharing this database must not find them due
+        for rec in (first, second, not_due):
+            store.transition_message(creds.appKey, rec.msgId, State.Scheduled, State.Cancelled)
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def stats_of(store: Store, app_key: str, msg_id: int) -> PushGrid.MessageStats:
+    (stats,) = store.get_stats(app_key, [msg_id])
+    return stats
+
+
+def test_record_stats_counts_each_batch_once(store):
+    creds = new_app(store)
+    rec = record(creds.appKey)
+    store.record_message(rec)
+    assert stats_of(store, creds.appKey, rec.msgId) == PushGrid.MessageStats(rec.msgId, 0, 0, 0, 0, State.Accepted)
+    store.record_stats(rec.msgId, "worker-1:batch-1", PushGrid.StatsDelta(10, 6, 4))
+    store.record_stats(rec.msgId, "worker-1:batch-1", PushGrid.StatsDelta(10, 6, 4))  # a retry
+    store.record_stats(rec.msgId, "worker-2:batch-1", PushGrid.StatsDelta(5, 5, 0))
+    assert stats_of(store, creds.appKey, rec.msgId) == PushGrid.MessageStats(rec.msgId, 15, 11, 4, 0, State.Accepted)
+    with pytest.raises(PushGrid.UnknownMessage):
+        store.record_stats(new_msg_id(), "b", PushGrid.StatsDelta(1, 1, 0))
+
+
+def test_record_receipts_counts_each_device_once(store):
+    creds = new_app(store)
+    rec = record(creds.appKey)
+    store.record_message(rec)
+    assert store.record_receipts(rec.msgId, ["aaa", "bbb", "ccc"]) == 3
+    assert store.record_receipts(rec.msgId, ["bbb", "ccc", "ddd"]) == 1
+    many = [f"r{i:05d}" for i in range(2500)]  # more than one INSERT chunk
+    assert store.record_receipts(rec.msgId, many) == 2500
+    assert store.record_receipts(rec.msgId, many) == 0
+    assert stats_of(store, creds.appKey, rec.msgId).received == 2504
+    with pytest.raises(PushGrid.UnknownMessage):
+        store.record_receipts(new_msg_id(), ["aaa"])
+
+
+def test_get_stats_shows_only_the_apps_own_messages(store):
+    creds, other = new_app(store), new_app(store)
+    mine, theirs = record(creds.appKey), record(other.appKey)
+    store.record_message(mine)
+    store.record_message(theirs)
+    store.record_receipts(theirs.msgId, ["xyz"])
+    missing = new_msg_id()
+    stats = store.get_stats(creds.appKey, [theirs.msgId, missing, mine.msgId])
+    assert [s.msgId for s in stats] == [mine.msgId]
+    assert store.get_stats(creds.appKey, []) == []
+
+
+# ---------------------------------------------------------------- bad input through the servant
+
+
+@pytest.fixture(scope="module")
+def known(store):
+    """An app with a device and a message, so bad-input calls name things that exist."""
+    creds = new_app(store)
+    dev = store.register_device(creds.appKey, PushGrid.Platform.Android)
+    rec = record(creds.appKey)
+    store.record_message(rec)
+    return creds.appKey, dev.registrationId, rec.msgId
+
+
+def _bad_record(app_key: str, **change) -> PushGrid.MessageRecord:
+    rec = record(app_key)
+    for name, value in change.items():
+        setattr(rec, name, value)
+    return rec
+
+
+BAD_CALLS = [
+    ("createApp empty name", lambda s, k, r, m: s.createApp("", 10), PushGrid.InvalidArgument),
+    ("createApp long name", lambda s, k, r, m: s.createApp("n" * 101, 10), PushGrid.InvalidArgument),
+    ("createApp quota", lambda s, k, r, m: s.createApp(app_name(), limits.PUSH_QUOTA_MAX + 1), PushGrid.InvalidArgument),
+    ("createApp negative quota", lambda s, k, r, m: s.createApp(app_name(), -1), PushGrid.InvalidArgument),
+    ("getApp malformed", lambda s, k, r, m: s.getApp("nothex"), PushGrid.UnknownApp),
+    ("verifyApp malformed", lambda s, k, r, m: s.verifyApp("X" * 24, "secret"), PushGrid.AuthenticationFailed),
+    ("verifyApp wrong", lambda s, k, r, m: s.verifyApp(k, "wrong"), PushGrid.AuthenticationFailed),
+    ("rotateSecret malformed", lambda s, k, r, m: s.rotateSecret(""), PushGrid.UnknownApp),
+    ("setQuota zero", lambda s, k, r, m: s.setQuota(k, 0), PushGrid.InvalidArgument),
+    ("setQuota malformed", lambda s, k, r, m: s.setQuota("abc", 5), PushGrid.InvalidArgument),
+    ("setQuota unknown", lambda s, k, r, m: s.setQuota("0" * 24, 5), PushGrid.UnknownApp),
+    ("setAppEnabled malformed", lambda s, k, r, m: s.setAppEnabled(None, True), PushGrid.UnknownApp),
+    ("registerDevice malformed", lambda s, k, r, m: s.registerDevice(k.upper(), PushGrid.Platform.Ios), PushGrid.UnknownApp),
+    ("verifyDevice bad regid", lambda s, k, r, m: s.verifyDevice(k, "no spaces", "t"), PushGrid.AuthenticationFailed),
+    ("verifyDevice huge token", lambda s, k, r, m: s.verifyDevice(k, r, "t" * 5000), PushGrid.AuthenticationFailed),
+    ("getDevice bad regid", lambda s, k, r, m: s.getDevice(k, "r" * 65), PushGrid.InvalidArgument),
+    ("getDevice unknown", lambda s, k, r, m: s.getDevice(k, "unknown1"), PushGrid.UnknownDevice),
+    ("touchDevices bad regid", lambda s, k, r, m: s.touchDevices(k, [r, "bad-id"], 1), PushGrid.InvalidArgument),
+    ("touchDevices too many", lambda s, k, r, m: s.touchDevices(k, ["a"] * 10001, 1), PushGrid.InvalidArgument),
+    ("touchDevices seenAt", lambda s, k, r, m: s.touchDevices(k, [r], 0), PushGrid.InvalidArgument),
+    ("unregisterDevice bad key", lambda s, k, r, m: s.unregisterDevice("k", r), PushGrid.InvalidArgument),
+    ("deviceCount malformed", lambda s, k, r, m: s.deviceCount("zz"), PushGrid.UnknownApp),
+    ("recordMessage no record", lambda s, k, r, m: s.recordMessage(None), PushGrid.InvalidArgument),
+    ("recordMessage msgId", lambda s, k, r, m: s.recordMessage(_bad_record(k, msgId=0)), PushGrid.InvalidArgument),
+    ("recordMessage state", lambda s, k, r, m: s.recordMessage(_bad_record(k, state=State.Done)), PushGrid.InvalidArgument),
+    ("recordMessage expiry", lambda s, k, r, m: s.recordMessage(_bad_record(k, expiresAt=1)), PushGrid.InvalidArgument),
+    ("recordMessage audience", lambda s, k, r, m: s.recordMessage(_bad_record(
+        k, request=PushGrid.PushRequest(audience=PushGrid.Audience(all=False)))), PushGrid.InvalidArgument),
+    ("recordMessage dup", lambda s, k, r, m: s.recordMessage(_bad_record(k, msgId=m)), PushGrid.AlreadyExists),
+    ("getMessage msgId", lambda s, k, r, m: s.getMessage(k, -1), PushGrid.UnknownMessage),
+    ("getMessage unknown", lambda s, k, r, m: s.getMessage(k, new_msg_id()), PushGrid.UnknownMessage),
+    ("transitionMessage malformed", lambda s, k, r, m: s.transitionMessage("x", m, State.Accepted, State.Done),
+     PushGrid.UnknownMessage),
+    ("recordStats msgId", lambda s, k, r, m: s.recordStats(0, "b", PushGrid.StatsDelta(1, 1, 1)), PushGrid.InvalidArgument),
+    ("recordStats batchKey", lambda s, k, r, m: s.recordStats(m, "", PushGrid.StatsDelta(1, 1, 1)), PushGrid.InvalidArgument),
+    ("recordStats long batchKey", lambda s, k, r, m: s.recordStats(m, "b" * 129, PushGrid.StatsDelta(1, 1, 1)),
+     PushGrid.InvalidArgument),
+    ("recordStats negative", lambda s, k, r, m: s.recordStats(m, "b", PushGrid.StatsDelta(1, -1, 1)), PushGrid.InvalidArgument),
+    ("recordStats unknown", lambda s, k, r, m: s.recordStats(new_msg_id(), "b", PushGrid.StatsDelta(1, 1, 1)),
+     PushGrid.UnknownMessage),
+    ("recordReceipts too many", lambda s, k, r, m: s.recordReceipts(m, ["a"] * 10001), PushGrid.InvalidArgument),
+    ("recordReceipts bad regid", lambda s, k, r, m: s.recordReceipts(m, ["ok", "not ok"]), PushGrid.InvalidArgument),
+    ("getStats too many", lambda s, k, r, m: s.getStats(k, list(range(1, 102))), PushGrid.InvalidArgument),
+    ("getStats msgId", lambda s, k, r, m: s.getStats(k, [m, 0]), PushGrid.InvalidArgument),
+    ("getStats malformed", lambda s, k, r, m: s.getStats("", [m]), PushGrid.InvalidArgument),
+]
+
+
+@pytest.mark.parametrize("call,error", [(c, e) for _, c, e in BAD_CALLS], ids=[n for n, _, _ in BAD_CALLS])
+def test_bad_input_is_a_named_error(servant, known, call, error):
+    app_key, reg_id, msg_id = known
+    with pytest.raises(error) as err:
+        call(servant, app_key, reg_id, msg_id)
+    assert err.value.reason
+
+
+def test_bad_input_changes_nothing(store, servant, known):
+    app_key, reg_id, msg_id = known
+    before = stats_of(store, app_key, msg_id)
+    with pytest.raises(PushGrid.InvalidArgument):
+        servant.recordReceipts(msg_id, ["fine1", "fine2", "not fine"])
+    assert stats_of(store, app_key, msg_id) == before
+
+
+# ---------------------------------------------------------------- MySQL down
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _assert_unavailable_soon(settings, seconds: float) -> None:
+    dead = Store(settings)
+    try:
+        for call in (lambda: dead.get_app("a" * 24), lambda: dead.create_app(app_name(), 5),
+                     lambda: dead.verify_app("a" * 24, "secret")):
+            started = time.monotonic()
+            with pytest.raises(PushGrid.Unavailable) as err:
+                call()
+            assert time.monotonic() - started < seconds
+            assert err.value.backend == "mysql" and err.value.reason
+    finally:
+        dead.close()
+
+
+def test_closed_port_is_unavailable_at_once(mysql_settings):
+    port = _free_port()
+    settings = dataclasses.replace(mysql_settings, port=port, read_port=port, connect_timeout=2)
+    _assert_unavailable_soon(settings, seconds=2)
+
+
+def test_silent_server_is_unavailable_within_the_timeout(mysql_settings):
+    """A listener that never sends the MySQL greeting: connect succeeds, the handshake never ends.
+
+    pymysql waits for the greeting with the read timeout, so the bound is the query timeout.
+    """
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        settings = dataclasses.replace(mysql_settings, port=port, read_port=port, connect_timeout=1,
+                                       query_timeout=2)
+        _assert_unavailable_soon(settings, seconds=4)
+
+
+def test_exhausted_pool_is_unavailable(mysql_settings):
+    small = Store(dataclasses.replace(mysql_settings, pool_size=1))
+    try:
+        with small._write.connection():  # the only connection, held by someone else
+            started = time.monotonic()
+            with pytest.raises(PushGrid.Unavailable):
+                small.list_apps()
+            assert time.monotonic() - started < 5
+        small.list_apps()  # free again
+    finally:
+        small.close()

@@ -1,0 +1,220 @@
+"""The DBAgent servant's argument checks, with a fake store that records what reaches it."""
+from __future__ import annotations
+
+import pytest
+
+from services.common import limits
+from services.common.contract import PushGrid
+from services.dbagent.servant import DBAgentI
+
+KEY = "0123456789abcdef01234567"
+State = PushGrid.MessageState
+
+
+class FakeStore:
+    """Records each call; returns a marker so the servant's pass-through can be checked."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, tuple]] = []
+
+    def __getattr__(self, name):
+        def call(*args):
+            self.calls.append((name, args))
+            return f"result of {name}"
+        return call
+
+
+@pytest.fixture
+def store():
+    return FakeStore()
+
+
+@pytest.fixture
+def servant(store):
+    return DBAgentI(store)
+
+
+def good_record(**change) -> PushGrid.MessageRecord:
+    rec = PushGrid.MessageRecord(
+        msgId=1, appKey=KEY, state=State.Accepted, createdAt=10, sendAt=10, expiresAt=20,
+        request=PushGrid.PushRequest(audience=PushGrid.Audience(all=True)))
+    for name, value in change.items():
+        setattr(rec, name, value)
+    return rec
+
+
+def test_create_app_quota_zero_means_default(servant, store):
+    assert servant.createApp("App", 0) == "result of create_app"
+    servant.createApp("App", limits.PUSH_QUOTA_MAX)
+    assert store.calls == [("create_app", ("App", limits.PUSH_QUOTA_DEFAULT)),
+                           ("create_app", ("App", limits.PUSH_QUOTA_MAX))]
+
+
+@pytest.mark.parametrize("name", [None, "", " lead", "trail ", "tab\there", "x" * 101, "é" * 51])
+def test_create_app_rejects_bad_names(servant, store, name):
+    with pytest.raises(PushGrid.InvalidArgument) as err:
+        servant.createApp(name, 10)
+    assert err.value.field == "name" and store.calls == []
+
+
+def test_create_app_accepts_a_100_byte_unicode_name(servant, store):
+    servant.createApp("é" * 50, 10)
+    assert store.calls[0][1][0] == "é" * 50
+
+
+@pytest.mark.parametrize("quota", [-1, limits.PUSH_QUOTA_MAX + 1])
+def test_create_app_rejects_bad_quota(servant, store, quota):
+    with pytest.raises(PushGrid.InvalidArgument) as err:
+        servant.createApp("App", quota)
+    assert err.value.field == "pushQuotaPerMinute" and store.calls == []
+
+
+@pytest.mark.parametrize("quota", [0, -5, limits.PUSH_QUOTA_MAX + 1])
+def test_set_quota_range(servant, store, quota):
+    with pytest.raises(PushGrid.InvalidArgument):
+        servant.setQuota(KEY, quota)
+    assert store.calls == []
+
+
+@pytest.mark.parametrize("op", ["getApp", "rotateSecret", "deviceCount"])
+@pytest.mark.parametrize("key", [None, "", KEY.upper(), KEY + "0", KEY + "\n", "g" * 24])
+def test_malformed_app_key_is_unknown_app_where_invalid_argument_is_not_declared(servant, store, op, key):
+    with pytest.raises(PushGrid.UnknownApp):
+        getattr(servant, op)(key)
+    assert store.calls == []
+
+
+def test_verify_app_malformed_key_or_huge_secret_fails_like_a_wrong_secret(servant, store, monkeypatch):
+    hashed = []
+    monkeypatch.setattr("services.dbagent.credentials.verify_secret", lambda s, h: hashed.append(h) or False)
+    for key, secret in [("nothex", "s"), (KEY, "s" * 10_000)]:
+        with pytest.raises(PushGrid.AuthenticationFailed):
+            servant.verifyApp(key, secret)
+    assert hashed == [None, None] and store.calls == []
+    servant.verifyApp(KEY, None)
+    assert store.calls == [("verify_app", (KEY, ""))]
+
+
+@pytest.mark.parametrize("args", [("bad", "abc", "t"), (KEY, "bad id", "t"), (KEY, "r" * 65, "t"),
+                                  (KEY, "abc", "t" * 300)])
+def test_verify_device_malformed_is_authentication_failed(servant, store, args):
+    with pytest.raises(PushGrid.AuthenticationFailed):
+        servant.verifyDevice(*args)
+    assert store.calls == []
+
+
+def test_touch_devices_dedupes_and_skips_empty(servant, store):
+    servant.touchDevices(KEY, None, 5)
+    servant.touchDevices(KEY, [], 5)
+    servant.touchDevices(KEY, ["a", "b", "a"], 5)
+    assert store.calls == [("touch_devices", (KEY, ["a", "b"], 5))]
+
+
+@pytest.mark.parametrize("args,field", [((KEY, ["ok", "no!"], 5), "registrationIds"),
+                                        ((KEY, ["a"] * (limits.RECEIPTS_PER_CALL + 1), 5), "registrationIds"),
+                                        ((KEY, ["a"], 0), "seenAt"),
+                                        (("x", ["a"], 5), "appKey")])
+def test_touch_devices_rejects_bad_input(servant, store, args, field):
+    with pytest.raises(PushGrid.InvalidArgument) as err:
+        servant.touchDevices(*args)
+    assert err.value.field == field and store.calls == []
+
+
+@pytest.mark.parametrize("reg_id", ["abc\n", "", None, "r" * 65, "a-b", "ä"])
+def test_device_calls_reject_malformed_registration_ids(servant, store, reg_id):
+    for call in (servant.getDevice, servant.unregisterDevice):
+        with pytest.raises(PushGrid.InvalidArgument) as err:
+            call(KEY, reg_id)
+        assert err.value.field == "registrationId"
+    assert store.calls == []
+
+
+def test_register_device_checks_platform(servant, store):
+    servant.registerDevice(KEY, PushGrid.Platform.Web)
+    with pytest.raises(PushGrid.InvalidArgument):
+        servant.registerDevice(KEY, 2)
+    assert store.calls == [("register_device", (KEY, PushGrid.Platform.Web))]
+
+
+def test_record_message_passes_a_good_record(servant, store):
+    rec = good_record()
+    servant.recordMessage(rec)
+    assert store.calls == [("record_message", (rec,))]
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"msgId": 0}, "msgId"),
+    ({"appKey": "nope"}, "appKey"),
+    ({"state": State.Done}, "state"),
+    ({"state": None}, "state"),
+    ({"createdAt": 0}, "createdAt"),
+    ({"sendAt": -1}, "sendAt"),
+    ({"expiresAt": 9}, "expiresAt"),
+    ({"request": None}, "request"),
+    ({"request": PushGrid.PushRequest(audience=PushGrid.Audience(all=False))}, "audience"),
+    ({"request": PushGrid.PushRequest(audience=PushGrid.Audience(tags=["t"] * 21))}, "audience.tags"),
+    ({"request": PushGrid.PushRequest(audience=PushGrid.Audience(all=True), notification=PushGrid.Notification(
+        alert="x" * 300_000))}, "request"),
+])
+def test_record_message_rejects_bad_records(servant, store, change, field):
+    with pytest.raises(PushGrid.InvalidArgument) as err:
+        servant.recordMessage(good_record(**change))
+    assert err.value.field == field and store.calls == []
+
+
+def test_record_message_rejects_no_record(servant, store):
+    with pytest.raises(PushGrid.InvalidArgument):
+        servant.recordMessage(None)
+
+
+@pytest.mark.parametrize("key,msg_id", [("bad", 1), (KEY, 0), (KEY, -3)])
+def test_malformed_message_keys_are_unknown_message(servant, store, key, msg_id):
+    with pytest.raises(PushGrid.UnknownMessage):
+        servant.getMessage(key, msg_id)
+    with pytest.raises(PushGrid.UnknownMessage):
+        servant.transitionMessage(key, msg_id, State.Accepted, State.Done)
+    assert store.calls == []
+
+
+@pytest.mark.parametrize("limit,expected", [(0, limits.PAGE_DEFAULT), (-1, limits.PAGE_DEFAULT), (5, 5),
+                                            (limits.PAGE_MAX + 1, limits.PAGE_MAX)])
+def test_due_messages_limit(servant, store, limit, expected):
+    servant.dueMessages(123, limit)
+    assert store.calls == [("due_messages", (123, expected))]
+
+
+@pytest.mark.parametrize("args,field", [
+    ((0, "b", PushGrid.StatsDelta(1, 1, 1)), "msgId"),
+    ((1, None, PushGrid.StatsDelta(1, 1, 1)), "batchKey"),
+    ((1, "has space", PushGrid.StatsDelta(1, 1, 1)), "batchKey"),
+    ((1, "é", PushGrid.StatsDelta(1, 1, 1)), "batchKey"),
+    ((1, "b" * 129, PushGrid.StatsDelta(1, 1, 1)), "batchKey"),
+    ((1, "b\n", PushGrid.StatsDelta(1, 1, 1)), "batchKey"),
+    ((1, "b", None), "delta"),
+    ((1, "b", PushGrid.StatsDelta(-1, 0, 0)), "delta.targets"),
+    ((1, "b", PushGrid.StatsDelta(0, 0, -1)), "delta.storedOffline"),
+])
+def test_record_stats_rejects_bad_input(servant, store, args, field):
+    with pytest.raises(PushGrid.InvalidArgument) as err:
+        servant.recordStats(*args)
+    assert err.value.field == field and store.calls == []
+
+
+def test_record_receipts_dedupes_and_bounds(servant, store):
+    assert servant.recordReceipts(7, ["a", "b", "a"]) == "result of record_receipts"
+    servant.recordReceipts(7, None)
+    assert store.calls == [("record_receipts", (7, ["a", "b"])), ("record_receipts", (7, []))]
+    with pytest.raises(PushGrid.InvalidArgument):
+        servant.recordReceipts(7, ["a"] * (limits.RECEIPTS_PER_CALL + 1))
+    with pytest.raises(PushGrid.InvalidArgument):
+        servant.recordReceipts(0, ["a"])
+
+
+def test_get_stats_dedupes_in_order_and_bounds(servant, store):
+    servant.getStats(KEY, [3, 1, 3, 2])
+    assert store.calls == [("get_stats", (KEY, [3, 1, 2]))]
+    for ids in ([1] * (limits.MSG_IDS_PER_REPORT + 1), [1, 0], [-1]):
+        with pytest.raises(PushGrid.InvalidArgument):
+            servant.getStats(KEY, ids)
+    with pytest.raises(PushGrid.InvalidArgument):
+        servant.getStats("KEY", [1])
