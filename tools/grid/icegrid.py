@@ -63,7 +63,12 @@ def _registry_config(run: RunDir, name: str) -> dict[str, str]:
 
 
 def _node_config(run: RunDir, node: str) -> dict[str, str]:
+    # A node started as root runs its servers as nobody, who cannot use this checkout or run
+    # directory; on a machine where everything runs as root (this one, CI) the descriptor's
+    # server.user asks for root, which the node must allow.
+    as_root = {"IceGrid.Node.AllowRunningServersAsRoot": "1"} if os.geteuid() == 0 else {}
     return {
+        **as_root,
         "IceGrid.Node.Name": node,
         "IceGrid.Node.Endpoints": "tcp -h 127.0.0.1",
         "IceGrid.Node.Data": run.dir("icegrid", node, "data"),
@@ -121,6 +126,9 @@ def admin_session(run: RunDir) -> Iterator[IceGrid.AdminPrx]:
     try:
         registry = IceGrid.RegistryPrx.checkedCast(communicator.stringToProxy(f"{INSTANCE_NAME}/Registry"))
         session = registry.createAdminSession("admin", run.secrets["admin"])
+        # the registry destroys a session whose connection goes quiet: keep it heartbeating
+        registry.ice_getConnection().setACM(registry.getACMTimeout(), Ice.Unset,
+                                                 Ice.ACMHeartbeat.HeartbeatAlways)
         try:
             yield session.getAdmin()
         finally:
@@ -145,6 +153,7 @@ def descriptor_variables(run: RunDir) -> dict[str, str]:
     return {
         "python": os.path.join(os.path.dirname(os.path.dirname(DESCRIPTOR)), ".venv", "bin", "python"),
         "root": os.path.dirname(os.path.dirname(DESCRIPTOR)),
+        "server.user": "root" if os.geteuid() == 0 else "",
         "mysql.port": props["PushGrid.MySQL.Port"],
         "mysql.password": props["PushGrid.MySQL.Password"],
         "redis.nodes": props["PushGrid.Redis.Nodes"],
@@ -159,7 +168,7 @@ def deploy(run: RunDir) -> str:
     variables = " ".join(f"{k}={v}" for k, v in descriptor_variables(run).items())
     verb = "update" if exists else "add"
     icegridadmin(run, f"application {verb} '{DESCRIPTOR}' {variables}")
-    return verb
+    return verb + "d" if verb == "update" else "added"
 
 
 def server_states(admin: IceGrid.AdminPrx) -> dict[str, IceGrid.ServerState]:

@@ -54,7 +54,7 @@ def start_icegrid(run: RunDir, progress: Progress = print) -> None:
 
 def deploy(run: RunDir, progress: Progress = print, timeout: float = 90) -> None:
     verb = _step(progress, "application pushgrid", lambda: icegrid.deploy(run))
-    progress(f"  application pushgrid: {verb}ed")
+    progress(f"  application pushgrid: {verb}")
     _step(progress, "every server active", lambda: wait_servers_active(run, timeout, progress))
 
 
@@ -71,14 +71,6 @@ def wait_servers_active(run: RunDir, timeout: float = 90, progress: Progress = p
             if waiting != last:
                 progress(f"    waiting for {', '.join(waiting)}")
                 last = waiting
-            for sid in waiting:
-                if states[sid] == IceGrid.ServerState.Inactive and admin.isServerEnabled(sid):
-                    try:
-                        admin.startServer(sid)
-                    except IceGrid.ServerStartException as e:
-                        progress(f"    {sid} failed to start: {e.reason}")
-                    except (IceGrid.NodeUnreachableException, IceGrid.DeploymentException):
-                        pass
             if time.monotonic() > deadline:
                 raise procs.StartError(f"servers not active after {timeout:.0f}s: {', '.join(waiting)} "
                                        f"(logs under {run.path}/icegrid/<node>/logs)")
