@@ -58,8 +58,7 @@ def test_round_robin_spreads_tagalias_over_both_replicas(tagalias):
     ports = set()
     for _ in range(8):
         prx = tagalias.ice_locatorCacheTimeout(0).ice_connectionCached(False)
-        prx.ice_ping()
-        ports.add(prx.ice_getCachedConnection().getInfo().remotePort)
+        ports.add(prx.ice_getConnection().getInfo().remotePort)
     assert len(ports) == 2
 
 
@@ -87,6 +86,8 @@ def test_every_call_succeeds_while_a_dbagent_replica_stops(grid, dbagent):
         t.start()
     try:
         time.sleep(1.0)
+        # activation="always" restarts a stopped server at once: take it out as an operator would
+        icegrid.icegridadmin(grid, "server disable DBAgent-1")
         icegrid.icegridadmin(grid, "server stop DBAgent-1")
         with icegrid.admin_session(grid) as admin:
             assert admin.getServerState("DBAgent-1") == IceGrid.ServerState.Inactive
@@ -95,7 +96,7 @@ def test_every_call_succeeds_while_a_dbagent_replica_stops(grid, dbagent):
         stop.set()
         for t in threads:
             t.join()
-        icegrid.icegridadmin(grid, "server start DBAgent-1")
+        icegrid.icegridadmin(grid, "server enable DBAgent-1")
     assert failures == []
     assert calls > 50
     lifecycle.wait_servers_active(grid, 60, progress=lambda *_: None)
@@ -106,8 +107,7 @@ def test_restarted_node_brings_its_servers_back(grid, tagalias):
         old = {sid: admin.getServerPid(sid) for sid in ("DBAgent-2", "TagAlias-2")}
     assert icegrid.stop_node(grid, "node2")
     with icegrid.admin_session(grid) as admin:
-        with pytest.raises(IceGrid.NodeUnreachableException):
-            admin.pingNode("node2")
+        assert admin.pingNode("node2") is False
     tagalias.ice_locatorCacheTimeout(0).listTags("0" * 24)  # the other replica still answers
     icegrid.start_node(grid, "node2")
     icegrid.wait_nodes(grid, ["node2"])
