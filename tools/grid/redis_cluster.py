@@ -44,9 +44,14 @@ def _cluster_ok(port: int) -> bool:
     return _cluster_info(port)["cluster_state"] == "ok"
 
 
+def stop_node(run: RunDir, name: str) -> bool:
+    """Stops one master (fault tests); start() brings it back into the cluster."""
+    _, pid_file, _ = _node_paths(run, name)
+    return procs.stop(pid_file, timeout=10)
+
+
 def stop(run: RunDir) -> bool:
     stopped = False
     for name in REDIS_NODES:
-        _, pid_file, _ = _node_paths(run, name)
-        stopped |= procs.stop(pid_file, timeout=10)
+        stopped |= stop_node(run, name)
     return stopped
