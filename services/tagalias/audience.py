@@ -1,0 +1,89 @@
+"""An audience as a set expression that one Redis script evaluates inside one bucket.
+
+Per bucket the result is
+
+    base ∩ every tagsAnd set ∩ (union of the platform sets) − union of the tagsNot sets
+
+where base is (union of tags) ∩ (registrationIds ∪ devices of aliases), taking only the parts
+that were given, or the bucket's ``all`` set when neither was given (all, or tagsAnd/tagsNot
+alone). Registration ids and aliases together form one named set: the partner lists the devices
+it means, by id or by alias.
+
+A query that is just one stored set (one tag, all, all on one platform) needs no temporary key:
+the walk SSCANs that set directly (``direct``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from services.common.contract import PushGrid
+
+PLATFORM_VALUES: tuple[int, ...] = tuple(sorted(PushGrid.Platform._enumerators))
+
+
+@dataclass(frozen=True)
+class Direct:
+    """A query answered by walking one stored set per bucket: kind is 'tag', 'all' or 'platform'."""
+
+    kind: str
+    name: str = ""
+    platform: int = -1
+
+
+@dataclass(frozen=True)
+class Query:
+    """A validated audience plus platform filter, in canonical (sorted) order."""
+
+    app: str
+    tags: tuple[str, ...] = ()
+    tags_and: tuple[str, ...] = ()
+    tags_not: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    registration_ids: tuple[str, ...] = ()
+    platforms: tuple[int, ...] = ()  # empty: every platform
+
+    @property
+    def explicit(self) -> bool:
+        """True when the partner named devices (ids or aliases): those must be gathered first."""
+        return bool(self.aliases or self.registration_ids)
+
+    def direct(self) -> Direct | None:
+        """The one stored set this query equals, if it is that simple."""
+        if self.explicit or self.tags_and or self.tags_not:
+            return None
+        if self.tags:
+            return Direct("tag", name=self.tags[0]) if len(self.tags) == 1 and not self.platforms else None
+        if not self.platforms:
+            return Direct("all")
+        if len(self.platforms) == 1:
+            return Direct("platform", platform=self.platforms[0])
+        return None
+
+    def digest(self) -> str:
+        """A stable hex digest of the query: names its temporary keys and checks its cursors."""
+        body = json.dumps([self.app, self.tags, self.tags_and, self.tags_not, self.aliases,
+                           self.registration_ids, self.platforms], separators=(",", ":"))
+        return hashlib.sha1(body.encode("utf-8")).hexdigest()
+
+
+def query(app: str, audience: PushGrid.Audience, platforms: list[PushGrid.Platform]) -> Query:
+    """Builds the query of an audience already cleaned by validation.audience()."""
+    values = tuple(sorted({p.value for p in platforms}))
+    if values == PLATFORM_VALUES:
+        values = ()  # every platform is no filter
+    return Query(
+        app=app,
+        tags=tuple(sorted(audience.tags or ())),
+        tags_and=tuple(sorted(audience.tagsAnd or ())),
+        tags_not=tuple(sorted(audience.tagsNot or ())),
+        aliases=tuple(sorted(audience.aliases or ())),
+        registration_ids=tuple(sorted(audience.registrationIds or ())),
+        platforms=values,
+    )
+
+
+def tag_digest(app: str, tag: str) -> str:
+    """The digest a tagMembers walk checks its cursors against."""
+    return hashlib.sha1(json.dumps(["tag", app, tag]).encode("utf-8")).hexdigest()
