@@ -99,7 +99,4 @@ def audience(aud: PushGrid.Audience) -> PushGrid.Audience:
         raise invalid("audience", "all cannot be combined with tags, aliases or registration ids")
     if not clean.all and not targeted:
         raise invalid("audience", "audience is empty: set all or name tags, aliases or registration ids")
-    if clean.tagsNot and not (clean.tags or clean.tagsAnd or clean.aliases or clean.registrationIds):
-        # tag_not alone means "everyone but": allowed, resolved against all devices
-        pass
     return clean
