@@ -1,7 +1,7 @@
-"""The one Ice bootstrap for clients: a communicator from a config file, and well-known proxies.
+"""The one Ice bootstrap: client communicators and well-known proxies, and serving a servant.
 
 Servers follow ice-demos and call `Ice.initialize(sys.argv)` in their own short main (IceGrid
-passes `--Ice.Config` on the command line); what they share is `serve_until_shutdown`.
+passes `--Ice.Config` on the command line), then hand their servant to `serve`.
 """
 from __future__ import annotations
 
@@ -38,6 +38,18 @@ def dbagent(communicator: Ice.Communicator) -> PushGrid.DBAgentPrx:
 
 def tagalias(communicator: Ice.Communicator) -> PushGrid.TagAliasPrx:
     return well_known(communicator, TAGALIAS, PushGrid.TagAliasPrx)
+
+
+def serve(communicator: Ice.Communicator, name: str, servant: Ice.Object) -> None:
+    """Serves servant on adapter `name` as identity `<name>.Identity` (default: name) until shutdown.
+
+    Endpoints and the replica group come from the adapter's properties, which IceGrid writes.
+    """
+    props = communicator.getProperties()
+    adapter = communicator.createObjectAdapter(name)
+    adapter.add(servant, Ice.stringToIdentity(props.getPropertyWithDefault(name + ".Identity", name)))
+    adapter.activate()
+    serve_until_shutdown(communicator)
 
 
 def serve_until_shutdown(communicator: Ice.Communicator) -> None:

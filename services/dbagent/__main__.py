@@ -6,21 +6,16 @@ import sys
 import Ice
 
 from services.common.config import MySQLSettings
-from services.common.ice import serve_until_shutdown
+from services.common.ice import serve
 from services.dbagent.servant import DBAgentI
 from services.dbagent.store import Store
 
 
 def main() -> int:
     with Ice.initialize(sys.argv) as communicator:
-        properties = communicator.getProperties()
-        store = Store(MySQLSettings.from_properties(properties))
+        store = Store(MySQLSettings.from_properties(communicator.getProperties()))
         try:
-            adapter = communicator.createObjectAdapter("DBAgent")
-            identity = Ice.stringToIdentity(properties.getPropertyWithDefault("DBAgent.Identity", "DBAgent"))
-            adapter.add(DBAgentI(store), identity)
-            adapter.activate()
-            serve_until_shutdown(communicator)
+            serve(communicator, "DBAgent", DBAgentI(store))
         finally:
             store.close()
     return 0

@@ -116,3 +116,20 @@ def test_restarted_node_brings_its_servers_back(grid, tagalias):
         new = {sid: admin.getServerPid(sid) for sid in old}
         assert all(admin.getServerState(sid) == IceGrid.ServerState.Active for sid in old)
     assert all(new[sid] and new[sid] != old[sid] for sid in old)
+
+
+def test_clients_resolve_through_the_replica_while_the_master_registry_is_down(grid, dbagent, tagalias):
+    creds = dbagent.createApp("registry-" + uuid.uuid4().hex[:8], 600)
+    assert icegrid.stop_registry(grid, "master")
+    try:
+        for _ in range(5):  # every call asks the locator again, which only the replica answers
+            assert dbagent.ice_locatorCacheTimeout(0).getApp(creds.appKey).appKey == creds.appKey
+            tagalias.ice_locatorCacheTimeout(0).listTags(creds.appKey)
+        st = icegrid.status(grid)  # operators still see the grid, through the replica
+        assert st["registries"]["Replica"] and not st["registries"].get("Master", False)
+        assert all(s["state"] == "Active" for s in st["servers"])
+    finally:
+        icegrid.start_registries(grid)
+    icegrid.wait_nodes(grid)  # the nodes find the master again
+    with icegrid.admin_session(grid) as admin:
+        assert admin.pingRegistry("Master")

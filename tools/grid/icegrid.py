@@ -111,20 +111,37 @@ def stop_node(run: RunDir, node: str) -> bool:
     return procs.stop(pid_file, timeout=60)
 
 
+def stop_registry(run: RunDir, name: str) -> bool:
+    """Stops one registry replica ("master" or "replica"); start_registries brings it back."""
+    _, pid_file, _ = _files(run, name)
+    return procs.stop(pid_file, timeout=20)
+
+
 def stop_registries(run: RunDir) -> bool:
     stopped = False
     for name in reversed(REGISTRIES):
-        _, pid_file, _ = _files(run, name)
-        stopped |= procs.stop(pid_file, timeout=20)
+        stopped |= stop_registry(run, name)
     return stopped
+
+
+def _registry(communicator: Ice.Communicator) -> IceGrid.RegistryPrx:
+    """The master registry, or a replica while the master is down (it can read, not deploy)."""
+    names = ["Registry"] + [f"Registry-{n.capitalize()}" for n in REGISTRIES if n != "master"]
+    for i, name in enumerate(names):
+        try:
+            return IceGrid.RegistryPrx.checkedCast(communicator.stringToProxy(f"{INSTANCE_NAME}/{name}"))
+        except Ice.LocalException:
+            if i == len(names) - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager
 def admin_session(run: RunDir) -> Iterator[IceGrid.AdminPrx]:
-    """An IceGrid admin session on the replicated registry (whichever replica answers)."""
+    """An IceGrid admin session on the master registry, or on the replica while the master is down."""
     communicator = client_communicator(run.client_config)
     try:
-        registry = IceGrid.RegistryPrx.checkedCast(communicator.stringToProxy(f"{INSTANCE_NAME}/Registry"))
+        registry = _registry(communicator)
         session = registry.createAdminSession("admin", run.secrets["admin"])
         # the registry destroys a session whose connection goes quiet: keep it heartbeating
         registry.ice_getConnection().setACM(registry.getACMTimeout(), Ice.Unset,

@@ -19,12 +19,12 @@ from tools.grid.rundir import NODES, RunDir
 Progress = Callable[[str], None]
 
 
-def _step(progress: Progress, what: str, fn: Callable[[], object]) -> object:
+def _step(progress: Progress, what: str, fn: Callable[[], object]) -> None:
+    """Runs one step of a bring-up, saying what it starts and how it ended (a str result says how)."""
     started = time.monotonic()
     progress(f"  {what} ...")
     result = fn()
-    progress(f"  {what}: ok ({time.monotonic() - started:.1f}s)")
-    return result
+    progress(f"  {what}: {result if isinstance(result, str) else 'ok'} ({time.monotonic() - started:.1f}s)")
 
 
 def _migrate(run: RunDir) -> None:
@@ -53,8 +53,7 @@ def start_icegrid(run: RunDir, progress: Progress = print) -> None:
 
 
 def deploy(run: RunDir, progress: Progress = print, timeout: float = 90) -> None:
-    verb = _step(progress, "application pushgrid", lambda: icegrid.deploy(run))
-    progress(f"  application pushgrid: {verb}")
+    _step(progress, "application pushgrid", lambda: icegrid.deploy(run))
     _step(progress, "every server active", lambda: wait_servers_active(run, timeout, progress))
 
 
