@@ -40,6 +40,28 @@ def tagalias(communicator: Ice.Communicator) -> PushGrid.TagAliasPrx:
     return well_known(communicator, TAGALIAS, PushGrid.TagAliasPrx)
 
 
+def push(communicator: Ice.Communicator) -> PushGrid.PushServicePrx:
+    return well_known(communicator, PUSH, PushGrid.PushServicePrx)
+
+
+def stc(communicator: Ice.Communicator, stc_id: str) -> PushGrid.STCPrx:
+    """Exactly the STC process stc_id (its own well-known identity, e.g. STC-node1-2)."""
+    return well_known(communicator, stc_id, PushGrid.STCPrx)
+
+
+def all_stcs(communicator: Ice.Communicator) -> list[PushGrid.STCPrx]:
+    """Every STC process the registry knows, for broadcasts and online counts."""
+    import IceGrid
+
+    query = IceGrid.QueryPrx.uncheckedCast(communicator.stringToProxy(_instance(communicator) + "/Query"))
+    return [PushGrid.STCPrx.uncheckedCast(p) for p in query.findAllObjectsByType(PushGrid.STC.ice_staticId())]
+
+
+def _instance(communicator: Ice.Communicator) -> str:
+    """The IceGrid instance name, from the default locator's identity (PushGrid/Locator)."""
+    return communicator.getDefaultLocator().ice_getIdentity().category
+
+
 def serve(communicator: Ice.Communicator, name: str, servant: Ice.Object) -> None:
     """Serves servant on adapter `name` as identity `<name>.Identity` (default: name) until shutdown.
 

@@ -26,3 +26,12 @@ PUSH_QUOTA_MAX = 1_000_000
 
 MSG_IDS_PER_REPORT = 100
 RECEIPTS_PER_CALL = 10000
+
+OFFLINE_PER_DEVICE = 10       # targeted messages kept per offline device (newest win)
+BROADCAST_LOG_MAX = 200       # broadcasts kept per app for replay (within their TTL)
+DELIVER_BATCH = 1000          # registration ids per STC.deliver call
+PRESENCE_TTL_SECONDS = 90     # presence expires unless STC refreshes it (3 heartbeats)
+HEARTBEAT_SECONDS = 30        # device heartbeat interval STC asks for
+DEVICE_FRAME_MAX_BYTES = 8192 # largest frame a device may send
+DEVICE_AUTH_TIMEOUT_SECONDS = 10
+ACKS_PER_FRAME = 100

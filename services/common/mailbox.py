@@ -1,0 +1,200 @@
+"""Delivery state in the Redis Cluster, shared by STC and the dispatchers: the one place it lives.
+
+Per device (hash tag {<registration id>}, so one device's keys share a slot and a Lua script can
+touch them together):
+  pg:d:{rid}:on   presence: the STC id holding the device, expiring unless STC refreshes it
+  pg:d:{rid}:q    offline queue: sorted set of msg ids scored by expiry (ms), newest kept
+  pg:d:{rid}:lb   the newest broadcast msg id the device acknowledged
+Per message and app:
+  pg:m:{msgid}    the message's stored form (JSON: device frame, platforms), gone at its expiry
+  pg:bc:{app}     the app's broadcast log: sorted set of msg ids (time-ordered), trimmed by age
+  pg:task:{msgid} a dispatcher's checkpoint for the message's task (resume cursor, page, done)
+
+A targeted message is queued for every target while its TTL lasts, online or not, and leaves
+the queue when the device acks it: online delivery is the fast path, the queue is the guarantee.
+A broadcast is one log entry, however many devices the app has.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisError
+
+from services.common import limits
+from services.common.contract import PushGrid
+
+
+def _presence(rid: str) -> str:
+    return f"pg:d:{{{rid}}}:on"
+
+
+def _queue(rid: str) -> str:
+    return f"pg:d:{{{rid}}}:q"
+
+
+def _last_broadcast(rid: str) -> str:
+    return f"pg:d:{{{rid}}}:lb"
+
+
+def _message(msg_id: int) -> str:
+    return f"pg:m:{{{msg_id}}}"
+
+
+def _broadcasts(app: str) -> str:
+    return f"pg:bc:{{{app}}}"
+
+
+def _task(msg_id: int) -> str:
+    return f"pg:task:{{{msg_id}}}"
+
+
+# Deletes presence only if it still names this STC: a device that moved on keeps its new home.
+_CLEAR_PRESENCE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# Raises the device's acknowledged-broadcast mark, never lowers it.
+_ACK_BROADCAST = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local new = tonumber(ARGV[1])
+if new > cur then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return new end
+return cur
+"""
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A message as kept for replay: the device frame and who may get it."""
+
+    msg_id: int
+    frame: str
+    platforms: tuple[str, ...]   # platform names; empty means every platform
+    expires_at: int              # ms
+    override_msg_id: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps({"frame": self.frame, "platforms": list(self.platforms),
+                           "expiresAt": self.expires_at, "override": self.override_msg_id})
+
+    @classmethod
+    def from_json(cls, msg_id: int, raw: str) -> "Stored":
+        d = json.loads(raw)
+        return cls(msg_id, d["frame"], tuple(d.get("platforms") or ()), int(d["expiresAt"]), int(d.get("override", 0)))
+
+
+def unavailable(err: RedisError) -> PushGrid.Unavailable:
+    return PushGrid.Unavailable(reason=f"redis: {err}", backend="redis")
+
+
+class Mailbox:
+    """Presence, offline queues, stored messages, broadcast logs and dispatch checkpoints."""
+
+    def __init__(self, redis: RedisCluster) -> None:
+        self._r = redis
+        self._clear_presence = redis.register_script(_CLEAR_PRESENCE)
+        self._ack_broadcast = redis.register_script(_ACK_BROADCAST)
+
+    # ---- presence
+
+    def set_online(self, rids: Sequence[str], stc_id: str, ttl_seconds: int) -> None:
+        """Marks devices as held by stc_id (also refreshes them: STC calls this on heartbeats)."""
+        with self._r.pipeline(transaction=False) as p:
+            for rid in rids:
+                p.set(_presence(rid), stc_id, ex=ttl_seconds)
+            p.execute()
+
+    def set_offline(self, rid: str, stc_id: str) -> None:
+        self._clear_presence(keys=[_presence(rid)], args=[stc_id])
+
+    def where(self, rids: Sequence[str]) -> dict[str, str]:
+        """Which STC holds each of rids; devices not online are left out."""
+        if not rids:
+            return {}
+        values = self._r.mget_nonatomic([_presence(r) for r in rids])
+        return {rid: stc for rid, stc in zip(rids, values) if stc}
+
+    # ---- stored messages
+
+    def store(self, msg: Stored) -> None:
+        self._r.set(_message(msg.msg_id), msg.to_json(), pxat=msg.expires_at)
+
+    def load(self, msg_ids: Sequence[int]) -> dict[int, Stored]:
+        """The stored messages among msg_ids that have not expired."""
+        if not msg_ids:
+            return {}
+        raws = self._r.mget_nonatomic([_message(m) for m in msg_ids])
+        return {m: Stored.from_json(m, raw) for m, raw in zip(msg_ids, raws) if raw}
+
+    def forget(self, msg_id: int) -> None:
+        """Drops a message (overridden or cancelled): queues and logs still naming it skip it."""
+        self._r.delete(_message(msg_id))
+
+    # ---- targeted queues
+
+    def enqueue(self, msg: Stored, rids: Iterable[str]) -> int:
+        """Queues msg for each device (bounded, newest kept); drops the message it overrides."""
+        count = 0
+        with self._r.pipeline(transaction=False) as p:
+            for rid in rids:
+                key = _queue(rid)
+                p.zadd(key, {str(msg.msg_id): msg.expires_at})
+                if msg.override_msg_id:
+                    p.zrem(key, str(msg.override_msg_id))
+                p.zremrangebyrank(key, 0, -limits.OFFLINE_PER_DEVICE - 1)
+                p.pexpireat(key, msg.expires_at, gt=True)
+                p.pexpireat(key, msg.expires_at, nx=True)
+                count += 1
+            p.execute()
+        return count
+
+    def pending(self, rid: str, now_ms: int) -> list[int]:
+        """Queued msg ids of a device that have not expired, oldest first."""
+        return [int(m) for m in self._r.zrangebyscore(_queue(rid), now_ms, "+inf")]
+
+    def ack(self, rid: str, msg_ids: Sequence[int]) -> None:
+        if msg_ids:
+            self._r.zrem(_queue(rid), *[str(m) for m in msg_ids])
+
+    # ---- broadcasts
+
+    def log_broadcast(self, app: str, msg: Stored, now_ms: int) -> None:
+        """Appends a broadcast to the app's log and trims entries past the longest TTL."""
+        from services.common.msgid import floor_for_time
+
+        key = _broadcasts(app)
+        with self._r.pipeline(transaction=False) as p:
+            p.zadd(key, {str(msg.msg_id): msg.msg_id})
+            if msg.override_msg_id:
+                p.zrem(key, str(msg.override_msg_id))
+            p.zremrangebyscore(key, 0, floor_for_time(now_ms - limits.TTL_MAX_SECONDS * 1000) - 1)
+            p.zremrangebyrank(key, 0, -limits.BROADCAST_LOG_MAX - 1)
+            p.pexpire(key, limits.TTL_MAX_SECONDS * 1000)
+            p.execute()
+
+    def broadcasts_after(self, app: str, after_msg_id: int) -> list[int]:
+        """Logged broadcast msg ids newer than after_msg_id, oldest first (expired ones included:
+        load() skips those)."""
+        return [int(m) for m in self._r.zrangebyscore(_broadcasts(app), f"({after_msg_id}", "+inf")]
+
+    def last_broadcast(self, rid: str) -> int:
+        return int(self._r.get(_last_broadcast(rid)) or 0)
+
+    def ack_broadcast(self, rid: str, msg_id: int) -> int:
+        return int(self._ack_broadcast(keys=[_last_broadcast(rid)],
+                                       args=[msg_id, limits.TTL_MAX_SECONDS * 1000]))
+
+    # ---- dispatch checkpoints
+
+    def checkpoint(self, msg_id: int) -> dict[str, str]:
+        return self._r.hgetall(_task(msg_id))
+
+    def save_checkpoint(self, msg_id: int, fields: dict[str, str | int], expires_at_ms: int) -> None:
+        key = _task(msg_id)
+        with self._r.pipeline(transaction=False) as p:
+            p.hset(key, mapping={k: str(v) for k, v in fields.items()})
+            p.pexpireat(key, expires_at_ms + 86400_000)
+            p.execute()
