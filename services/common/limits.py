@@ -25,6 +25,7 @@ PUSH_QUOTA_DEFAULT = 600      # push calls per minute per app
 PUSH_QUOTA_MAX = 1_000_000
 
 MSG_IDS_PER_REPORT = 100
+REPLY_MAX_BYTES = 512 * 1024  # a list reply stops growing here (Ice.MessageSizeMax is 4 MiB)
 RECEIPTS_PER_CALL = 10000
 
 OFFLINE_PER_DEVICE = 10       # targeted messages kept per offline device (newest win)

@@ -47,6 +47,7 @@ def migrate(settings: MySQLSettings) -> list[str]:
         host=settings.host, port=settings.port, user=settings.user, password=settings.password,
         database=settings.database, charset="utf8mb4", autocommit=True,
         connect_timeout=settings.connect_timeout,
+        read_timeout=600, write_timeout=60,  # a migration may take minutes, but a hung MySQL not forever
     )
     try:
         with conn.cursor() as cur:

@@ -48,6 +48,8 @@ def connector(settings: MySQLSettings, host: str, port: int) -> Connector:
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.query_timeout,
             write_timeout=settings.query_timeout,
+            # MariaDB aborts a statement the client stopped waiting for, instead of running on
+            init_command=f"SET SESSION max_statement_time={settings.query_timeout}",
         )
     return connect
 

@@ -197,11 +197,13 @@ class DBAgentI(PushGrid.DBAgent):
                 raise _invalid(f"delta.{field}", f"delta.{field} must not be negative")
         self._store.record_stats(msg_id, batch_key, delta)
 
-    def recordReceipts(self, msgId: int, registrationIds: Sequence[str], current: Ice.Current = None) -> int:
+    def recordReceipts(self, appKey: str, msgId: int, registrationIds: Sequence[str],
+                       current: Ice.Current = None) -> int:
+        app_key = validation.app_key(appKey)
         msg_id = _positive(msgId, "msgId")
         ids = _count(registrationIds, "registrationIds", limits.RECEIPTS_PER_CALL)
         ids = list(dict.fromkeys(validation.registration_id(r, "registrationIds") for r in ids))
-        return self._store.record_receipts(msg_id, ids)
+        return self._store.record_receipts(app_key, msg_id, ids)
 
     def getStats(self, appKey: str, msgIds: Sequence[int], current: Ice.Current = None) -> list[PushGrid.MessageStats]:
         app_key = validation.app_key(appKey)

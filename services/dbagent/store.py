@@ -18,7 +18,7 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 
-from services.common import codec
+from services.common import codec, limits
 from services.common.config import MySQLSettings
 from services.common.contract import PushGrid
 from services.dbagent import credentials
@@ -321,12 +321,22 @@ class Store:
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE state = %s AND send_at <= %s"
                 " ORDER BY send_at, msg_id LIMIT %s",
                 (PushGrid.MessageState.Scheduled.name, until, limit))
-            return [_message(row) for row in cur.fetchall()]
+            out, size = [], 0
+            for row in cur.fetchall():
+                size += len(row["request"])
+                if out and size > limits.REPLY_MAX_BYTES:  # keep the reply well under Ice's message limit
+                    break
+                out.append(_message(row))
+            return out
 
     # ------------------------------------------------------------ statistics
 
-    def _require_message(self, cur: pymysql.cursors.DictCursor, msg_id: int) -> None:
-        cur.execute("SELECT 1 FROM messages WHERE msg_id = %s", (msg_id,))
+    def _require_message(self, cur: pymysql.cursors.DictCursor, msg_id: int, app_key: str | None = None) -> None:
+        """UnknownMessage unless msg_id exists (and, with app_key, belongs to that app)."""
+        if app_key is None:
+            cur.execute("SELECT 1 FROM messages WHERE msg_id = %s", (msg_id,))
+        else:
+            cur.execute("SELECT 1 FROM messages WHERE msg_id = %s AND app_key = %s", (msg_id, app_key))
         if cur.fetchone() is None:
             raise PushGrid.UnknownMessage(reason=f"no message has msg id {msg_id}", msgId=msg_id)
 
@@ -343,11 +353,11 @@ class Store:
                 " stored_offline = stored_offline + %s WHERE msg_id = %s",
                 (delta.targets, delta.sentOnline, delta.storedOffline, msg_id))
 
-    def record_receipts(self, msg_id: int, registration_ids: Sequence[str]) -> int:
+    def record_receipts(self, app_key: str, msg_id: int, registration_ids: Sequence[str]) -> int:
         """Adds only the receipts not seen before to received; returns how many that was."""
         new = 0
         with self._cursor(transaction=True) as cur:
-            self._require_message(cur, msg_id)
+            self._require_message(cur, msg_id, app_key)
             for chunk in _chunks(registration_ids):
                 cur.execute(
                     "INSERT IGNORE INTO receipts (msg_id, registration_id) VALUES "

@@ -187,6 +187,8 @@ local function compute()
       if redis.call('GET', alias_keys[i]) == ARGV[a] then redis.call('SADD', dest, ARGV[a + 1]) end
       a = a + 2
     end
+    -- a registration id from the caller counts only if it is a device of this app
+    redis.call('SINTERSTORE', dest, dest, all)
     if nu > 0 then
       redis.call('SUNIONSTORE', su, unpack(union))
       redis.call('SINTERSTORE', dest, dest, su)
@@ -405,15 +407,9 @@ class TagAliasStore:
                 raise PushGrid.LimitExceeded(
                     reason=f"alias {alias!r} already names {len(live)} devices", limit="alias.devices",
                     max=limits.ALIAS_MAX_DEVICES)
-        try:
-            old = self._r().set(k.alias, alias, get=True)
-        except (RedisError, RedisClusterException):
-            if joined == 1:  # undo the index entry so the failed call leaves nothing behind
-                try:
-                    self._r().srem(index, registration_id)
-                except (RedisError, RedisClusterException):
-                    pass  # a stale index entry is filtered by readers and pruned by writers
-            raise
+        # No undo of the index entry if this fails: the SET may have happened (a timeout is
+        # ambiguous), and a stale entry is harmless, filtered by readers and pruned by writers.
+        old = self._r().set(k.alias, alias, get=True)
         if old and old != alias:
             self._r().srem(keys.alias_devices(app, old), registration_id)
 

@@ -71,7 +71,7 @@ DBAGENT_CASES = [
      P.UnknownMessage),
     ("recordStats unknown msg", lambda d, c: d.recordStats(123456789, "b", P.StatsDelta(1, 1, 0)), P.UnknownMessage),
     ("recordStats negative", lambda d, c: d.recordStats(123456789, "b", P.StatsDelta(-1, 0, 0)), P.InvalidArgument),
-    ("recordReceipts bad id", lambda d, c: d.recordReceipts(123456789, ["bad id"]), P.InvalidArgument),
+    ("recordReceipts bad id", lambda d, c: d.recordReceipts(c["app"], 123456789, ["bad id"]), P.InvalidArgument),
     ("getStats too many", lambda d, c: d.getStats(c["app"], list(range(1, limits.MSG_IDS_PER_REPORT + 2))),
      P.InvalidArgument),
 ]

@@ -59,7 +59,7 @@ def test_devices_and_messages_over_ice(dbagent):
     assert list(stored.request.platforms) == [] and dict(stored.request.notification.extras) == {}
     assert dbagent.transitionMessage(creds.appKey, msg_id, State.Accepted, State.Dispatching)
     dbagent.recordStats(msg_id, "b1", PushGrid.StatsDelta(3, 2, 1))
-    assert dbagent.recordReceipts(msg_id, [dev.registrationId]) == 1
+    assert dbagent.recordReceipts(creds.appKey, msg_id, [dev.registrationId]) == 1
     (stats,) = dbagent.getStats(creds.appKey, [msg_id])
     assert (stats.targets, stats.sentOnline, stats.storedOffline, stats.received, stats.state) == \
         (3, 2, 1, 1, State.Dispatching)

@@ -328,14 +328,18 @@ def test_record_receipts_counts_each_device_once(store):
     creds = new_app(store)
     rec = record(creds.appKey)
     store.record_message(rec)
-    assert store.record_receipts(rec.msgId, ["aaa", "bbb", "ccc"]) == 3
-    assert store.record_receipts(rec.msgId, ["bbb", "ccc", "ddd"]) == 1
+    assert store.record_receipts(creds.appKey, rec.msgId, ["aaa", "bbb", "ccc"]) == 3
+    assert store.record_receipts(creds.appKey, rec.msgId, ["bbb", "ccc", "ddd"]) == 1
     many = [f"r{i:05d}" for i in range(2500)]  # more than one INSERT chunk
-    assert store.record_receipts(rec.msgId, many) == 2500
-    assert store.record_receipts(rec.msgId, many) == 0
+    assert store.record_receipts(creds.appKey, rec.msgId, many) == 2500
+    assert store.record_receipts(creds.appKey, rec.msgId, many) == 0
     assert stats_of(store, creds.appKey, rec.msgId).received == 2504
     with pytest.raises(PushGrid.UnknownMessage):
-        store.record_receipts(new_msg_id(), ["aaa"])
+        store.record_receipts(creds.appKey, new_msg_id(), ["aaa"])
+    other = new_app(store)
+    with pytest.raises(PushGrid.UnknownMessage):  # another app's devices cannot ack this message
+        store.record_receipts(other.appKey, rec.msgId, ["zzz"])
+    assert stats_of(store, creds.appKey, rec.msgId).received == 2504
 
 
 def test_get_stats_shows_only_the_apps_own_messages(store):
@@ -343,7 +347,7 @@ def test_get_stats_shows_only_the_apps_own_messages(store):
     mine, theirs = record(creds.appKey), record(other.appKey)
     store.record_message(mine)
     store.record_message(theirs)
-    store.record_receipts(theirs.msgId, ["xyz"])
+    store.record_receipts(other.appKey, theirs.msgId, ["xyz"])
     missing = new_msg_id()
     stats = store.get_stats(creds.appKey, [theirs.msgId, missing, mine.msgId])
     assert [s.msgId for s in stats] == [mine.msgId]
@@ -411,8 +415,8 @@ BAD_CALLS = [
     ("recordStats negative", lambda s, k, r, m: s.recordStats(m, "b", PushGrid.StatsDelta(1, -1, 1)), PushGrid.InvalidArgument),
     ("recordStats unknown", lambda s, k, r, m: s.recordStats(new_msg_id(), "b", PushGrid.StatsDelta(1, 1, 1)),
      PushGrid.UnknownMessage),
-    ("recordReceipts too many", lambda s, k, r, m: s.recordReceipts(m, ["a"] * 10001), PushGrid.InvalidArgument),
-    ("recordReceipts bad regid", lambda s, k, r, m: s.recordReceipts(m, ["ok", "not ok"]), PushGrid.InvalidArgument),
+    ("recordReceipts too many", lambda s, k, r, m: s.recordReceipts(k, m, ["a"] * 10001), PushGrid.InvalidArgument),
+    ("recordReceipts bad regid", lambda s, k, r, m: s.recordReceipts(k, m, ["ok", "not ok"]), PushGrid.InvalidArgument),
     ("getStats too many", lambda s, k, r, m: s.getStats(k, list(range(1, 102))), PushGrid.InvalidArgument),
     ("getStats msgId", lambda s, k, r, m: s.getStats(k, [m, 0]), PushGrid.InvalidArgument),
     ("getStats malformed", lambda s, k, r, m: s.getStats("", [m]), PushGrid.InvalidArgument),
@@ -431,7 +435,7 @@ def test_bad_input_changes_nothing(store, servant, known):
     app_key, reg_id, msg_id = known
     before = stats_of(store, app_key, msg_id)
     with pytest.raises(PushGrid.InvalidArgument):
-        servant.recordReceipts(msg_id, ["fine1", "fine2", "not fine"])
+        servant.recordReceipts(app_key, msg_id, ["fine1", "fine2", "not fine"])
     assert stats_of(store, app_key, msg_id) == before
 
 

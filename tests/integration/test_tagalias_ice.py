@@ -40,6 +40,7 @@ def test_pages_of_one_walk_on_different_replicas(rotating: PushGrid.TagAliasPrx)
     app = secrets.token_hex(12)
     devices = [f"d{i}" for i in range(600)]
     for i, rid in enumerate(devices):
+        rotating.addDevice(app, rid, P.Android)  # explicit registration ids count only if added
         rotating.addTags(app, rid, ["even" if i % 2 == 0 else "odd", "all"])
     for aud, want in [(A(tags=["even"]), set(devices[::2])),
                       (A(tags=["even", "odd"], tagsNot=["nobody"]), set(devices)),

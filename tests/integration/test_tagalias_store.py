@@ -74,6 +74,7 @@ class World:
         """The audience computed in Python, as Types.ice's Audience comment defines it."""
         devs = self.devices
         named = set(aud.registrationIds or ()) | {r for r, d in devs.items() if aud.aliases and d.alias in aud.aliases}
+        named = {r for r in named if r in devs and devs[r].platform is not None}  # only the app's own devices
         if aud.tags:
             base = {r for r, d in devs.items() if d.tags & set(aud.tags)}
             if aud.aliases or aud.registrationIds:
@@ -459,3 +460,18 @@ def test_unreachable_cluster_is_unavailable_quickly(app: str) -> None:
             call()
         assert e.value.backend == "redis"
         assert time.monotonic() - started < 3.0
+
+
+def test_another_apps_devices_never_resolve_by_id_or_alias(store: TagAliasStore) -> None:
+    """App A naming app B's registration ids, or aliasing B's devices, reaches none of them."""
+    app_a, app_b = new_app(), new_app()
+    theirs = [f"theirs{i}" for i in range(20)]
+    for rid in theirs:
+        store.add_device(app_b, rid, P.Android.value)
+    store.add_device(app_a, "mine1", P.Android.value)
+    store.set_alias(app_a, theirs[0], "stolen")  # A tags/aliases an id it does not own
+    for aud in (PushGrid.Audience(registrationIds=theirs + ["mine1"]),
+                PushGrid.Audience(aliases=["stolen"]),
+                PushGrid.Audience(registrationIds=theirs, tagsNot=["x"])):
+        assert set(resolve_all([store], app_a, aud)) <= {"mine1"}
+    assert set(resolve_all([store], app_b, PushGrid.Audience(registrationIds=theirs))) == set(theirs)

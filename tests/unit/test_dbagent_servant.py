@@ -201,13 +201,15 @@ def test_record_stats_rejects_bad_input(servant, store, args, field):
 
 
 def test_record_receipts_dedupes_and_bounds(servant, store):
-    assert servant.recordReceipts(7, ["a", "b", "a"]) == "result of record_receipts"
-    servant.recordReceipts(7, None)
-    assert store.calls == [("record_receipts", (7, ["a", "b"])), ("record_receipts", (7, []))]
+    assert servant.recordReceipts(KEY, 7, ["a", "b", "a"]) == "result of record_receipts"
+    servant.recordReceipts(KEY, 7, None)
+    assert store.calls == [("record_receipts", (KEY, 7, ["a", "b"])), ("record_receipts", (KEY, 7, []))]
     with pytest.raises(PushGrid.InvalidArgument):
-        servant.recordReceipts(7, ["a"] * (limits.RECEIPTS_PER_CALL + 1))
+        servant.recordReceipts(KEY, 7, ["a"] * (limits.RECEIPTS_PER_CALL + 1))
     with pytest.raises(PushGrid.InvalidArgument):
-        servant.recordReceipts(0, ["a"])
+        servant.recordReceipts(KEY, 0, ["a"])
+    with pytest.raises(PushGrid.InvalidArgument):
+        servant.recordReceipts("not-a-key", 7, ["a"])
 
 
 def test_get_stats_dedupes_in_order_and_bounds(servant, store):

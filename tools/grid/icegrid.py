@@ -175,6 +175,7 @@ def descriptor_variables(run: RunDir) -> dict[str, str]:
         "mysql.password": props["PushGrid.MySQL.Password"],
         "redis.nodes": props["PushGrid.Redis.Nodes"],
         "kafka.bootstrap": props["PushGrid.Kafka.Bootstrap"],
+        **{f"stc.port.{node}": str(run.ports[f"stc-{node}"]) for node in NODES},
     }
 
 
@@ -188,8 +189,15 @@ def deploy(run: RunDir) -> str:
     return verb + "d" if verb == "update" else "added"
 
 
-def server_states(admin: IceGrid.AdminPrx) -> dict[str, IceGrid.ServerState]:
-    return {sid: admin.getServerState(sid) for sid in admin.getAllServerIds()}
+def server_states(admin: IceGrid.AdminPrx) -> dict[str, IceGrid.ServerState | None]:
+    """Each server's state; None where its node cannot be reached."""
+    states = {}
+    for sid in admin.getAllServerIds():
+        try:
+            states[sid] = admin.getServerState(sid)
+        except IceGrid.NodeUnreachableException:
+            states[sid] = None
+    return states
 
 
 def status(run: RunDir) -> dict:
@@ -217,9 +225,12 @@ def status(run: RunDir) -> dict:
         servers = []
         for sid in sorted(admin.getAllServerIds()):
             info = admin.getServerInfo(sid)
-            state = admin.getServerState(sid)
-            pid = admin.getServerPid(sid) if state == IceGrid.ServerState.Active else 0
+            try:
+                state = str(admin.getServerState(sid))
+                pid = admin.getServerPid(sid) if state == "Active" else 0
+            except IceGrid.NodeUnreachableException:
+                state, pid = "NodeDown", 0
             replica_groups = sorted({a.replicaGroupId for a in info.descriptor.adapters if a.replicaGroupId})
-            servers.append({"id": sid, "node": info.node, "state": str(state), "pid": pid,
+            servers.append({"id": sid, "node": info.node, "state": state, "pid": pid,
                             "enabled": admin.isServerEnabled(sid), "replica_groups": replica_groups})
     return {"registries": registries, "nodes": nodes, "replica_groups": groups, "servers": servers}

@@ -1,6 +1,7 @@
 """MariaDB on loopback with its own data directory; creates the database and the pushgrid user."""
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import subprocess
@@ -21,13 +22,15 @@ def start(run: RunDir) -> None:
     datadir, sock, pid_file, log = _paths(run)
     if not os.path.isdir(os.path.join(datadir, "mysql")):
         shutil.rmtree(datadir, ignore_errors=True)
-        subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={datadir}", "--user=root",
-                        "--auth-root-authentication-method=socket", "--skip-test-db"],
+        user = getpass.getuser()
+        subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={datadir}", f"--user={user}",
+                        "--auth-root-authentication-method=socket", f"--auth-root-socket-user={user}",
+                        "--skip-test-db"],
                        check=True, stdout=subprocess.DEVNULL, stderr=open(log, "ab"))
     procs.start([
         shutil.which("mariadbd") or "/usr/sbin/mariadbd", "--no-defaults", f"--datadir={datadir}",
         f"--socket={sock}", f"--port={run.ports['mysql']}", "--bind-address=127.0.0.1",
-        f"--pid-file={os.path.join(datadir, 'mariadbd.pid')}", "--user=root", "--skip-name-resolve",
+        f"--pid-file={os.path.join(datadir, 'mariadbd.pid')}", f"--user={getpass.getuser()}", "--skip-name-resolve",
         "--innodb-buffer-pool-size=256M", "--innodb-flush-log-at-trx-commit=2", "--max-connections=500",
         "--skip-log-bin",
     ], pid_file, log)

@@ -28,13 +28,27 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/pid/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def read_pid(pid_file: str) -> int | None:
+    """The live process a pid file names; None if it is gone or the pid now belongs to another
+    process (the file holds the start time too, so a pid reused after a reboot is not trusted)."""
     try:
         with open(pid_file) as f:
-            pid = int(f.read().strip())
+            pid_text, _, started = f.read().strip().partition(" ")
+            pid = int(pid_text)
     except (OSError, ValueError):
         return None
-    return pid if pid_alive(pid) else None
+    if not pid_alive(pid) or (started and _start_time(pid) != started):
+        return None
+    return pid
 
 
 def start(cmd: Sequence[str], pid_file: str, log_file: str, env: dict[str, str] | None = None,
@@ -47,7 +61,7 @@ def start(cmd: Sequence[str], pid_file: str, log_file: str, env: dict[str, str] 
         proc = subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env={**os.environ, **(env or {})}, cwd=cwd)
     with open(pid_file, "w") as f:
-        f.write(str(proc.pid))
+        f.write(f"{proc.pid} {_start_time(proc.pid) or ''}")
     return proc.pid
 
 
@@ -94,19 +108,39 @@ def _remove(path: str) -> None:
         pass
 
 
+def _ancestors() -> set[int]:
+    """This process and its parents: the shell or tool running `down` is never swept."""
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return pids
+
+
 def processes_under(path: str) -> list[int]:
-    """Pids whose command line mentions path: whatever of a run dir is still running."""
+    """Pids of this user whose command line names a file inside path (path + "/"): whatever a
+    run directory started that is still running, such as a server IceGrid gave a config there."""
     found = []
-    me = os.getpid()
+    skip = _ancestors()
+    inside = path.rstrip("/") + "/"
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
+        if not entry.isdigit() or int(entry) in skip:
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != os.getuid():
+                continue
+        except OSError:
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if path in cmdline and pid_alive(int(entry)):
+        if inside in cmdline and pid_alive(int(entry)):
             found.append(int(entry))
     return found
 

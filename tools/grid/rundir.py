@@ -17,6 +17,7 @@ PORT_NAMES = (
     "redis1-bus", "redis2-bus", "redis3-bus",
     "kafka",
     "registry-master", "registry-replica",
+    "stc-node1", "stc-node2",
 )
 REDIS_NODES = ("redis1", "redis2", "redis3")
 NODES = ("node1", "node2")
@@ -63,7 +64,13 @@ class RunDir:
 
     @property
     def ports(self) -> dict[str, int]:
-        return self._state("ports.json", lambda: {name: _free_port() for name in PORT_NAMES})
+        ports = self._state("ports.json", lambda: {name: _free_port() for name in PORT_NAMES})
+        missing = [name for name in PORT_NAMES if name not in ports]
+        if missing:  # a run directory from an older release: add the new ports, keep the rest
+            ports.update({name: _free_port() for name in missing})
+            with open(os.path.join(self.path, "ports.json"), "w") as f:
+                json.dump(ports, f, indent=2)
+        return ports
 
     @property
     def secrets(self) -> dict[str, str]:
@@ -78,6 +85,11 @@ class RunDir:
         p = self.ports
         return (f"{INSTANCE_NAME}/Locator:tcp -h 127.0.0.1 -p {p['registry-master']}"
                 f":tcp -h 127.0.0.1 -p {p['registry-replica']}")
+
+    @property
+    def device_urls(self) -> list[str]:
+        """Where devices connect: one shared port per node, several STC processes behind each."""
+        return [f"ws://127.0.0.1:{self.ports[f'stc-{node}']}/v1/device" for node in NODES]
 
     @property
     def client_config(self) -> str:
@@ -103,6 +115,8 @@ class RunDir:
             "Ice.Default.LocatorCacheTimeout": "10",
             "Ice.RetryIntervals": "0 50 200 500 1000",
             "Ice.Default.Timeout": "10000",
+            "Ice.Default.InvocationTimeout": "60000",
+            "Ice.MessageSizeMax": "4096",
             "IceGridAdmin.Username": "admin",
             "IceGridAdmin.Password": self.secrets["admin"],
             **self.backend_properties(),
