@@ -93,3 +93,22 @@ class KafkaSettings:
 def run_dir_config(run_dir: str) -> str:
     """The client config file `pushgrid up` writes into a run directory."""
     return os.path.join(os.path.abspath(run_dir), "pushgrid.cfg")
+
+
+@dataclass(frozen=True)
+class STCSettings:
+    """Who one STC process is (its Ice identity is its id) and where its devices connect."""
+
+    stc_id: str
+    node: str
+    device_host: str
+    device_port: int
+
+    @classmethod
+    def from_properties(cls, props: Ice.Properties) -> "STCSettings":
+        return cls(
+            stc_id=props.getPropertyWithDefault("STC.Id", "STC"),
+            node=props.getProperty("STC.Node"),
+            device_host=props.getPropertyWithDefault("STC.DeviceHost", "127.0.0.1"),
+            device_port=_int(props, "STC.DevicePort", 8081),
+        )

@@ -17,7 +17,7 @@ A broadcast is one log entry, however many devices the app has.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from redis.cluster import RedisCluster
@@ -54,6 +54,13 @@ def _task(msg_id: int) -> str:
 # Deletes presence only if it still names this STC: a device that moved on keeps its new home.
 _CLEAR_PRESENCE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# Extends presence if it still names this STC (or has lapsed); 0 if another STC holds the device.
+_REFRESH_PRESENCE = """
+local cur = redis.call('GET', KEYS[1])
+if cur == false or cur == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1 end
 return 0
 """
 
@@ -110,6 +117,15 @@ class Mailbox:
     def set_offline(self, rid: str, stc_id: str) -> None:
         self._clear_presence(keys=[_presence(rid)], args=[stc_id])
 
+    def set_offline_many(self, rids: Sequence[str], stc_id: str) -> None:
+        """set_offline for many devices in one pipeline (an STC closing its connections)."""
+        self._eval_each(_CLEAR_PRESENCE, [(_presence(rid), stc_id) for rid in rids])
+
+    def refresh_online(self, rids: Sequence[str], stc_id: str, ttl_seconds: int) -> list[str]:
+        """Extends presence of devices stc_id still holds; returns those another STC took over."""
+        held = self._eval_each(_REFRESH_PRESENCE, [(_presence(rid), stc_id, ttl_seconds) for rid in rids])
+        return [rid for rid, ok in zip(rids, held) if not ok]
+
     def where(self, rids: Sequence[str]) -> dict[str, str]:
         """Which STC holds each of rids; devices not online are left out."""
         if not rids:
@@ -159,6 +175,14 @@ class Mailbox:
         if msg_ids:
             self._r.zrem(_queue(rid), *[str(m) for m in msg_ids])
 
+    def ack_many(self, acks: Mapping[str, Sequence[int]]) -> None:
+        """ack for many devices in one pipeline (STC batches what its devices acknowledged)."""
+        with self._r.pipeline(transaction=False) as p:
+            for rid, msg_ids in acks.items():
+                if msg_ids:
+                    p.zrem(_queue(rid), *[str(m) for m in msg_ids])
+            p.execute()
+
     # ---- broadcasts
 
     def log_broadcast(self, app: str, msg: Stored, now_ms: int) -> None:
@@ -186,6 +210,25 @@ class Mailbox:
     def ack_broadcast(self, rid: str, msg_id: int) -> int:
         return int(self._ack_broadcast(keys=[_last_broadcast(rid)],
                                        args=[msg_id, limits.TTL_MAX_SECONDS * 1000]))
+
+    def ack_broadcasts(self, marks: Mapping[str, int]) -> None:
+        """ack_broadcast for many devices in one pipeline."""
+        ttl = limits.TTL_MAX_SECONDS * 1000
+        self._eval_each(_ACK_BROADCAST, [(_last_broadcast(rid), msg_id, ttl) for rid, msg_id in marks.items()])
+
+    # ---- helpers
+
+    def _eval_each(self, script: str, calls: Sequence[tuple]) -> list:
+        """Runs a one-key script once per (key, *args) in one cluster pipeline.
+
+        redis-py's cluster pipeline has no Script support, but routes EVAL by its key.
+        """
+        if not calls:
+            return []
+        with self._r.pipeline(transaction=False) as p:
+            for key, *args in calls:
+                p.execute_command("EVAL", script, 1, key, *args)
+            return p.execute()
 
     # ---- dispatch checkpoints
 

@@ -1,0 +1,420 @@
+"""STC's delivery logic, apart from WebSocket and Ice: who is connected here, and what they get.
+
+The engine keeps the table of sessions (by registration id, and by app for broadcasts), runs
+hello (verify, takeover, presence, welcome) and replay, sends deliveries and broadcasts, and
+routes acks. Everything that blocks (DBAgent and TagAlias over Ice, Redis, Kafka) runs in a
+thread pool so the event loop only moves frames. Acks, presence clears and receipts are written
+in batches by one background loop; presence refreshes and last-seen touches by another.
+
+All methods run on the engine's event loop; the transport and the Ice servant call them there.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from services.common import limits, msgid
+from services.common.mailbox import Stored
+from services.stc import protocol
+from services.stc.protocol import Close
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# ---------------------------------------------------------------- what the engine talks to
+
+class Conn(Protocol):
+    """One device connection as the transport gives it to the engine."""
+
+    def send(self, frame: str) -> bool:
+        """Queues a text frame; False if the connection is closing or not reading."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Starts closing the connection with a close code of PROTOCOL.md."""
+
+
+@dataclass(frozen=True)
+class Device:
+    """A verified device: what hello learns from DBAgent."""
+
+    app_key: str
+    registration_id: str
+    platform: str      # "android", "ios" or "web"
+    created_at: int    # ms
+
+
+class Directory(Protocol):
+    """The device registry (DBAgent and TagAlias); blocking calls, raising protocol.DeviceError."""
+
+    def register(self, app_key: str, platform: str) -> tuple[str, str]: ...
+    def verify(self, app_key: str, registration_id: str, device_token: str) -> Device: ...
+    def touch(self, app_key: str, registration_ids: Sequence[str], seen_at: int) -> None: ...
+
+
+class Receipts(Protocol):
+    """Where acknowledged msg ids go (Kafka); publish may buffer, flush waits for the broker."""
+
+    def publish(self, app_key: str, acks: list[list[Any]]) -> None: ...
+    def flush(self) -> None: ...
+
+
+class Mailbox(Protocol):
+    """The part of services.common.mailbox.Mailbox STC uses."""
+
+    def set_online(self, rids: Sequence[str], stc_id: str, ttl_seconds: int) -> None: ...
+    def set_offline_many(self, rids: Sequence[str], stc_id: str) -> None: ...
+    def refresh_online(self, rids: Sequence[str], stc_id: str, ttl_seconds: int) -> list[str]: ...
+    def pending(self, rid: str, now_ms: int) -> list[int]: ...
+    def load(self, msg_ids: Sequence[int]) -> dict[int, Stored]: ...
+    def broadcasts_after(self, app: str, after_msg_id: int) -> list[int]: ...
+    def last_broadcast(self, rid: str) -> int: ...
+    def ack_many(self, acks: Mapping[str, Sequence[int]]) -> None: ...
+    def ack_broadcasts(self, marks: Mapping[str, int]) -> None: ...
+
+
+# ---------------------------------------------------------------- sessions
+
+@dataclass(eq=False)
+class Session:
+    """A device that said hello on a connection here; sent maps msg id -> is a broadcast."""
+
+    conn: Conn
+    device: Device
+    sent: OrderedDict[int, bool] = field(default_factory=OrderedDict)
+    open: bool = True
+
+    @property
+    def rid(self) -> str:
+        return self.device.registration_id
+
+    @property
+    def app(self) -> str:
+        return self.device.app_key
+
+    def remember(self, msg_id: int, broadcast: bool) -> None:
+        """Keeps the newest DEVICE_SENT_RECORD ids, enough to route every ack a device owes."""
+        self.sent[msg_id] = broadcast
+        self.sent.move_to_end(msg_id)
+        if len(self.sent) > limits.DEVICE_SENT_RECORD:
+            self.sent.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    stc_id: str
+    heartbeat: int = limits.HEARTBEAT_SECONDS
+    presence_ttl: int = limits.PRESENCE_TTL_SECONDS
+    flush_seconds: float = 0.2          # acks, receipts and presence clears go out this often
+    flush_size: int = 500               # ... or as soon as this many acks wait
+    refresh_seconds: float = limits.PRESENCE_TTL_SECONDS / 3
+    touch_every: int = 10               # connected devices are touched every this many refreshes
+
+
+def replay_order(queued: Sequence[int], broadcasts: Sequence[int], stored: Mapping[int, Stored],
+                 platform: str, now: int) -> list[tuple[Stored, bool]]:
+    """What a device gets after its welcome: queued messages oldest first, then broadcasts oldest
+    first; each (message, is broadcast). Forgotten, expired and other-platform messages are left out."""
+    out = []
+    for ids, is_broadcast in ((sorted(queued), False), (sorted(broadcasts), True)):
+        for m in ids:
+            msg = stored.get(m)
+            if msg is None or msg.expires_at <= now or (msg.platforms and platform not in msg.platforms):
+                continue
+            out.append((msg, is_broadcast))
+    return out
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+class Engine:
+    """The sessions of one STC process and everything that happens to them."""
+
+    def __init__(self, settings: Settings, directory: Directory, mailbox: Mailbox, receipts: Receipts,
+                 executor: Executor | None = None, clock: Callable[[], int] = now_ms) -> None:
+        self.settings = settings
+        self._directory = directory
+        self._mailbox = mailbox
+        self._receipts = receipts
+        self._executor = executor or ThreadPoolExecutor(max_workers=8, thread_name_prefix="stc-io")
+        self._clock = clock
+        self._sessions: dict[str, Session] = {}
+        self._by_app: dict[str, dict[str, Session]] = defaultdict(dict)
+        # batched writes, flushed by _flush
+        self._acks: dict[str, list[int]] = defaultdict(list)
+        self._marks: dict[str, int] = {}
+        self._receipt_rows: dict[str, list[list[Any]]] = defaultdict(list)
+        self._ack_count = 0
+        self._offline: set[str] = set()
+        self._left: dict[str, set[str]] = defaultdict(set)     # app -> devices gone since last touch
+        self._flush_wanted = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    # ---- blocking work off the loop
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs a blocking call in the pool; anything but a DeviceError becomes an InternalError."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except protocol.DeviceError:
+            raise
+        except Exception as exc:
+            log.warning("%s failed: %s", getattr(fn, "__name__", fn), exc)
+            raise protocol.InternalError("STC could not reach its backends; try again") from exc
+
+    # ---- devices
+
+    async def register(self, app_key: str, platform: str) -> str:
+        """A new device of app_key: the registered frame (its credentials)."""
+        rid, token = await self._call(self._directory.register, app_key, platform)
+        return protocol.registered(rid, token)
+
+    async def hello(self, conn: Conn, hello: protocol.Hello) -> Session:
+        """Verifies the device, takes over an older connection of it, marks it online, welcomes it."""
+        device = await self._call(self._directory.verify, hello.app_key, hello.registration_id, hello.device_token)
+        await self._call(self._mailbox.set_online, [device.registration_id], self.settings.stc_id,
+                         self.settings.presence_ttl)
+        old = self._sessions.get(device.registration_id)
+        if old is not None:
+            self._drop(old)
+            old.conn.close(Close.REPLACED, "replaced by a newer connection")
+        session = Session(conn, device)
+        self._sessions[session.rid] = session
+        self._by_app[session.app][session.rid] = session
+        self._offline.discard(session.rid)
+        conn.send(protocol.welcome(self.settings.heartbeat, self.settings.stc_id, self._clock()))
+        return session
+
+    async def replay(self, session: Session) -> int:
+        """Sends what the device missed (PROTOCOL.md, Replay); returns how many messages."""
+        now = self._clock()
+        plan = await self._call(self._replay_plan, session.device, now)
+        sent = 0
+        for msg, is_broadcast in plan:
+            if not session.open:
+                break
+            try:
+                frame = protocol.as_replay(msg.frame)
+            except ValueError:
+                log.warning("stored message %d is not a frame; skipped", msg.msg_id)
+                continue
+            sent += self._send(session, frame, msg.msg_id, is_broadcast)
+        return sent
+
+    def _replay_plan(self, device: Device, now: int) -> list[tuple[Stored, bool]]:
+        """(In the pool.) The device's queue and the app's broadcasts it has not acknowledged."""
+        queued = self._mailbox.pending(device.registration_id, now)
+        after = max(self._mailbox.last_broadcast(device.registration_id), msgid.floor_for_time(device.created_at))
+        broadcasts = self._mailbox.broadcasts_after(device.app_key, after)
+        stored = self._mailbox.load(list(dict.fromkeys([*queued, *broadcasts])))
+        return replay_order(queued, broadcasts, stored, device.platform, now)
+
+    def ack(self, session: Session, msg_ids: Sequence[int]) -> None:
+        """Routes the acks of msg ids sent on this connection; others are ignored (never trusted)."""
+        for m in msg_ids:
+            is_broadcast = session.sent.pop(m, None)
+            if is_broadcast is None:
+                continue
+            if is_broadcast:
+                self._marks[session.rid] = max(self._marks.get(session.rid, 0), m)
+            else:
+                self._acks[session.rid].append(m)
+            self._receipt_rows[session.app].append([m, session.app, session.rid])
+            self._ack_count += 1
+        if self._ack_count >= self.settings.flush_size:
+            self._flush_wanted.set()
+
+    def disconnected(self, session: Session) -> None:
+        """The transport's connection ended; presence is cleared unless a newer one holds the device."""
+        session.open = False
+        if self._sessions.get(session.rid) is session:
+            self._drop(session)
+            self._offline.add(session.rid)
+        self._left[session.app].add(session.rid)
+
+    def _drop(self, session: Session) -> None:
+        session.open = False
+        self._sessions.pop(session.rid, None)
+        app = self._by_app.get(session.app)
+        if app is not None:
+            app.pop(session.rid, None)
+            if not app:
+                del self._by_app[session.app]
+
+    # ---- sending
+
+    def _send(self, session: Session, frame: str, msg_id: int, broadcast: bool) -> bool:
+        if not session.open or not session.conn.send(frame):
+            return False
+        session.remember(msg_id, broadcast)
+        return True
+
+    def _expired(self, expires_at: int) -> bool:
+        return expires_at <= self._clock()
+
+    async def deliver(self, env: Any, rids: Sequence[str]) -> list[str]:
+        """Sends env (a PushGrid.Envelope) to those of rids connected here; returns them."""
+        if self._expired(env.expiresAt):
+            return []
+        out = []
+        for rid in dict.fromkeys(rids):
+            session = self._sessions.get(rid)
+            if session is not None and session.app == env.appKey and \
+                    self._send(session, env.body, env.msgId, env.broadcast):
+                out.append(rid)
+        return out
+
+    async def broadcast(self, env: Any, platforms: Iterable[str], spread_ms: int) -> int:
+        """Sends env to every device of its app here (of platforms; empty: all), evenly over spread_ms."""
+        wanted = set(platforms)
+        targets = [s for s in self._by_app.get(env.appKey, {}).values()
+                   if not wanted or s.device.platform in wanted]
+        loop = asyncio.get_running_loop()
+        start, spread, n = loop.time(), max(spread_ms, 0) / 1000.0, len(targets)
+        sent = 0
+        for i, session in enumerate(targets):
+            if spread:
+                delay = start + spread * i / n - loop.time()
+                if delay > 0.01:  # sends due within 10 ms go out together
+                    try:
+                        await asyncio.wait_for(self._stopping.wait(), delay)
+                    except TimeoutError:
+                        pass
+            elif i and i % 1000 == 0:
+                await asyncio.sleep(0)  # a huge app must not hold up the other connections
+            if self._expired(env.expiresAt) or self._stopping.is_set():
+                break  # the devices not reached get it from the broadcast log when they reconnect
+            sent += self._send(session, env.body, env.msgId, True)
+        return sent
+
+    def online_count(self, app_key: str) -> int:
+        return len(self._by_app.get(app_key, ()))
+
+    @property
+    def connections(self) -> int:
+        return len(self._sessions)
+
+    # ---- background work
+
+    def start(self) -> None:
+        """Starts the flush and refresh loops on the running event loop."""
+        self._tasks = [asyncio.create_task(self._flush_loop()), asyncio.create_task(self._refresh_loop())]
+
+    async def _flush_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._flush_wanted.wait(), self.settings.flush_seconds)
+            except TimeoutError:
+                pass
+            self._flush_wanted.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Writes the acks and presence clears gathered so far, then publishes their receipts."""
+        acks, marks, rows, offline = self._acks, self._marks, self._receipt_rows, self._offline
+        self._acks, self._marks, self._receipt_rows, self._offline = defaultdict(list), {}, defaultdict(list), set()
+        self._ack_count = 0
+        offline = {rid for rid in offline if rid not in self._sessions}
+        if acks or marks or offline:
+            try:
+                await self._call(self._write, acks, marks, sorted(offline))
+            except protocol.DeviceError:
+                pass  # logged; unwritten acks only mean the messages are replayed once more
+            back = [rid for rid in offline if rid in self._sessions]
+            if back:  # reconnected here while the clear was in flight: say so again
+                await self._quietly(self._mailbox.set_online, back, self.settings.stc_id, self.settings.presence_ttl)
+        if rows:
+            await self._quietly(self._publish, rows)
+
+    def _write(self, acks: Mapping[str, Sequence[int]], marks: Mapping[str, int], offline: Sequence[str]) -> None:
+        if acks:
+            self._mailbox.ack_many(acks)
+        if marks:
+            self._mailbox.ack_broadcasts(marks)
+        for chunk in _chunks(offline, limits.DELIVER_BATCH):
+            self._mailbox.set_offline_many(chunk, self.settings.stc_id)
+
+    def _publish(self, rows: Mapping[str, list[list[Any]]]) -> None:
+        for app, acks in rows.items():
+            for chunk in _chunks(acks, limits.RECEIPTS_PER_RECORD):
+                self._receipts.publish(app, list(chunk))
+
+    async def _quietly(self, fn: Callable[..., Any], *args: Any) -> None:
+        """A background write: failures are logged by _call and not raised."""
+        try:
+            await self._call(fn, *args)
+        except protocol.DeviceError:
+            pass
+
+    async def _refresh_loop(self) -> None:
+        rounds = 0
+        while True:
+            await asyncio.sleep(self.settings.refresh_seconds)
+            rounds += 1
+            await self.refresh(touch_connected=rounds % self.settings.touch_every == 0)
+
+    async def refresh(self, touch_connected: bool = False) -> None:
+        """Extends presence of every device here; closes those another STC took over (4004);
+        touches the last-seen time of devices that left (and of all connected, when asked)."""
+        rids = list(self._sessions)
+        try:
+            taken = await self._call(self._refresh_presence, rids)
+        except protocol.DeviceError:
+            taken = []
+        for rid in taken:
+            session = self._sessions.get(rid)
+            if session is not None:
+                self._drop(session)
+                session.conn.close(Close.REPLACED, "replaced by a newer connection")
+        seen, self._left = self._left, defaultdict(set)
+        if touch_connected:
+            for app, sessions in self._by_app.items():
+                seen[app].update(sessions)
+        if seen:
+            await self._quietly(self._touch, seen, self._clock())
+
+    def _refresh_presence(self, rids: Sequence[str]) -> list[str]:
+        taken: list[str] = []
+        for chunk in _chunks(rids, limits.DELIVER_BATCH):
+            taken += self._mailbox.refresh_online(chunk, self.settings.stc_id, self.settings.presence_ttl)
+        return taken
+
+    def _touch(self, seen: Mapping[str, set[str]], now: int) -> None:
+        for app, rids in seen.items():
+            for chunk in _chunks(sorted(rids), limits.RECEIPTS_PER_CALL):
+                self._directory.touch(app, chunk, now)
+
+    def stop_spreading(self) -> None:
+        """Ends broadcasts being spread, with what they sent so far: the server is shutting down
+        and Ice waits for every call in progress to answer first."""
+        self._stopping.set()
+
+    async def shutdown(self) -> None:
+        """Stops the loops, lets go of every device (1012), clears presence, flushes everything."""
+        self.stop_spreading()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for session in list(self._sessions.values()):
+            self.disconnected(session)
+            session.conn.close(Close.RESTARTING, "STC restarting")
+        await self.flush()
+        seen, self._left = self._left, defaultdict(set)
+        if seen:
+            await self._quietly(self._touch, seen, self._clock())
+        await self._quietly(self._receipts.flush)

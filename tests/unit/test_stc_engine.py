@@ -1,0 +1,242 @@
+"""The STC engine with fakes: takeover, replay order and filtering, ack routing, spreading."""
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from services.common import msgid
+from services.common.contract import PushGrid
+from services.common.mailbox import Stored
+from services.stc import protocol
+from services.stc.engine import Engine, Settings, replay_order
+from tests.unit.stc_fakes import APP, OTHER_APP, FakeConn, FakeDirectory, FakeMailbox, FakeReceipts
+
+NOW = msgid.EPOCH_MS + 10 * 86400_000
+STC = "STC-test-1"
+
+
+def mid(ms_after_epoch_start: int, seq: int = 0) -> int:
+    """A msg id assigned at NOW - 1 h + ms."""
+    return msgid.floor_for_time(NOW - 3600_000 + ms_after_epoch_start) + seq
+
+
+def body(msg_id: int) -> str:
+    return json.dumps({"op": "msg", "msg_id": msg_id, "replay": False, "notification": {"alert": "a"},
+                      "override_msg_id": 0})
+
+
+def stored(msg_id: int, platforms: tuple[str, ...] = (), expires_at: int = NOW + 60_000) -> Stored:
+    return Stored(msg_id, body(msg_id), platforms, expires_at)
+
+
+def env(msg_id: int, app: str = APP, broadcast: bool = False, expires_at: int = NOW + 60_000) -> PushGrid.Envelope:
+    return PushGrid.Envelope(msgId=msg_id, appKey=app, broadcast=broadcast, expiresAt=expires_at,
+                             overrideMsgId=0, body=body(msg_id))
+
+
+class World:
+    def __init__(self) -> None:
+        self.directory = FakeDirectory()
+        self.mailbox = FakeMailbox()
+        self.receipts = FakeReceipts()
+        self.engine = Engine(Settings(stc_id=STC), self.directory, self.mailbox, self.receipts, clock=lambda: NOW)
+
+    async def connect(self, rid: str, conn: FakeConn | None = None, replay: bool = True):
+        conn = conn or FakeConn()
+        session = await self.engine.hello(conn, protocol.Hello(self.directory.devices[rid].app_key, rid, "good", ""))
+        if replay:
+            await self.engine.replay(session)
+        return conn, session
+
+
+def run(test: Callable[[World], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(test(World()))
+
+
+def frames(conn: FakeConn) -> list[dict]:
+    return [json.loads(f) for f in conn.frames]
+
+
+def test_hello_welcomes_and_marks_presence() -> None:
+    async def t(w: World) -> None:
+        w.directory.add("r1")
+        conn, _ = await w.connect("r1")
+        assert frames(conn)[0] == {"op": "welcome", "heartbeat": 30, "stc": STC, "server_time": NOW}
+        assert w.mailbox.presence == {"r1": STC}
+        assert w.engine.online_count(APP) == 1 and w.engine.connections == 1
+        with pytest.raises(protocol.AuthFailed):
+            await w.engine.hello(FakeConn(), protocol.Hello(APP, "r1", "bad", ""))
+        with pytest.raises(protocol.AuthFailed):
+            await w.engine.hello(FakeConn(), protocol.Hello(OTHER_APP, "r1", "good", ""))
+    run(t)
+
+
+def test_takeover_closes_the_older_connection_and_keeps_presence() -> None:
+    async def t(w: World) -> None:
+        w.directory.add("r1")
+        old, old_session = await w.connect("r1")
+        new, _ = await w.connect("r1")
+        assert old.closed == (4004, "replaced by a newer connection") and new.closed is None
+        w.engine.disconnected(old_session)  # the transport notices the old connection ending
+        await w.engine.flush()
+        assert w.mailbox.presence == {"r1": STC} and w.engine.connections == 1
+        assert await w.engine.deliver(env(mid(1)), ["r1"]) == ["r1"]
+        assert len(new.frames) == 2 and len(old.frames) == 1
+    run(t)
+
+
+def test_takeover_across_processes_is_found_on_refresh() -> None:
+    async def t(w: World) -> None:
+        w.directory.add("r1")
+        w.directory.add("r2")
+        c1, _ = await w.connect("r1")
+        c2, _ = await w.connect("r2")
+        w.mailbox.presence["r1"] = "STC-other-1"  # the device said hello to another process
+        await w.engine.refresh()
+        assert c1.closed and c1.closed[0] == 4004 and c2.closed is None
+        assert w.engine.connections == 1 and w.mailbox.presence["r1"] == "STC-other-1"
+    run(t)
+
+
+def test_replay_order_and_filters() -> None:
+    a, b, c, d, e = (mid(i * 1000) for i in range(5))
+    msgs = {a: stored(a), b: stored(b, ("ios",)), c: stored(c, expires_at=NOW - 1), d: stored(d, ("android", "web")),
+            e: stored(e)}
+    plan = replay_order(queued=[e, a, 999], broadcasts=[d, b, c], stored=msgs, platform="android", now=NOW)
+    assert [(m.msg_id, bc) for m, bc in plan] == [(a, False), (e, False), (d, True)]
+
+
+def test_replay_sends_queue_then_broadcasts_newer_than_mark_and_registration() -> None:
+    async def t(w: World) -> None:
+        created = NOW - 1800_000
+        w.directory.add("r1", created_at=created)
+        before_registration, acked_bc, new_bc, newer_bc = mid(0), mid(2000_000), mid(2100_000), mid(2200_000)
+        for m in (before_registration, acked_bc, new_bc, newer_bc):
+            w.mailbox.log(APP, stored(m))
+        w.mailbox.log(OTHER_APP, stored(mid(2300_000)))
+        w.mailbox.marks["r1"] = acked_bc
+        q1, q2 = mid(2050_000), mid(2060_000)
+        w.mailbox.queue("r1", stored(q2, expires_at=NOW + 1000))   # expires first, but is newer
+        w.mailbox.queue("r1", stored(q1, expires_at=NOW + 9000))
+        conn, _ = await w.connect("r1")
+        got = frames(conn)[1:]
+        assert [f["msg_id"] for f in got] == [q1, q2, new_bc, newer_bc]
+        assert all(f["replay"] is True for f in got)
+    run(t)
+
+
+def test_acks_route_to_queue_or_broadcast_mark_and_become_receipts() -> None:
+    async def t(w: World) -> None:
+        w.directory.add("r1")
+        t1, b1, b2 = mid(1), mid(2), mid(3)
+        w.mailbox.queue("r1", stored(t1))
+        w.mailbox.log(APP, stored(b1))
+        conn, session = await w.connect("r1")
+        assert await w.engine.broadcast(env(b2, broadcast=True), [], 0) == 1
+        w.engine.ack(session, [b2, t1, b1, 424242])   # an id never sent here is ignored
+        w.engine.ack(session, [t1])                    # so is a second ack
+        await w.engine.flush()
+        assert w.mailbox.queues["r1"] == {} and w.mailbox.marks["r1"] == b2
+        assert w.receipts.records == [(APP, [[b2, APP, "r1"], [t1, APP, "r1"], [b1, APP, "r1"]])]
+    run(t)
+
+
+def test_deliver_reaches_only_connected_devices_of_the_app() -> None:
+    async def t(w: World) -> None:
+        w.directory.add("r1")
+        w.directory.add("r2")
+        w.directory.add("x1", app=OTHER_APP)
+        c1, _ = await w.connect("r1")
+        cx, _ = await w.connect("x1")
+        m = mid(5)
+        assert await w.engine.deliver(env(m), ["r1", "r2", "x1", "r1"]) == ["r1"]
+        assert json.loads(c1.frames[-1])["msg_id"] == m and len(cx.frames) == 1
+        assert await w.engine.deliver(env(mid(6), expires_at=NOW), ["r1"]) == []
+        slow = FakeConn(accept=False)
+        w.directory.add("r3")
+        await w.connect("r3", slow)
+        assert await w.engine.deliver(env(mid(7)), ["r3"]) == []
+    run(t)
+
+
+def test_broadcast_filters_platforms_and_spreads_sends() -> None:
+    async def t(w: World) -> None:
+        conns = []
+        for i in range(6):
+            w.directory.add(f"r{i}", platform="ios" if i % 2 else "android")
+            conns.append((await w.connect(f"r{i}"))[0])
+        w.directory.add("x", app=OTHER_APP)
+        other, _ = await w.connect("x")
+        assert await w.engine.broadcast(env(mid(1), broadcast=True), ["ios"], 0) == 3
+        assert [len(c.frames) for c in conns] == [1, 2, 1, 2, 1, 2] and len(other.frames) == 1
+
+        loop = asyncio.get_running_loop()
+        times: list[float] = []
+        for c in conns:
+            c.send = lambda f, c=c: times.append(loop.time()) or FakeConn.send(c, f)  # type: ignore[method-assign]
+        start = loop.time()
+        assert await w.engine.broadcast(env(mid(2), broadcast=True), [], 500) == 6
+        offsets = [t - start for t in times]
+        assert offsets == sorted(offsets)
+        assert offsets[0] < 0.2 and 0.3 < offsets[-1] < 2.0   # 6 sends at 0, 83, ..., 417 ms
+    run(t)
+
+
+def test_disconnect_clears_presence_unless_the_device_came_back() -> None:
+    async def t(w: World) -> None:
+        w.directory.add("r1")
+        w.directory.add("r2")
+        _, s1 = await w.connect("r1")
+        _, s2 = await w.connect("r2")
+        w.engine.disconnected(s1)
+        w.engine.disconnected(s2)
+        await w.connect("r2")          # back before the flush
+        await w.engine.flush()
+        assert w.mailbox.presence == {"r2": STC}
+        await w.engine.refresh(touch_connected=True)
+        assert sorted(r for _, rids, _ in w.directory.touched for r in rids) == ["r1", "r2"]
+    run(t)
+
+
+def test_shutdown_closes_with_1012_clears_presence_and_flushes() -> None:
+    async def t(w: World) -> None:
+        w.directory.add("r1")
+        conn, session = await w.connect("r1")
+        assert await w.engine.deliver(env(mid(1)), ["r1"]) == ["r1"]
+        w.engine.ack(session, [mid(1)])
+        w.engine.start()
+        await w.engine.shutdown()
+        assert conn.closed == (1012, "STC restarting")
+        assert w.mailbox.presence == {} and w.engine.connections == 0
+        assert w.receipts.records and w.receipts.flushed == 1
+    run(t)
+
+
+def test_backend_failure_is_an_internal_error() -> None:
+    async def t(w: World) -> None:
+        w.directory.add("r1")
+
+        def broken(*_: Any) -> None:
+            raise ConnectionError("redis down")
+        w.mailbox.set_online = broken  # type: ignore[method-assign]
+        with pytest.raises(protocol.InternalError):
+            await w.connect("r1")
+    run(t)
+
+
+def test_stopping_ends_a_spread_broadcast_at_once() -> None:
+    async def t(w: World) -> None:
+        for i in range(3):
+            w.directory.add(f"r{i}")
+            await w.connect(f"r{i}")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        task = asyncio.create_task(w.engine.broadcast(env(mid(1), broadcast=True), [], 3_600_000))
+        await asyncio.sleep(0.05)
+        w.engine.stop_spreading()
+        assert await asyncio.wait_for(task, 5) == 1 and loop.time() - started < 5
+    run(t)
