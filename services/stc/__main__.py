@@ -45,7 +45,8 @@ async def _stop(engine: Engine, transport: Transport) -> None:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("websockets").setLevel(logging.WARNING)
+    for noisy in ("websockets", "kafka"):  # a line per connection is too much at 20,000 devices
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     raise_open_files()
     with Ice.initialize(sys.argv) as communicator:
         props = communicator.getProperties()
