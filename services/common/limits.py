@@ -40,3 +40,9 @@ DEVICE_FRAMES_PER_SECOND = 50 # frames one device may send per second (burst as 
 DEVICE_OUTBOX_MAX = 500       # frames waiting to be written to one device before it counts as too slow
 DEVICE_SENT_RECORD = 1000     # msg ids STC remembers per connection to route the device's acks
 RECEIPTS_PER_RECORD = 500     # acks in one receipts record on Kafka
+
+# Push and the dispatchers
+KAFKA_ACK_TIMEOUT_SECONDS = 10  # push waits this long for the broker to take a task
+DISPATCH_PAGE = 1000          # registration ids per audience page a dispatcher resolves
+DUE_PER_SCAN = 100            # scheduled messages the scheduler publishes per one-second scan
+ONLINE_ONLY_GRACE_SECONDS = 60  # STC may still send a time_to_live 0 message this long after dispatch

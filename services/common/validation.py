@@ -5,10 +5,12 @@ before touching storage, so bad input fails before anything is changed.
 """
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 
 from services.common import limits
+from services.common.codec import request_to_dict
 from services.common.contract import PushGrid
 
 # JPush's rule: letters (any script), digits, _ and these: @ ! # $ & * + = . | (plus - and :)
@@ -100,3 +102,89 @@ def audience(aud: PushGrid.Audience) -> PushGrid.Audience:
     if not clean.all and not targeted:
         raise invalid("audience", "audience is empty: set all or name tags, aliases or registration ids")
     return clean
+
+
+# ---------------------------------------------------------------- push requests
+
+def _text(value: str | None, field: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise invalid(field, f"{field} must be a string")
+    return value
+
+
+def _extras(values: dict | None, field: str) -> dict[str, str]:
+    out = {}
+    for k, v in (values or {}).items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise invalid(field, f"{field} keys and values must be strings")
+        out[k] = v
+    return out
+
+
+def _int_in(value: int, field: str, low: int, high: int, reason: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise invalid(field, reason)
+    return value
+
+
+def payload_bytes(req: PushGrid.PushRequest) -> int:
+    """The size of notification plus message as JSON, as JPush counts it against its 4000 bytes."""
+    d = request_to_dict(req)
+    body = {k: d[k] for k in ("notification", "message") if k in d}
+    return len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+def push_request(req: PushGrid.PushRequest) -> PushGrid.PushRequest:
+    """Checks a whole push request (everything but what needs storage); returns it cleaned.
+
+    Pure, so Push runs it before any call: a bad request is refused before anything is recorded.
+    """
+    if req is None:
+        raise invalid("request", "request is required")
+    n = req.notification or PushGrid.Notification()
+    m = req.message or PushGrid.Message()
+    o = req.options or PushGrid.PushOptions()
+    clean = PushGrid.PushRequest(
+        audience=audience(req.audience),
+        platforms=platforms(req.platforms),
+        notification=PushGrid.Notification(alert=_text(n.alert, "notification.alert"),
+                                           title=_text(n.title, "notification.title"),
+                                           extras=_extras(n.extras, "notification.extras")),
+        message=PushGrid.Message(content=_text(m.content, "message.content"),
+                                 title=_text(m.title, "message.title"),
+                                 contentType=_text(m.contentType, "message.contentType"),
+                                 extras=_extras(m.extras, "message.extras")),
+        options=PushGrid.PushOptions(
+            sendno=_int_in(o.sendno, "options.sendno", -(2**31), 2**31 - 1, "sendno must be a 32-bit integer"),
+            timeToLive=_int_in(o.timeToLive, "options.timeToLive", -1, limits.TTL_MAX_SECONDS,
+                               f"time_to_live must be -1 (default) or 0-{limits.TTL_MAX_SECONDS} seconds"),
+            overrideMsgId=_int_in(o.overrideMsgId, "options.overrideMsgId", 0, 2**63 - 1,
+                                  "override_msg_id must be 0 (none) or a msg id"),
+            bigPushDuration=_int_in(o.bigPushDuration, "options.bigPushDuration", 0, limits.BIG_PUSH_MAX_MINUTES,
+                                    f"big_push_duration must be 0-{limits.BIG_PUSH_MAX_MINUTES} minutes"),
+        ),
+    )
+    if not clean.notification.alert and not clean.message.content:
+        raise invalid("request", "a push needs notification.alert or message.content")
+    size = payload_bytes(clean)
+    if size > limits.PAYLOAD_MAX_BYTES:
+        raise PushGrid.LimitExceeded(reason=f"notification plus message is {size} bytes as JSON, "
+                                            f"at most {limits.PAYLOAD_MAX_BYTES}",
+                                     limit="payload", max=limits.PAYLOAD_MAX_BYTES)
+    return clean
+
+
+def ttl_seconds(options: PushGrid.PushOptions) -> int:
+    """A validated time_to_live in seconds: -1 means the default (one day), 0 online only."""
+    return limits.TTL_DEFAULT_SECONDS if options.timeToLive < 0 else options.timeToLive
+
+
+def send_at(value: int, now_ms: int) -> int:
+    """A schedule's send time: in the future, and not further ahead than the schedule limit."""
+    latest = now_ms + limits.SCHEDULE_MAX_AHEAD_SECONDS * 1000
+    if isinstance(value, bool) or not isinstance(value, int) or not now_ms < value <= latest:
+        raise invalid("sendAt", f"sendAt must be in the future and at most "
+                                f"{limits.SCHEDULE_MAX_AHEAD_SECONDS // 86400} days ahead (ms since the epoch)")
+    return value

@@ -1,0 +1,95 @@
+"""Dispatch tasks: what Push and the scheduler put on the tasks topic and the dispatchers take.
+
+A task carries the whole request, so a dispatcher can act on it with one state check; it is keyed
+by app key, so one app's tasks stay in order on one partition (an override follows what it
+overrides, a duplicate task follows the original and finds it done).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from services.common import codec, kafka, limits
+from services.common.config import KafkaSettings
+from services.common.contract import PushGrid
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Task:
+    """One message to fan out."""
+
+    msg_id: int
+    app_key: str
+    request: PushGrid.PushRequest
+    send_at: int      # ms
+    expires_at: int   # ms; equal to send_at for time_to_live 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": VERSION, "msgId": self.msg_id, "appKey": self.app_key,
+                "request": codec.request_to_dict(self.request), "sendAt": self.send_at,
+                "expiresAt": self.expires_at}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Task":
+        """ValueError for anything that is not a task this release can run."""
+        if not isinstance(data, dict):
+            raise ValueError("task must be a JSON object")
+        try:
+            msg_id, app, send_at, expires_at = data["msgId"], data["appKey"], data["sendAt"], data["expiresAt"]
+        except KeyError as exc:
+            raise ValueError(f"task lacks {exc.args[0]}") from None
+        for name, value in (("msgId", msg_id), ("sendAt", send_at), ("expiresAt", expires_at)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"task {name} must be a positive integer")
+        if not isinstance(app, str) or not app:
+            raise ValueError("task appKey must be a string")
+        return cls(msg_id, app, codec.request_from_dict(data.get("request")), send_at, expires_at)
+
+    @classmethod
+    def from_record(cls, record: PushGrid.MessageRecord) -> "Task":
+        return cls(record.msgId, record.appKey, record.request, record.sendAt, record.expiresAt)
+
+
+class TaskPublisher:
+    """Publishes tasks and waits for the broker's ack; any Kafka failure is Unavailable("kafka").
+
+    The producer is made on first use, so a server starts (and answers Unavailable) while the
+    broker is down, and gets going once it is back.
+    """
+
+    def __init__(self, settings: KafkaSettings, client_id: str,
+                 timeout: float = limits.KAFKA_ACK_TIMEOUT_SECONDS) -> None:
+        self._settings = settings
+        self._client_id = client_id
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._producer: KafkaProducer | None = None
+
+    def publish(self, task: Task) -> None:
+        try:
+            future = self._get().send(self._settings.tasks_topic, key=task.app_key, value=task.to_dict())
+            future.get(timeout=self._timeout)
+        except KafkaError as exc:
+            log.warning("publishing task %d failed: %r", task.msg_id, exc)
+            raise PushGrid.Unavailable(reason=f"kafka did not take the task: {exc}", backend="kafka") from None
+
+    def _get(self) -> KafkaProducer:
+        with self._lock:
+            if self._producer is None:
+                self._producer = kafka.producer(self._settings, self._client_id)
+            return self._producer
+
+    def close(self) -> None:
+        with self._lock:
+            if self._producer is not None:
+                self._producer.close(timeout=5)
+                self._producer = None

@@ -1,0 +1,76 @@
+"""The dispatcher server: `python -m services.dispatcher --Ice.Config=...` (IceGrid passes the config).
+
+Three loops in one process: the tasks consumer, the scheduler and the receipts consumer. If one
+of them dies the process shuts down and IceGrid (activation="always") starts it again.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Callable
+
+import Ice
+
+from services.common import ice, kafka, limits, redis_client
+from services.common.config import KafkaSettings, RedisSettings
+from services.common.mailbox import Mailbox
+from services.common.tasks import TaskPublisher
+from services.dispatcher import receipts, worker
+from services.dispatcher.delivery import Delivery
+from services.dispatcher.runner import TaskRunner
+from services.dispatcher.scheduler import Scheduler
+
+log = logging.getLogger("services.dispatcher")
+
+
+def _guarded(name: str, loop: Callable[[], None], communicator: Ice.Communicator) -> threading.Thread:
+    def run() -> None:
+        try:
+            loop()
+        except Exception:  # noqa: BLE001 - any crash: log it and let IceGrid restart the process
+            log.exception("%s loop died; shutting down", name)
+            communicator.shutdown()
+    return threading.Thread(target=run, name=name)
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    with Ice.initialize(sys.argv) as communicator:
+        props = communicator.getProperties()
+        name = props.getPropertyWithDefault("Dispatcher.Id", "Dispatcher")
+        settings = KafkaSettings.from_properties(props)
+        mailbox = Mailbox(redis_client.cluster(RedisSettings.from_properties(props)))
+        db = ice.dbagent(communicator).ice_invocationTimeout(10_000)
+        tagalias = ice.tagalias(communicator).ice_invocationTimeout(30_000)
+        delivery = Delivery(mailbox, lambda stc_id: ice.stc(communicator, stc_id), lambda: ice.all_stcs(communicator))
+        runner = TaskRunner(db, tagalias, mailbox, delivery,
+                            page_size=props.getPropertyAsIntWithDefault("Dispatcher.PageSize", limits.DISPATCH_PAGE),
+                            owner=name)
+        publisher = TaskPublisher(settings, client_id=f"{name}-scheduler")
+        stop = threading.Event()
+        loops = [
+            _guarded("tasks", worker.TaskWorker(
+                lambda listener: kafka.consumer(settings, worker.GROUP, settings.tasks_topic, name,
+                                                listener=listener, max_poll_records=1), runner, stop).run, communicator),
+            _guarded("scheduler", Scheduler(db, publisher, stop).run, communicator),
+            _guarded("receipts", receipts.ReceiptsWorker(
+                lambda: kafka.consumer(settings, receipts.GROUP, settings.receipts_topic, f"{name}-receipts",
+                                       max_poll_records=500), db, stop).run, communicator),
+        ]
+        for thread in loops:
+            thread.start()
+        log.info("%s running", name)
+        try:
+            ice.serve_until_shutdown(communicator)
+        finally:
+            stop.set()
+            for thread in loops:
+                thread.join(timeout=60)
+            publisher.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Device receipts: STC publishes acks to the receipts topic; this counts them into statistics.
+
+Records look like {"acks": [[msg_id, app_key, registration_id], ...]}. A batch of records is
+grouped by msg id, recorded (DBAgent counts each receipt once, so a replayed batch adds nothing)
+and only then committed; DBAgent checks the message is the acking app's. Unknown msg ids and malformed entries are skipped, never fatal.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import Ice
+from kafka import KafkaConsumer
+from kafka.errors import KafkaError
+
+from services.common import kafka, limits, validation
+from services.common.contract import PushGrid
+
+log = logging.getLogger(__name__)
+
+GROUP = "pushgrid-receipts"
+POLL_MS = 500
+RETRY_SECONDS = 2
+
+
+def group_acks(values: Iterable[Any]) -> dict[tuple[str, int], list[str]]:
+    """Registration ids per (app key, msg id) from record values, each once; malformed entries dropped."""
+    out: dict[tuple[str, int], dict[str, None]] = defaultdict(dict)
+    for value in values:
+        acks = value.get("acks") if isinstance(value, dict) else None
+        for ack in acks if isinstance(acks, list) else ():
+            if not isinstance(ack, list) or len(ack) != 3:
+                continue
+            msg_id, app, rid = ack
+            if isinstance(msg_id, bool) or not isinstance(msg_id, int) or msg_id <= 0:
+                continue
+            try:
+                app, rid = validation.app_key(app), validation.registration_id(rid)
+            except PushGrid.InvalidArgument:
+                continue
+            out[(app, msg_id)][rid] = None
+    return {key: list(rids) for key, rids in out.items()}
+
+
+def record(db: PushGrid.DBAgentPrx, groups: dict[tuple[str, int], list[str]]) -> int:
+    """Records every group, RECEIPTS_PER_CALL ids a call; returns how many receipts were new.
+
+    A message unknown to DBAgent (or not the acking devices' app's) is skipped."""
+    new = 0
+    for (app, msg_id), rids in groups.items():
+        for i in range(0, len(rids), limits.RECEIPTS_PER_CALL):
+            try:
+                new += db.recordReceipts(app, msg_id, rids[i:i + limits.RECEIPTS_PER_CALL])
+            except (PushGrid.UnknownMessage, PushGrid.InvalidArgument) as exc:
+                log.info("receipts of message %d skipped: %s", msg_id, exc.reason)
+                break
+    return new
+
+
+class ReceiptsWorker:
+    """Consumes the receipts topic as a member of GROUP until stop is set."""
+
+    def __init__(self, connect: Callable[[], KafkaConsumer], db: PushGrid.DBAgentPrx, stop: threading.Event) -> None:
+        self._connect = connect
+        self._db = db
+        self._stop = stop
+
+    def run(self) -> None:
+        consumer = self._connect()
+        try:
+            while not self._stop.is_set():
+                batch = consumer.poll(timeout_ms=POLL_MS)
+                if not batch:
+                    continue
+                try:
+                    record(self._db, group_acks(r.value for recs in batch.values() for r in recs))
+                except (PushGrid.PushGridError, Ice.Exception) as exc:
+                    log.warning("receipts not recorded, reading them again: %s", getattr(exc, "reason", exc))
+                    for tp, recs in batch.items():
+                        consumer.seek(tp, recs[0].offset)
+                    self._stop.wait(RETRY_SECONDS)
+                    continue
+                try:
+                    consumer.commit()
+                except KafkaError as exc:  # partitions moved: the new owner records them again, harmlessly
+                    log.warning("receipts offsets not committed: %r", exc)
+        finally:
+            kafka.leave(consumer)

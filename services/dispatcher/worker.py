@@ -1,0 +1,162 @@
+"""The tasks consumer: one task at a time, its offset committed only once the task is finished.
+
+While a task runs (a throttled big push can take hours) the worker pauses its partitions and
+keeps polling, so the group keeps it as a member without handing it more records. If a rebalance
+takes the task's partition away, the task is stopped at its next page boundary and not
+committed: the partition's new owner resumes it from the checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from services.common import kafka
+from services.common.contract import PushGrid
+from services.common.tasks import Task
+from services.dispatcher.runner import Interrupted, TaskRunner
+
+log = logging.getLogger(__name__)
+
+GROUP = "pushgrid-dispatchers"
+POLL_MS = 500
+BUSY_POLL_MS = 200
+REVOKE_WAIT_SECONDS = 30    # how long a rebalance waits for the running task to reach a page boundary
+BACKOFF_SECONDS = (1, 2, 5, 10, 30)
+# A task failing with these can never succeed: it is logged and committed, not retried.
+PERMANENT = (PushGrid.UnknownMessage, PushGrid.UnknownApp, PushGrid.InvalidArgument, PushGrid.LimitExceeded)
+
+
+@dataclass
+class _Running:
+    tp: TopicPartition
+    offset: int
+    future: Future
+    stop: threading.Event
+    lost: bool = False       # its partition was revoked: do not commit
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, worker: "TaskWorker") -> None:
+        self._worker = worker
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._worker.revoked(revoked)
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._worker.assigned(assigned)
+
+
+class TaskWorker:
+    """Consumes the tasks topic as a member of GROUP until stop is set."""
+
+    def __init__(self, connect: Callable[[ConsumerRebalanceListener], KafkaConsumer], runner: TaskRunner,
+                 stop: threading.Event) -> None:
+        self._connect = connect
+        self._runner = runner
+        self._stop = stop
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="task")
+        self._consumer: KafkaConsumer | None = None
+        self._running: _Running | None = None
+        self._failures = 0
+
+    def run(self) -> None:
+        self._consumer = self._connect(_Listener(self))
+        try:
+            while not self._stop.is_set():
+                batch = self._consumer.poll(timeout_ms=POLL_MS, max_records=1)
+                records = [(tp, recs[0]) for tp, recs in batch.items() if recs]
+                if not records:
+                    continue
+                for tp, rec in records[1:]:  # one at a time: the others are read again later
+                    self._consumer.seek(tp, rec.offset)
+                self._handle(*records[0])
+        finally:
+            self._pool.shutdown(wait=True)
+            kafka.leave(self._consumer)
+
+    # ------------------------------------------------------------ one task
+
+    def _handle(self, tp: TopicPartition, rec) -> None:
+        try:
+            task = Task.from_dict(rec.value)
+        except ValueError as exc:
+            log.error("dropping malformed task at %s:%d: %s", tp.partition, rec.offset, exc)
+            self._commit(tp, rec.offset + 1)
+            return
+        stop = threading.Event()
+        running = _Running(tp, rec.offset, self._pool.submit(self._runner.run, task, stop), stop)
+        self._running = running
+        self._consumer.pause(*self._consumer.assignment())
+        try:
+            while not running.future.done():
+                if self._stop.is_set():
+                    running.stop.set()
+                extra = self._consumer.poll(timeout_ms=BUSY_POLL_MS)
+                for other, recs in extra.items():  # paused, so none should come; never lose one
+                    if recs:
+                        self._consumer.seek(other, recs[0].offset)
+        finally:
+            self._running = None
+            self._consumer.resume(*self._consumer.paused())
+        self._settle(task, running)
+
+    def _settle(self, task: Task, running: _Running) -> None:
+        """Commits a finished task; leaves an unfinished one to be read again."""
+        try:
+            outcome = running.future.result()
+        except Interrupted:
+            log.info("task %d interrupted; it resumes from its checkpoint", task.msg_id)
+            self._retry_later(running, backoff=False)
+            return
+        except PERMANENT as exc:
+            log.error("task %d cannot run: %s", task.msg_id, getattr(exc, "reason", exc))
+            outcome = "dropped"
+        except Exception as exc:  # noqa: BLE001 - a backend failed (Unavailable, Ice, Redis): retry
+            log.warning("task %d failed, retrying from its checkpoint: %r", task.msg_id, exc)
+            self._retry_later(running, backoff=True)
+            return
+        log.info("task %d: %s", task.msg_id, outcome)
+        self._failures = 0
+        if not running.lost:
+            self._commit(running.tp, running.offset + 1)
+
+    def _retry_later(self, running: _Running, backoff: bool) -> None:
+        if not running.lost and running.tp in self._consumer.assignment():
+            self._consumer.seek(running.tp, running.offset)
+        if backoff:
+            delay = BACKOFF_SECONDS[min(self._failures, len(BACKOFF_SECONDS) - 1)]
+            self._failures += 1
+            self._stop.wait(delay)
+
+    def _commit(self, tp: TopicPartition, offset: int) -> None:
+        try:
+            self._consumer.commit({tp: OffsetAndMetadata(offset, "", -1)})
+        except KafkaError as exc:  # the partition moved on: its new owner finds the task done
+            log.warning("offset %d of partition %d not committed: %r", offset, tp.partition, exc)
+
+    # ------------------------------------------------------------ rebalances (inside poll)
+
+    def revoked(self, revoked: set[TopicPartition]) -> None:
+        log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+        running = self._running
+        if running is None or running.tp not in revoked:
+            return
+        running.lost = True
+        running.stop.set()
+        try:
+            running.future.exception(timeout=REVOKE_WAIT_SECONDS)
+        except Exception:  # noqa: BLE001 - only waiting here; _settle reports the outcome
+            pass
+
+    def assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
+        if self._running is not None and assigned:
+            self._consumer.pause(*assigned)

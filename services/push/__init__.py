@@ -1,0 +1,1 @@
+"""Push: the partner-facing API that accepts, records and publishes pushes."""

@@ -1,0 +1,58 @@
+"""Each app's push quota per minute (DBAgent's pushQuotaPerMinute), counted across Push replicas.
+
+A fixed one-minute window per app in Redis: one INCR per call. If Redis does not answer the
+quota is not enforced for that call: a partner's push is worth more than an exact count.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
+
+from services.common import limits
+from services.common.contract import PushGrid
+
+log = logging.getLogger(__name__)
+
+WINDOW_MS = 60_000
+
+
+def _key(app_key: str, window: int) -> str:
+    return f"pg:quota:{{{app_key}}}:{window}"
+
+
+class Quota:
+    """take() counts one push of an app and raises RateLimited past the app's quota."""
+
+    def __init__(self, connect: Callable[[], RedisCluster],
+                 clock: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
+        self._connect = connect
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._redis: RedisCluster | None = None
+
+    def take(self, app: PushGrid.AppInfo) -> None:
+        allowed = app.pushQuotaPerMinute or limits.PUSH_QUOTA_DEFAULT
+        now = self._clock()
+        window = now // WINDOW_MS
+        try:
+            with self._client().pipeline(transaction=False) as p:
+                p.incr(_key(app.appKey, window))
+                p.pexpire(_key(app.appKey, window), 2 * WINDOW_MS)
+                count = int(p.execute()[0])
+        except (RedisError, RedisClusterException) as exc:
+            log.warning("quota of %s not counted, redis failed: %r", app.appKey, exc)
+            return
+        if count > allowed:
+            retry = (window + 1) * WINDOW_MS - now
+            raise PushGrid.RateLimited(reason=f"the app may push {allowed} times a minute", retryAfterMs=retry)
+
+    def _client(self) -> RedisCluster:
+        with self._lock:
+            if self._redis is None:
+                self._redis = self._connect()
+            return self._redis

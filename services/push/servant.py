@@ -1,0 +1,150 @@
+"""The Push servant: validate everything, record the message, publish its task, then answer.
+
+A push is answered only once its task is on the broker; until then nothing a partner could
+rely on exists. If the broker does not take the task the message is moved to Cancelled (it was
+never sent and never will be: a dispatcher skips a Cancelled message even if the task reached
+the broker after all) and the partner gets Unavailable("kafka") and may push again.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+import Ice
+
+from services.common import validation
+from services.common.contract import PushGrid
+from services.common.msgid import MsgIdGenerator
+from services.common.overrides import supersede
+from services.common.tasks import Task, TaskPublisher
+from services.push.quota import Quota
+
+log = logging.getLogger(__name__)
+
+S = PushGrid.MessageState
+RECORD_ATTEMPTS = 3  # fresh msg ids to try if one is taken (a restart after the clock went back)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@contextlib.contextmanager
+def backend(name: str) -> Iterator[None]:
+    """Turns an Ice failure reaching a backend service into Unavailable(name)."""
+    try:
+        yield
+    except Ice.LocalException as exc:
+        raise PushGrid.Unavailable(reason=f"{name} did not answer: {exc.ice_id()}", backend=name) from None
+
+
+class PushServiceI(PushGrid.PushService):
+    """PushGrid::PushService over DBAgent and the tasks topic."""
+
+    def __init__(self, db: PushGrid.DBAgentPrx, publisher: TaskPublisher, ids: MsgIdGenerator,
+                 quota: Quota | None = None, clock: Callable[[], int] = now_ms) -> None:
+        self._db = db
+        self._publisher = publisher
+        self._ids = ids
+        self._quota = quota
+        self._clock = clock
+
+    # ------------------------------------------------------------ operations
+
+    def push(self, appKey: str, request: PushGrid.PushRequest, current: Ice.Current = None) -> PushGrid.PushResult:
+        clean, app = self._check(appKey, request)
+        self._take_quota(app)
+        now = self._clock()
+        record = self._record(app.appKey, clean, S.Accepted, now, now)
+        self._publish(record)
+        self._supersede(app.appKey, clean.options.overrideMsgId)
+        return PushGrid.PushResult(msgId=record.msgId, sendno=clean.options.sendno)
+
+    def validate(self, appKey: str, request: PushGrid.PushRequest, current: Ice.Current = None) -> None:
+        self._check(appKey, request)
+
+    def schedule(self, appKey: str, request: PushGrid.PushRequest, sendAt: int,
+                 current: Ice.Current = None) -> PushGrid.PushResult:
+        """Records the message as Scheduled; the dispatchers' scheduler publishes it when due, and
+        an override takes effect then (the dispatcher marks the old message)."""
+        validation.app_key(appKey)
+        now = self._clock()
+        send_at = validation.send_at(sendAt, now)
+        clean, app = self._check(appKey, request)
+        self._take_quota(app)
+        record = self._record(app.appKey, clean, S.Scheduled, now, send_at)
+        return PushGrid.PushResult(msgId=record.msgId, sendno=clean.options.sendno)
+
+    def cancel(self, appKey: str, msgId: int, current: Ice.Current = None) -> None:
+        with backend("dbagent"):
+            if self._db.transitionMessage(appKey, msgId, S.Scheduled, S.Cancelled):
+                return
+            state = self._db.getMessage(appKey, msgId).state
+        raise PushGrid.InvalidState(reason=f"message {msgId} is {state.name}; only a Scheduled message "
+                                           "can be cancelled", msgId=msgId)
+
+    def report(self, appKey: str, msgIds: Sequence[int], current: Ice.Current = None) -> list[PushGrid.MessageStats]:
+        validation.app_key(appKey)
+        with backend("dbagent"):
+            return self._db.getStats(appKey, list(msgIds or []))
+
+    # ------------------------------------------------------------ steps
+
+    def _check(self, app_key: str, request: PushGrid.PushRequest) -> tuple[PushGrid.PushRequest, PushGrid.AppInfo]:
+        """Everything push checks: the request alone first, then the app and the overridden message."""
+        validation.app_key(app_key)
+        clean = validation.push_request(request)
+        with backend("dbagent"):
+            app = self._db.getApp(app_key)
+            if not app.enabled:
+                raise PushGrid.UnknownApp(reason="the app is disabled", appKey=app_key)
+            old = clean.options.overrideMsgId
+            if old:
+                try:
+                    self._db.getMessage(app_key, old)
+                except PushGrid.UnknownMessage:
+                    raise validation.invalid("options.overrideMsgId",
+                                             f"override_msg_id {old} is not a message of this app") from None
+        return clean, app
+
+    def _take_quota(self, app: PushGrid.AppInfo) -> None:
+        if self._quota is not None:
+            self._quota.take(app)
+
+    def _record(self, app_key: str, request: PushGrid.PushRequest, state: PushGrid.MessageState,
+                now: int, send_at: int) -> PushGrid.MessageRecord:
+        expires_at = send_at + validation.ttl_seconds(request.options) * 1000
+        for attempt in range(RECORD_ATTEMPTS):
+            record = PushGrid.MessageRecord(msgId=self._ids.next(), appKey=app_key, request=request, state=state,
+                                            createdAt=now, sendAt=send_at, expiresAt=expires_at)
+            try:
+                with backend("dbagent"):
+                    self._db.recordMessage(record)
+                return record
+            except PushGrid.AlreadyExists:
+                log.warning("msg id %d was taken (attempt %d); drawing another", record.msgId, attempt + 1)
+        raise PushGrid.Unavailable(reason="no free msg id; retry", backend="dbagent")
+
+    def _publish(self, record: PushGrid.MessageRecord) -> None:
+        try:
+            self._publisher.publish(Task.from_record(record))
+        except PushGrid.Unavailable:
+            try:
+                with backend("dbagent"):
+                    self._db.transitionMessage(record.appKey, record.msgId, S.Accepted, S.Cancelled)
+            except PushGrid.PushGridError as exc:
+                log.error("message %d stays Accepted without a task: %s", record.msgId, exc.reason)
+            raise
+
+    def _supersede(self, app_key: str, old: int) -> None:
+        """The new message is accepted: the old one is Overridden now (best effort: the dispatcher
+        marks it again when it sends the new one)."""
+        if not old:
+            return
+        try:
+            with backend("dbagent"):
+                supersede(self._db, app_key, old)
+        except PushGrid.PushGridError as exc:
+            log.warning("message %d not marked Overridden yet: %s", old, exc.reason)

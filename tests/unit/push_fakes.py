@@ -1,0 +1,199 @@
+"""In-memory stand-ins for DBAgent, TagAlias, Mailbox, STC delivery and the task publisher.
+
+They keep the rules the Push and dispatcher tests rely on (message states with compare-and-set,
+stats once per batch key, paged resolution with cursors) and nothing more.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from services.common.contract import PushGrid
+from services.common.mailbox import Stored
+
+APP = "0123456789abcdef01234567"
+S = PushGrid.MessageState
+
+
+def request(**options: Any) -> PushGrid.PushRequest:
+    """A valid tag push; options override PushOptions fields, audience= and platforms= the rest."""
+    audience = options.pop("audience", PushGrid.Audience(tags=["t"]))
+    platforms = options.pop("platforms", [])
+    return PushGrid.PushRequest(audience=audience, platforms=platforms,
+                                notification=PushGrid.Notification(alert="hello", title="", extras={}),
+                                message=PushGrid.Message(content="", title="", contentType="", extras={}),
+                                options=PushGrid.PushOptions(**options))
+
+
+class FakeDB:
+    """DBAgent: apps, messages with states, stats counted once per (msg id, batch key)."""
+
+    def __init__(self) -> None:
+        self.apps = {APP: PushGrid.AppInfo(appKey=APP, name="app", pushQuotaPerMinute=600, enabled=True)}
+        self.messages: dict[int, PushGrid.MessageRecord] = {}
+        self.stats: dict[int, PushGrid.StatsDelta] = defaultdict(PushGrid.StatsDelta)
+        self.batches: set[tuple[int, str]] = set()
+        self.receipts: set[tuple[int, str]] = set()
+        self.devices = 0
+        self.calls: list[str] = []
+        self.fail_on: str | None = None  # an operation name that raises Unavailable
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        if self.fail_on == name:
+            raise PushGrid.Unavailable(reason="down", backend="mysql")
+
+    def getApp(self, app: str) -> PushGrid.AppInfo:
+        self._call("getApp")
+        if app not in self.apps:
+            raise PushGrid.UnknownApp(reason="no such app", appKey=app)
+        return self.apps[app]
+
+    def recordMessage(self, record: PushGrid.MessageRecord) -> None:
+        self._call("recordMessage")
+        if record.msgId in self.messages:
+            raise PushGrid.AlreadyExists(reason="taken", id=str(record.msgId))
+        self.messages[record.msgId] = record
+
+    def getMessage(self, app: str, msg_id: int) -> PushGrid.MessageRecord:
+        self._call("getMessage")
+        rec = self.messages.get(msg_id)
+        if rec is None or rec.appKey != app:
+            raise PushGrid.UnknownMessage(reason="no such message", msgId=msg_id)
+        return rec
+
+    def transitionMessage(self, app: str, msg_id: int, frm: PushGrid.MessageState, to: PushGrid.MessageState) -> bool:
+        self._call("transitionMessage")
+        rec = self.getMessage(app, msg_id)
+        if rec.state != frm:
+            return False
+        rec.state = to
+        return True
+
+    def dueMessages(self, until: int, limit: int) -> list[PushGrid.MessageRecord]:
+        self._call("dueMessages")
+        due = [r for r in self.messages.values() if r.state == S.Scheduled and r.sendAt <= until]
+        return sorted(due, key=lambda r: (r.sendAt, r.msgId))[:limit]
+
+    def recordStats(self, msg_id: int, key: str, delta: PushGrid.StatsDelta) -> None:
+        self._call("recordStats")
+        if (msg_id, key) in self.batches:
+            return
+        self.batches.add((msg_id, key))
+        s = self.stats[msg_id]
+        s.targets += delta.targets
+        s.sentOnline += delta.sentOnline
+        s.storedOffline += delta.storedOffline
+
+    def recordReceipts(self, app: str, msg_id: int, rids: list[str]) -> int:
+        self._call("recordReceipts")
+        if msg_id not in self.messages or self.messages[msg_id].appKey != app:
+            raise PushGrid.UnknownMessage(reason="no such message", msgId=msg_id)
+        new = {(msg_id, r) for r in rids} - self.receipts
+        self.receipts |= new
+        return len(new)
+
+    def getStats(self, app: str, ids: list[int]) -> list[PushGrid.MessageStats]:
+        self._call("getStats")
+        return [PushGrid.MessageStats(msgId=m, state=self.messages[m].state) for m in ids
+                if m in self.messages and self.messages[m].appKey == app]
+
+    def deviceCount(self, app: str) -> int:
+        self._call("deviceCount")
+        return self.devices
+
+    def add(self, msg_id: int, req: PushGrid.PushRequest, state: PushGrid.MessageState = S.Accepted,
+            send_at: int = 1000, expires_at: int = 10**15) -> PushGrid.MessageRecord:
+        rec = PushGrid.MessageRecord(msgId=msg_id, appKey=APP, request=req, state=state, createdAt=send_at,
+                                     sendAt=send_at, expiresAt=expires_at)
+        self.messages[msg_id] = rec
+        return rec
+
+
+class FakeTagAlias:
+    """TagAlias: tag members resolved in pages; the cursor is the index of the next member."""
+
+    def __init__(self, tags: dict[str, list[str]]) -> None:
+        self.tags = tags
+        self.resolved: list[str] = []  # cursors asked for, in order
+
+    def resolve(self, app: str, aud: PushGrid.Audience, platforms: list, cursor: str, limit: int) -> PushGrid.AudiencePage:
+        self.resolved.append(cursor)
+        members = sorted({r for t in aud.tags for r in self.tags.get(t, [])} | set(aud.registrationIds or []))
+        start = int(cursor or 0)
+        end = start + limit
+        done = end >= len(members)
+        return PushGrid.AudiencePage(registrationIds=members[start:end], cursor="" if done else str(end), done=done)
+
+    def tagSize(self, app: str, tag: str) -> int:
+        return len(self.tags.get(tag, []))
+
+
+class FakeMailbox:
+    """Mailbox: stored messages, queues, presence, broadcast log and checkpoints in dicts."""
+
+    def __init__(self, online: dict[str, str] | None = None) -> None:
+        self.online = dict(online or {})
+        self.stored: dict[int, Stored] = {}
+        self.queues: dict[str, set[int]] = defaultdict(set)
+        self.broadcasts: dict[str, list[int]] = defaultdict(list)
+        self.checkpoints: dict[int, dict[str, str]] = {}
+
+    def store(self, msg: Stored) -> None:
+        self.stored[msg.msg_id] = msg
+
+    def forget(self, msg_id: int) -> None:
+        self.stored.pop(msg_id, None)
+
+    def enqueue(self, msg: Stored, rids: list[str]) -> int:
+        for rid in rids:
+            self.queues[rid].add(msg.msg_id)
+            self.queues[rid].discard(msg.override_msg_id)
+        return len(rids)
+
+    def where(self, rids: list[str]) -> dict[str, str]:
+        return {r: self.online[r] for r in rids if r in self.online}
+
+    def log_broadcast(self, app: str, msg: Stored, now_ms: int) -> None:
+        if msg.msg_id not in self.broadcasts[app]:
+            self.broadcasts[app].append(msg.msg_id)
+
+    def checkpoint(self, msg_id: int) -> dict[str, str]:
+        return dict(self.checkpoints.get(msg_id, {}))
+
+    def save_checkpoint(self, msg_id: int, fields: dict[str, Any], expires_at_ms: int) -> None:
+        self.checkpoints.setdefault(msg_id, {}).update({k: str(v) for k, v in fields.items()})
+
+
+class FakeDelivery:
+    """STC delivery: sends to the online devices given; a hook may run after each page."""
+
+    def __init__(self, mailbox: FakeMailbox, broadcast_sent: int = 0) -> None:
+        self.mailbox = mailbox
+        self.broadcast_sent = broadcast_sent
+        self.delivered: list[tuple[PushGrid.Envelope, list[str]]] = []
+        self.broadcasted: list[tuple[PushGrid.Envelope, list, int]] = []
+        self.after_deliver = lambda: None
+
+    def deliver(self, env: PushGrid.Envelope, rids: list[str]) -> int:
+        online = list(self.mailbox.where(rids))
+        self.delivered.append((env, online))
+        self.after_deliver()
+        return len(online)
+
+    def broadcast(self, env: PushGrid.Envelope, platforms: list, spread_ms: int) -> int:
+        self.broadcasted.append((env, list(platforms), spread_ms))
+        return self.broadcast_sent
+
+
+class FakePublisher:
+    """The task publisher: keeps tasks, or fails as a dead broker does."""
+
+    def __init__(self) -> None:
+        self.tasks: list[Any] = []
+        self.down = False
+
+    def publish(self, task: Any) -> None:
+        if self.down:
+            raise PushGrid.Unavailable(reason="broker down", backend="kafka")
+        self.tasks.append(task)

@@ -1,0 +1,54 @@
+"""Receipts grouping and recording, and the scheduler's publish-then-transition order."""
+from __future__ import annotations
+
+import threading
+
+from services.common import limits
+from services.common.contract import PushGrid
+from services.dispatcher import receipts
+from services.dispatcher.scheduler import Scheduler
+
+from tests.unit.push_fakes import APP, S, FakeDB, FakePublisher, request
+
+
+def test_group_acks_by_msg_id_once_each_skipping_garbage() -> None:
+    values = [
+        {"acks": [[1, APP, "r1"], [1, APP, "r2"], [2, APP, "r1"], [1, APP, "r1"]]},
+        {"acks": [[3, APP, "bad id!"], ["1", APP, "r3"], [True, APP, "r4"], [4, APP], "x", [0, APP, "r5"]]},
+        {"acks": "nope"}, None, [1, 2], {"other": 1},
+    ]
+    assert receipts.group_acks(values) == {(APP, 1): ["r1", "r2"], (APP, 2): ["r1"]}
+    assert receipts.group_acks([{"acks": [[1, "not-an-app", "r1"]]}]) == {}
+
+
+def test_record_skips_unknown_messages_and_chunks(monkeypatch) -> None:
+    db = FakeDB()
+    db.add(1, request())
+    monkeypatch.setattr(limits, "RECEIPTS_PER_CALL", 2)
+    other = "f" * 24
+    assert receipts.record(db, {(APP, 99): ["a"], (other, 1): ["a"], (APP, 1): ["a", "b", "c"]}) == 3
+    assert db.calls.count("recordReceipts") == 4  # 99 and another app's once each (skipped), 1 in two chunks
+    assert receipts.record(db, {(APP, 1): ["a", "b", "c"]}) == 0  # a replayed batch adds nothing
+
+
+def test_scheduler_publishes_due_messages_then_accepts_them() -> None:
+    db, publisher = FakeDB(), FakePublisher()
+    db.add(1, request(), state=S.Scheduled, send_at=900)
+    db.add(2, request(), state=S.Scheduled, send_at=5000)
+    db.add(3, request(), state=S.Cancelled, send_at=900)
+    sched = Scheduler(db, publisher, threading.Event(), clock=lambda: 1000)
+    assert sched.scan() == 1
+    assert [t.msg_id for t in publisher.tasks] == [1]
+    assert db.messages[1].state == S.Accepted and db.messages[2].state == S.Scheduled
+
+
+def test_scheduler_leaves_the_message_scheduled_when_kafka_is_down() -> None:
+    db, publisher = FakeDB(), FakePublisher()
+    db.add(1, request(), state=S.Scheduled, send_at=900)
+    publisher.down = True
+    sched = Scheduler(db, publisher, threading.Event(), clock=lambda: 1000)
+    try:
+        sched.scan()
+    except PushGrid.Unavailable:
+        pass
+    assert db.messages[1].state == S.Scheduled  # published on a later scan

@@ -1,0 +1,169 @@
+"""TaskRunner over fakes: pages, stats once per page, checkpoint resume, skips, TTL 0, broadcasts."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from services.common.contract import PushGrid
+from services.common.tasks import Task
+from services.dispatcher.runner import Interrupted, TaskRunner
+
+from tests.unit.push_fakes import APP, S, FakeDB, FakeDelivery, FakeMailbox, FakeTagAlias, request
+
+DEVICES = [f"d{i:02d}" for i in range(25)]
+ONLINE = {"d00": "STC-a", "d05": "STC-b", "d20": "STC-a"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms = 1_000_000
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+@pytest.fixture
+def world():
+    db, mailbox, clock = FakeDB(), FakeMailbox(ONLINE), Clock()
+    tags = FakeTagAlias({"t": DEVICES})
+    delivery = FakeDelivery(mailbox, broadcast_sent=4)
+    runner = TaskRunner(db, tags, mailbox, delivery, clock=clock, page_size=10)
+    return db, tags, mailbox, delivery, runner, clock
+
+
+def _task(db: FakeDB, msg_id: int = 100, **options) -> Task:
+    rec = db.add(msg_id, request(**options), expires_at=10**13)
+    return Task.from_record(rec)
+
+
+def test_targeted_push_pages_counts_and_queues(world) -> None:
+    db, tags, mailbox, delivery, runner, _ = world
+    task = _task(db)
+    assert runner.run(task, threading.Event()) == "done"
+    assert db.messages[100].state == S.Done
+    s = db.stats[100]
+    assert (s.targets, s.sentOnline, s.storedOffline) == (25, 3, 22)
+    assert {k for m, k in db.batches if m == 100} == {"page-0", "page-1", "page-2"}
+    assert all(100 in mailbox.queues[d] for d in DEVICES)
+    assert mailbox.stored[100].frame.startswith('{"op":"msg","msg_id":100')
+    assert sorted(r for _, rids in delivery.delivered for r in rids) == sorted(ONLINE)
+    assert mailbox.checkpoints[100]["done"] == "1"
+
+
+def test_duplicate_task_is_skipped(world) -> None:
+    db, _, _, delivery, runner, _ = world
+    task = _task(db)
+    runner.run(task, threading.Event())
+    pages = len(delivery.delivered)
+    assert runner.run(task, threading.Event()) == "already done"
+    assert len(delivery.delivered) == pages
+
+
+def test_interrupted_task_resumes_without_double_counting(world) -> None:
+    db, tags, mailbox, delivery, runner, _ = world
+    task = _task(db)
+    stop = threading.Event()
+    delivery.after_deliver = lambda: stop.set() if len(delivery.delivered) == 2 else None
+    with pytest.raises(Interrupted):
+        runner.run(task, stop)
+    assert db.messages[100].state == S.Dispatching
+    assert mailbox.checkpoints[100]["page"] == "2"
+    # the next owner: a crash after recordStats but before the checkpoint repeats page 1 at most
+    mailbox.checkpoints[100].update(page="1", cursor="10", targets="10")
+    delivery.after_deliver = lambda: None
+    assert runner.run(task, threading.Event()) == "done"
+    assert tags.resolved[-2:] == ["10", "20"]
+    s = db.stats[100]
+    assert (s.targets, s.sentOnline, s.storedOffline) == (25, 3, 22)
+
+
+def test_skips_cancelled_overridden_and_expired(world) -> None:
+    db, _, mailbox, delivery, runner, clock = world
+    for msg_id, state in ((1, S.Cancelled), (2, S.Overridden), (3, S.Done)):
+        task = _task(db, msg_id)
+        db.messages[msg_id].state = state
+        assert runner.run(task, threading.Event()).startswith("skipped")
+    expired = Task(4, APP, request(timeToLive=10), 1000, clock.ms - 1)
+    db.add(4, expired.request, expires_at=clock.ms - 1)
+    assert runner.run(expired, threading.Event()) == "skipped: expired"
+    assert db.messages[4].state == S.Expired
+    assert delivery.delivered == [] and mailbox.stored == {} and not db.stats
+
+
+def test_ttl_zero_stores_nothing_and_is_not_expired(world) -> None:
+    db, _, mailbox, delivery, runner, clock = world
+    rec = db.add(9, request(timeToLive=0), send_at=clock.ms - 5000, expires_at=clock.ms - 5000)
+    assert runner.run(Task.from_record(rec), threading.Event()) == "done"
+    assert mailbox.stored == {} and not any(mailbox.queues.values())
+    s = db.stats[9]
+    assert (s.targets, s.sentOnline, s.storedOffline) == (25, 3, 0)
+    env = delivery.delivered[0][0]
+    assert env.expiresAt > clock.ms  # STC may still send it for a short grace
+
+
+def test_override_forgets_and_supersedes_the_old_message(world) -> None:
+    db, _, mailbox, _, runner, _ = world
+    runner.run(_task(db, 50), threading.Event())
+    assert 50 in mailbox.stored
+    runner.run(_task(db, 51, overrideMsgId=50), threading.Event())
+    assert 50 not in mailbox.stored and db.messages[50].state == S.Overridden
+    assert all(mailbox.queues[d] == {51} for d in DEVICES)
+
+
+def test_overridden_while_dispatching_stops_between_pages(world) -> None:
+    db, _, _, delivery, runner, _ = world
+    task = _task(db)
+    delivery.after_deliver = lambda: setattr(db.messages[100], "state", S.Overridden)
+    assert runner.run(task, threading.Event()) == "stopped: Overridden"
+    assert len(delivery.delivered) == 1
+
+
+def test_broadcast_logs_once_and_counts_devices(world) -> None:
+    db, _, mailbox, delivery, runner, _ = world
+    db.devices = 1000
+    task = _task(db, 70, audience=PushGrid.Audience(all=True), bigPushDuration=2,
+                 platforms=[PushGrid.Platform.Ios])
+    assert runner.run(task, threading.Event()) == "done"
+    assert mailbox.broadcasts[APP] == [70] and 70 in mailbox.stored
+    env, platforms, spread = delivery.broadcasted[0]
+    assert env.broadcast and platforms == [PushGrid.Platform.Ios] and spread == 120_000
+    assert mailbox.stored[70].platforms == ("ios",)
+    s = db.stats[70]
+    assert (s.targets, s.sentOnline, s.storedOffline) == (1000, 4, 996)
+    assert delivery.delivered == [] and not any(mailbox.queues.values())
+
+
+def test_big_push_spreads_pages_and_keeps_its_schedule(world) -> None:
+    db, _, mailbox, delivery, runner, clock = world
+    task = _task(db, 80, bigPushDuration=1)
+    sent_at: list[int] = []
+    stop = threading.Event()
+
+    def tick(seconds: float) -> bool:  # the runner's waits advance the fake clock instead of sleeping
+        clock.ms += int(seconds * 1000)
+        return stop.is_set()
+
+    stop.wait = tick
+    delivery.after_deliver = lambda: sent_at.append(clock.ms)
+    start = clock.ms
+    runner.run(task, stop)
+    # 25 targets in pages of 10: pages go out at 0, 10/25 and 20/25 of the minute
+    assert [t - start for t in sent_at] == [0, 24_000, 48_000]
+    assert int(mailbox.checkpoints[80]["estimate"]) == 25 and int(mailbox.checkpoints[80]["started"]) == start
+
+
+def test_resumed_big_push_keeps_the_original_start(world) -> None:
+    db, _, mailbox, delivery, runner, clock = world
+    task = _task(db, 81, bigPushDuration=1)
+    start = clock.ms - 30_000  # a worker started it 30 s ago and sent page 0
+    db.messages[81].state = S.Dispatching
+    mailbox.checkpoints[81] = {"page": "1", "cursor": "10", "started": str(start), "estimate": "25",
+                               "targets": "10"}
+    stop = threading.Event()
+    stop.wait = lambda s: (setattr(clock, "ms", clock.ms + int(s * 1000)), False)[1]
+    sent_at: list[int] = []
+    delivery.after_deliver = lambda: sent_at.append(clock.ms - start)
+    runner.run(task, stop)
+    assert sent_at == [30_000, 48_000]  # page 1 was due at 24 s: at once; page 2 at 48 s as planned
+    assert {k for m, k in db.batches if m == 81} == {"page-1", "page-2"}

@@ -1,0 +1,181 @@
+"""The tasks consumer loop with a fake Kafka consumer: pause while busy, commit only finished tasks."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from kafka import TopicPartition
+
+from services.common.contract import PushGrid
+from services.common.tasks import Task
+from services.dispatcher import worker
+from services.dispatcher.runner import Interrupted
+from services.dispatcher.worker import TaskWorker
+
+from tests.unit.push_fakes import APP, request
+
+TP0, TP1 = TopicPartition("pushgrid.tasks", 0), TopicPartition("pushgrid.tasks", 1)
+
+
+@dataclass
+class Record:
+    offset: int
+    value: Any
+
+
+class FakeConsumer:
+    """Two partitions of records; poll hands out one record at a time from unpaused partitions."""
+
+    def __init__(self, records: dict[TopicPartition, list[Any]], stop: threading.Event) -> None:
+        self.records = records
+        self.position = {tp: 0 for tp in records}
+        self.paused_set: set[TopicPartition] = set()
+        self.committed: dict[TopicPartition, int] = {}
+        self.stop = stop
+        self.polls_while_paused = 0
+        self.on_poll = lambda: None
+        self.closed = False
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict:
+        self.on_poll()
+        if self.paused_set:
+            self.polls_while_paused += 1
+            time.sleep(0.01)
+        for tp in sorted(self.records):
+            if tp in self.paused_set or self.position[tp] >= len(self.records[tp]):
+                continue
+            offset = self.position[tp]
+            self.position[tp] += 1
+            return {tp: [Record(offset, self.records[tp][offset])]}
+        if not self.paused_set:
+            self.stop.set()  # drained: end the loop
+        return {}
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.records)
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused_set |= set(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.paused_set -= set(tps)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self.paused_set)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.position[tp] = offset
+
+    def commit(self, offsets: dict) -> None:
+        for tp, meta in offsets.items():
+            self.committed[tp] = meta.offset
+
+    def close(self, autocommit: bool = True) -> None:
+        self.closed = True
+
+
+class FakeRunner:
+    """Runs tasks by a script: msg id -> list of outcomes (a string, or an exception to raise)."""
+
+    def __init__(self, script: dict[int, list[Any]]) -> None:
+        self.script = script
+        self.ran: list[int] = []
+
+    def run(self, task: Task, stop: threading.Event) -> str:
+        self.ran.append(task.msg_id)
+        outcome = self.script[task.msg_id].pop(0)
+        if callable(outcome):
+            outcome = outcome(stop)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+def task(msg_id: int) -> dict:
+    return Task(msg_id, APP, request(), 1000, 2000).to_dict()
+
+
+def make(records: dict, script: dict) -> tuple[TaskWorker, FakeConsumer, FakeRunner, threading.Event]:
+    stop = threading.Event()
+    consumer = FakeConsumer(records, stop)
+    runner = FakeRunner(script)
+    w = TaskWorker(lambda listener: consumer, runner, stop)
+    return w, consumer, runner, stop
+
+
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch) -> None:
+    monkeypatch.setattr(worker, "BACKOFF_SECONDS", (0,))
+
+
+def test_finished_tasks_are_committed_one_by_one() -> None:
+    w, consumer, runner, _ = make({TP0: [task(1), task(2)], TP1: [task(3)]},
+                                  {1: ["done"], 2: ["done"], 3: ["done"]})
+    w.run()
+    assert runner.ran == [1, 2, 3]
+    assert consumer.committed == {TP0: 2, TP1: 1} and consumer.paused_set == set() and consumer.closed
+
+
+def test_partitions_are_paused_and_polled_while_a_task_runs() -> None:
+    def slow(stop: threading.Event) -> str:
+        time.sleep(0.3)
+        return "done"
+
+    w, consumer, runner, _ = make({TP0: [task(1)], TP1: [task(2)]}, {1: [slow], 2: ["done"]})
+    w.run()
+    assert consumer.polls_while_paused >= 5  # the membership stays alive
+    assert runner.ran == [1, 2]  # task 2 waited for task 1
+    assert consumer.committed == {TP0: 1, TP1: 1}
+
+
+def test_failed_task_is_retried_not_committed_first() -> None:
+    w, consumer, runner, _ = make({TP0: [task(1)]},
+                                  {1: [PushGrid.Unavailable(reason="down", backend="mysql"), "done"]})
+    w.run()
+    assert runner.ran == [1, 1] and consumer.committed == {TP0: 1}
+
+
+def test_malformed_and_permanently_failing_tasks_are_committed() -> None:
+    w, consumer, runner, _ = make({TP0: [{"garbage": True}, None, task(1)]},
+                                  {1: [PushGrid.UnknownMessage(reason="gone", msgId=1)]})
+    w.run()
+    assert runner.ran == [1] and consumer.committed == {TP0: 3}
+
+
+def test_revoked_partition_stops_the_task_without_commit() -> None:
+    started = threading.Event()
+
+    def until_stopped(stop: threading.Event) -> Exception:
+        started.set()
+        stop.wait(5)
+        return Interrupted()
+
+    w, consumer, runner, stop = make({TP0: [task(1)]}, {1: [until_stopped, "already done"]})
+
+    rebalanced = threading.Event()
+
+    def rebalance() -> None:
+        if started.is_set() and not rebalanced.is_set() and w._running is not None:
+            rebalanced.set()
+            w.revoked({TP0, TP1})   # what kafka-python calls inside poll
+            consumer.position = {tp: consumer.committed.get(tp, 0) for tp in consumer.records}
+            w.assigned({TP0, TP1})  # ... and gives the same partitions back, at their committed offsets
+    consumer.on_poll = rebalance
+    w.run()
+    assert runner.ran == [1, 1]  # read again from the uncommitted offset, found done
+    assert consumer.committed == {TP0: 1}
+
+
+def test_stopping_interrupts_the_running_task() -> None:
+    def until_stopped(stop: threading.Event) -> Exception:
+        stop.wait(5)
+        return Interrupted()
+
+    w, consumer, runner, stop = make({TP0: [task(1)]}, {1: [until_stopped]})
+    consumer.on_poll = lambda: stop.set() if runner.ran else None
+    started = time.monotonic()
+    w.run()
+    assert time.monotonic() - started < 2 and consumer.committed == {}
