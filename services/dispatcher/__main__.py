@@ -23,6 +23,10 @@ from services.dispatcher.scheduler import Scheduler
 
 log = logging.getLogger("services.dispatcher")
 
+# A fetch waits at most this long for new tasks: brokers that answer a fetch only when its wait
+# ends (the local one) would otherwise add up to Kafka's default 500 ms to every push.
+TASK_FETCH_WAIT_MS = 50
+
 
 def _guarded(name: str, loop: Callable[[], None], communicator: Ice.Communicator) -> threading.Thread:
     def run() -> None:
@@ -53,7 +57,8 @@ def main() -> int:
         loops = [
             _guarded("tasks", worker.TaskWorker(
                 lambda listener: kafka.consumer(settings, worker.GROUP, settings.tasks_topic, name,
-                                                listener=listener, max_poll_records=1), runner, stop).run, communicator),
+                                                listener=listener, max_poll_records=1,
+                                                fetch_max_wait_ms=TASK_FETCH_WAIT_MS), runner, stop).run, communicator),
             _guarded("scheduler", Scheduler(db, publisher, stop).run, communicator),
             _guarded("receipts", receipts.ReceiptsWorker(
                 lambda: kafka.consumer(settings, receipts.GROUP, settings.receipts_topic, f"{name}-receipts",

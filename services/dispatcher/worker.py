@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from kafka import KafkaConsumer, TopicPartition
@@ -99,7 +99,8 @@ class TaskWorker:
             while not running.future.done():
                 if self._stop.is_set():
                     running.stop.set()
-                extra = self._consumer.poll(timeout_ms=BUSY_POLL_MS)
+                wait([running.future], timeout=BUSY_POLL_MS / 1000)  # answer as soon as it ends
+                extra = self._consumer.poll(timeout_ms=0)
                 for other, recs in extra.items():  # paused, so none should come; never lose one
                     if recs:
                         self._consumer.seek(other, recs[0].offset)

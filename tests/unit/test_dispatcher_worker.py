@@ -121,12 +121,12 @@ def test_finished_tasks_are_committed_one_by_one() -> None:
 
 def test_partitions_are_paused_and_polled_while_a_task_runs() -> None:
     def slow(stop: threading.Event) -> str:
-        time.sleep(0.3)
+        time.sleep(0.5)
         return "done"
 
     w, consumer, runner, _ = make({TP0: [task(1)], TP1: [task(2)]}, {1: [slow], 2: ["done"]})
     w.run()
-    assert consumer.polls_while_paused >= 5  # the membership stays alive
+    assert consumer.polls_while_paused >= 2  # polled every BUSY_POLL_MS: the membership stays alive
     assert runner.ran == [1, 2]  # task 2 waited for task 1
     assert consumer.committed == {TP0: 1, TP1: 1}
 
