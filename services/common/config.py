@@ -107,8 +107,8 @@ class STCSettings:
     @classmethod
     def from_properties(cls, props: Ice.Properties) -> "STCSettings":
         return cls(
-            stc_id=props.getPropertyWithDefault("STC.Id", "STC"),
-            node=props.getProperty("STC.Node"),
-            device_host=props.getPropertyWithDefault("STC.DeviceHost", "127.0.0.1"),
-            device_port=_int(props, "STC.DevicePort", 8081),
+            stc_id=props.getPropertyWithDefault("PushGrid.STC.Id", "STC"),
+            node=props.getProperty("PushGrid.STC.Node"),
+            device_host=props.getPropertyWithDefault("PushGrid.STC.DeviceHost", "127.0.0.1"),
+            device_port=_int(props, "PushGrid.STC.DevicePort", 8081),
         )

@@ -62,14 +62,13 @@ def _instance(communicator: Ice.Communicator) -> str:
     return communicator.getDefaultLocator().ice_getIdentity().category
 
 
-def serve(communicator: Ice.Communicator, name: str, servant: Ice.Object) -> None:
-    """Serves servant on adapter `name` as identity `<name>.Identity` (default: name) until shutdown.
+def serve(communicator: Ice.Communicator, name: str, servant: Ice.Object, identity: str | None = None) -> None:
+    """Serves servant on adapter `name` as `identity` (default: the well-known name) until shutdown.
 
     Endpoints and the replica group come from the adapter's properties, which IceGrid writes.
     """
-    props = communicator.getProperties()
     adapter = communicator.createObjectAdapter(name)
-    adapter.add(servant, Ice.stringToIdentity(props.getPropertyWithDefault(name + ".Identity", name)))
+    adapter.add(servant, Ice.stringToIdentity(identity or name))
     adapter.activate()
     serve_until_shutdown(communicator)
 

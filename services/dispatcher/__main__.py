@@ -43,14 +43,14 @@ def main() -> int:
     logging.getLogger("kafka").setLevel(logging.WARNING)
     with Ice.initialize(sys.argv) as communicator:
         props = communicator.getProperties()
-        name = props.getPropertyWithDefault("Dispatcher.Id", "Dispatcher")
+        name = props.getPropertyWithDefault("PushGrid.Dispatcher.Id", "Dispatcher")
         settings = KafkaSettings.from_properties(props)
         mailbox = Mailbox(redis_client.cluster(RedisSettings.from_properties(props)))
         db = ice.dbagent(communicator).ice_invocationTimeout(10_000)
         tagalias = ice.tagalias(communicator).ice_invocationTimeout(30_000)
         delivery = Delivery(mailbox, lambda stc_id: ice.stc(communicator, stc_id), lambda: ice.all_stcs(communicator))
         runner = TaskRunner(db, tagalias, mailbox, delivery,
-                            page_size=props.getPropertyAsIntWithDefault("Dispatcher.PageSize", limits.DISPATCH_PAGE),
+                            page_size=props.getPropertyAsIntWithDefault("PushGrid.Dispatcher.PageSize", limits.DISPATCH_PAGE),
                             owner=name)
         publisher = TaskPublisher(settings, client_id=f"{name}-scheduler")
         stop = threading.Event()

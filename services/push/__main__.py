@@ -19,7 +19,7 @@ def main() -> int:
     logging.getLogger("kafka").setLevel(logging.WARNING)
     with Ice.initialize(sys.argv) as communicator:
         props = communicator.getProperties()
-        worker = props.getPropertyAsInt("Push.WorkerId")
+        worker = props.getPropertyAsInt("PushGrid.Push.WorkerId")
         publisher = TaskPublisher(KafkaSettings.from_properties(props), client_id=f"push-{worker}")
         quota = Quota(lambda: redis_client.cluster(RedisSettings.from_properties(props)))
         servant = PushServiceI(ice.dbagent(communicator).ice_invocationTimeout(10000), publisher,

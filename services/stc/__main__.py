@@ -51,7 +51,6 @@ def main() -> int:
     with Ice.initialize(sys.argv) as communicator:
         props = communicator.getProperties()
         me = STCSettings.from_properties(props)
-        props.setProperty("STC.Identity", me.stc_id)  # serve() adds the servant as <adapter>.Identity
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="stc-loop", daemon=True)
         thread.start()
@@ -64,7 +63,7 @@ def main() -> int:
         logging.info("%s: devices on ws://%s:%d/v1/device", me.stc_id, me.device_host, me.device_port)
         try:
             serve(communicator, "STC", STCI(engine, loop, Identity(
-                me.stc_id, me.node, f"ws://{me.device_host}:{me.device_port}/")))
+                me.stc_id, me.node, f"ws://{me.device_host}:{me.device_port}/")), identity=me.stc_id)
         finally:
             watcher.cancel()
             asyncio.run_coroutine_threadsafe(_stop(engine, transport), loop).result(timeout=30)

@@ -188,7 +188,8 @@ def test_register_and_verify_device(store):
 def test_verify_device_rejects_wrong_token_other_app_and_unknown_id(store):
     creds, other = new_app(store), new_app(store)
     dev = store.register_device(creds.appKey, PushGrid.Platform.Web)
-    for app_key, reg_id, token in [(creds.appKey, dev.registrationId, dev.deviceToken[:-1] + "0"),
+    wrong = dev.deviceToken[:-1] + ("1" if dev.deviceToken.endswith("0") else "0")  # always differs
+    for app_key, reg_id, token in [(creds.appKey, dev.registrationId, wrong),
                                    (creds.appKey, dev.registrationId, ""),
                                    (other.appKey, dev.registrationId, dev.deviceToken),
                                    (creds.appKey, "0" * 20, dev.deviceToken)]:

@@ -15,6 +15,15 @@ from tools.grid import icegrid, lifecycle
 
 pytestmark = pytest.mark.integration
 
+# every server of icegrid/pushgrid.xml: its node and replica group ("-" for none)
+EXPECTED_SERVERS = {
+    "DBAgent-1": ("node1", "DBAgentGroup"), "DBAgent-2": ("node2", "DBAgentGroup"),
+    "TagAlias-1": ("node1", "TagAliasGroup"), "TagAlias-2": ("node2", "TagAliasGroup"),
+    "Push-1": ("node1", "PushGroup"), "Push-2": ("node2", "PushGroup"),
+    "Dispatcher-1": ("node1", "-"), "Dispatcher-2": ("node2", "-"),
+    **{f"STC-{node}-{i}": (node, "-") for node in ("node1", "node2") for i in (1, 2, 3)},
+}
+
 
 def _pushgrid(run, *args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tools.cli", "--run-dir", run.path, *args],
@@ -25,12 +34,12 @@ def test_status_shows_every_server_active_with_node_and_group(grid):
     result = _pushgrid(grid, "status")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    for server, node, group in [("DBAgent-1", "node1", "DBAgentGroup"), ("DBAgent-2", "node2", "DBAgentGroup"),
-                                ("TagAlias-1", "node1", "TagAliasGroup"), ("TagAlias-2", "node2", "TagAliasGroup")]:
+    for server, (node, group) in EXPECTED_SERVERS.items():
         row = next(line for line in lines if line.startswith(server + " "))
         assert row.split()[1:3] == [node, "Active"] and row.split()[-1] == group
     assert any(line.split()[:2] == ["DBAgentGroup", "adaptive"] for line in lines)
     assert any(line.split()[:2] == ["TagAliasGroup", "roundrobin"] for line in lines)
+    assert any(line.split()[:2] == ["PushGroup", "roundrobin"] for line in lines)
     assert "Master up" in result.stdout and "Replica up" in result.stdout
 
 
@@ -46,11 +55,11 @@ def test_up_again_is_idempotent(grid):
 def test_icegridadmin_lists_application_groups_and_servers(grid):
     assert icegrid.icegridadmin(grid, "application list").split() == ["pushgrid"]
     servers = icegrid.icegridadmin(grid, "server list").split()
-    assert sorted(servers) == ["DBAgent-1", "DBAgent-2", "TagAlias-1", "TagAlias-2"]
+    assert sorted(servers) == sorted(EXPECTED_SERVERS)
     for sid in servers:
         assert icegrid.icegridadmin(grid, f"server state {sid}").startswith("active")
     objects = icegrid.icegridadmin(grid, "object list")
-    assert "DBAgent" in objects.split() and "TagAlias" in objects.split()
+    assert {"DBAgent", "TagAlias", "Push", "STC-node1-1", "STC-node2-3"} <= set(objects.split())
     assert sorted(icegrid.icegridadmin(grid, "registry list").split()) == ["Master", "Replica"]
 
 
