@@ -9,6 +9,7 @@ Per message and app:
   pg:m:{msgid}    the message's stored form (JSON: device frame, platforms), gone at its expiry
   pg:bc:{app}     the app's broadcast log: sorted set of msg ids (time-ordered), trimmed by age
   pg:task:{msgid} a dispatcher's checkpoint for the message's task (resume cursor, page, done)
+  pg:dispatchers  which task partitions each dispatcher owns (what `pushgrid up` waits for)
 
 A targeted message is queued for every target while its TTL lasts, online or not, and leaves
 the queue when the device acks it: online delivery is the fast path, the queue is the guarantee.
@@ -49,6 +50,9 @@ def _broadcasts(app: str) -> str:
 
 def _task(msg_id: int) -> str:
     return f"pg:task:{{{msg_id}}}"
+
+
+_DISPATCHERS = "pg:dispatchers"
 
 
 # Deletes presence only if it still names this STC: a device that moved on keeps its new home.
@@ -241,3 +245,13 @@ class Mailbox:
             p.hset(key, mapping={k: str(v) for k, v in fields.items()})
             p.pexpireat(key, expires_at_ms + 86400_000)
             p.execute()
+
+    # ---- dispatcher assignments (for operators and `pushgrid up`)
+
+    def report_partitions(self, owner: str, partitions: Sequence[int]) -> None:
+        """Records which task partitions a dispatcher owns now (empty after a revocation)."""
+        self._r.hset(_DISPATCHERS, owner, json.dumps(list(partitions)))
+
+    def partitions(self) -> dict[str, list[int]]:
+        """Task partitions by dispatcher, as they last reported them."""
+        return {owner: json.loads(raw) for owner, raw in self._r.hgetall(_DISPATCHERS).items()}

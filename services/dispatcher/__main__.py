@@ -58,7 +58,8 @@ def main() -> int:
             _guarded("tasks", worker.TaskWorker(
                 lambda listener: kafka.consumer(settings, worker.GROUP, settings.tasks_topic, name,
                                                 listener=listener, max_poll_records=1,
-                                                fetch_max_wait_ms=TASK_FETCH_WAIT_MS), runner, stop).run, communicator),
+                                                fetch_max_wait_ms=TASK_FETCH_WAIT_MS), runner, stop,
+                report=lambda partitions: mailbox.report_partitions(name, partitions)).run, communicator),
             _guarded("scheduler", Scheduler(db, publisher, stop).run, communicator),
             _guarded("receipts", receipts.ReceiptsWorker(
                 lambda: kafka.consumer(settings, receipts.GROUP, settings.receipts_topic, f"{name}-receipts",

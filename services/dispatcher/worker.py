@@ -58,8 +58,9 @@ class TaskWorker:
     """Consumes the tasks topic as a member of GROUP until stop is set."""
 
     def __init__(self, connect: Callable[[ConsumerRebalanceListener], KafkaConsumer], runner: TaskRunner,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, report: Callable[[list[int]], None] = lambda partitions: None) -> None:
         self._connect = connect
+        self._report = report  # tells operators (and `pushgrid up`) which partitions this worker owns
         self._runner = runner
         self._stop = stop
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="task")
@@ -147,6 +148,7 @@ class TaskWorker:
 
     def revoked(self, revoked: set[TopicPartition]) -> None:
         log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+        self._report_quietly([])
         running = self._running
         if running is None or running.tp not in revoked:
             return
@@ -159,5 +161,12 @@ class TaskWorker:
 
     def assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
+        self._report_quietly(sorted(tp.partition for tp in self._consumer.assignment()))
         if self._running is not None and assigned:
             self._consumer.pause(*assigned)
+
+    def _report_quietly(self, partitions: list[int]) -> None:
+        try:
+            self._report(partitions)
+        except Exception as exc:  # noqa: BLE001 - a report is for people; consuming goes on
+            log.warning("could not report partitions %s: %r", partitions, exc)

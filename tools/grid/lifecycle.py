@@ -55,6 +55,21 @@ def start_icegrid(run: RunDir, progress: Progress = print) -> None:
 def deploy(run: RunDir, progress: Progress = print, timeout: float = 90) -> None:
     _step(progress, "application pushgrid", lambda: icegrid.deploy(run))
     _step(progress, "every server active", lambda: wait_servers_active(run, timeout, progress))
+    _step(progress, "dispatchers own every task partition", lambda: wait_dispatchers(run, timeout))
+
+
+def wait_dispatchers(run: RunDir, timeout: float = 90) -> str:
+    """Waits until the dispatchers' consumer group has handed out every task partition, so the
+    first push is dispatched at once rather than after the group's first rebalance."""
+    from services.common.config import RedisSettings
+    from services.common.mailbox import Mailbox
+    from services.common.redis_client import cluster
+
+    mailbox = Mailbox(cluster(RedisSettings.from_properties(load_properties(run.client_config))))
+    wanted = set(range(kafka.TOPICS["pushgrid.tasks"]))
+    procs.wait_for(lambda: wanted <= {p for ps in mailbox.partitions().values() for p in ps},
+                   "the dispatchers' consumer group", timeout)
+    return ", ".join(f"{owner}: {len(ps)}" for owner, ps in sorted(mailbox.partitions().items()))
 
 
 def wait_servers_active(run: RunDir, timeout: float = 90, progress: Progress = print) -> None:
