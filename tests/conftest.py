@@ -77,3 +77,28 @@ def tagalias(communicator):
     from services.common.ice import tagalias
 
     return tagalias(communicator)
+
+
+@pytest.fixture(scope="session")
+def mailbox(grid: RunDir, redis_settings):
+    """The grid's delivery state in Redis (presence, queues, broadcast logs), as services see it."""
+    from services.common.mailbox import Mailbox
+    from services.common.redis_client import cluster
+
+    return Mailbox(cluster(redis_settings))
+
+
+@pytest.fixture
+def app(dbagent) -> str:
+    """A fresh app for one test, so tests sharing the grid never see each other's devices."""
+    import uuid
+
+    return dbagent.createApp("test-" + uuid.uuid4().hex[:8], 0).appKey
+
+
+@pytest.fixture(scope="session")
+def push(communicator):
+    """The Push replica group's well-known proxy."""
+    from services.common import ice
+
+    return ice.push(communicator)

@@ -19,12 +19,10 @@ import pytest
 from services.common import kafka, limits
 from services.common.contract import PushGrid
 from services.common.ice import push as push_proxy
-from services.common.mailbox import Mailbox
-from services.common.redis_client import cluster
 from services.common.tasks import Task
 from services.dbagent.pool import connector
 from tools.device.sdk import Device, Message, register
-from tools.grid import icegrid
+from tools.grid import icegrid, lifecycle
 from tools.grid.rundir import RunDir
 
 pytestmark = pytest.mark.integration
@@ -40,16 +38,6 @@ PLATFORM = PushGrid.Platform.Android
 def push(communicator) -> PushGrid.PushServicePrx:
     """Asks the locator on every call, so round-robin spreads calls over both Push replicas."""
     return push_proxy(communicator).ice_connectionCached(False).ice_locatorCacheTimeout(0)
-
-
-@pytest.fixture(scope="module")
-def mailbox(grid: RunDir, redis_settings) -> Mailbox:
-    return Mailbox(cluster(redis_settings))
-
-
-@pytest.fixture
-def app(dbagent: PushGrid.DBAgentPrx) -> str:
-    return dbagent.createApp("push-" + uuid.uuid4().hex[:8], 0).appKey
 
 
 @pytest.fixture
@@ -322,6 +310,7 @@ def test_killed_dispatcher_task_is_finished_without_double_counting(push, app, t
                                                                     grid: RunDir) -> None:
     """A one-minute big push of two pages (at 0 s and 30 s): the worker running it is killed
     after the first page; another one finishes it from the checkpoint."""
+    lifecycle.wait_dispatchers(grid, 120)  # start from a settled consumer group
     rids = tagged_only(tagalias, app, 2 * limits.DISPATCH_PAGE, "big")
     res = push.push(app, request(A(tags=["big"]), bigPushDuration=1))
     owner = until(lambda: mailbox.checkpoint(res.msgId).get("owner")

@@ -25,8 +25,7 @@ from services.common import msgid
 from services.common.config import KafkaSettings
 from services.common.contract import PushGrid
 from services.common.ice import all_stcs, stc
-from services.common.mailbox import Mailbox, Stored
-from services.common.redis_client import cluster
+from services.common.mailbox import Stored
 from tools.device.sdk import Credentials, Device, Message, register
 from tools.grid import icegrid, lifecycle
 from tools.grid.rundir import RunDir
@@ -38,16 +37,6 @@ STC_IDS = {f"STC-{node}-{i}" for node in ("node1", "node2") for i in (1, 2, 3)} 
 
 
 # ---------------------------------------------------------------- fixtures and helpers
-
-@pytest.fixture(scope="module")
-def mailbox(grid: RunDir, redis_settings) -> Mailbox:
-    return Mailbox(cluster(redis_settings))
-
-
-@pytest.fixture
-def app(dbagent: PushGrid.DBAgentPrx) -> str:
-    return dbagent.createApp("stc-" + uuid.uuid4().hex[:8], 0).appKey
-
 
 def now_ms() -> int:
     return int(time.time() * 1000)

@@ -66,9 +66,13 @@ def wait_dispatchers(run: RunDir, timeout: float = 90) -> str:
     from services.common.redis_client import cluster
 
     mailbox = Mailbox(cluster(RedisSettings.from_properties(load_properties(run.client_config))))
-    wanted = set(range(kafka.TOPICS["pushgrid.tasks"]))
-    procs.wait_for(lambda: wanted <= {p for ps in mailbox.partitions().values() for p in ps},
-                   "the dispatchers' consumer group", timeout)
+    wanted = sorted(range(kafka.TOPICS["pushgrid.tasks"]))
+
+    def settled() -> bool:  # every partition owned by exactly one dispatcher (a dead one's stale
+        owned = sorted(p for ps in mailbox.partitions().values() for p in ps)  # report overlaps)
+        return owned == wanted
+
+    procs.wait_for(settled, "the dispatchers' consumer group", timeout)
     return ", ".join(f"{owner}: {len(ps)}" for owner, ps in sorted(mailbox.partitions().items()))
 
 
