@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from services.common import limits
 from services.common.contract import PushGrid
+from services.common.msgid import floor_for_time
 
 
 def _presence(rid: str) -> str:
@@ -191,8 +192,6 @@ class Mailbox:
 
     def log_broadcast(self, app: str, msg: Stored, now_ms: int) -> None:
         """Appends a broadcast to the app's log and trims entries past the longest TTL."""
-        from services.common.msgid import floor_for_time
-
         key = _broadcasts(app)
         with self._r.pipeline(transaction=False) as p:
             p.zadd(key, {str(msg.msg_id): msg.msg_id})

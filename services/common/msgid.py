@@ -6,7 +6,8 @@ turned into the first broadcast id it is owed.
 from __future__ import annotations
 
 import threading
-import time
+
+from services.common.clock import now_ms
 
 EPOCH_MS = 1767225600000          # 2026-01-01T00:00:00Z
 WORKER_BITS = 10
@@ -29,7 +30,7 @@ def time_of(msg_id: int) -> int:
 class MsgIdGenerator:
     """Snowflake-style ids; each Push replica has its own worker number (0..1023)."""
 
-    def __init__(self, worker: int, clock=lambda: int(time.time() * 1000)) -> None:
+    def __init__(self, worker: int, clock=now_ms) -> None:
         if not 0 <= worker <= MAX_WORKER:
             raise ValueError(f"worker must be 0..{MAX_WORKER}")
         self._worker = worker

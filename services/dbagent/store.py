@@ -10,7 +10,6 @@ the primary; reports and lookups that tolerate replication lag go to read_host.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -23,6 +22,7 @@ from services.common.config import MySQLSettings
 from services.common.contract import PushGrid
 from services.dbagent import credentials
 from services.dbagent.pool import Pool, PoolTimeout, connector
+from services.common.clock import now_ms
 
 BACKEND = "mysql"
 ER_DUP_ENTRY = 1062
@@ -35,10 +35,6 @@ _PLATFORMS = {p.name: p for p in PushGrid.Platform._enumerators.values()}
 _APP_COLUMNS = "app_key, name, push_quota_per_minute, enabled, created_at, secret_rotated_at"
 _DEVICE_COLUMNS = "app_key, registration_id, platform, created_at, last_seen"
 _MESSAGE_COLUMNS = "msg_id, app_key, request, state, created_at, send_at, expires_at"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 from services.common import frames, limits, validation
@@ -20,6 +19,7 @@ from services.common.tasks import Task
 from services.dispatcher import pacing
 from services.dispatcher.checkpoint import Checkpoint
 from services.dispatcher.delivery import Delivery
+from services.common.clock import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,6 @@ RUNNABLE = (S.Scheduled, S.Accepted, S.Dispatching)
 class Interrupted(Exception):
     """The task stopped between pages (its partition moved, or the worker is stopping); whoever
     owns the partition next resumes it from the checkpoint."""
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _page_key(page: int) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 import Ice
@@ -17,15 +16,12 @@ import Ice
 from services.common import limits
 from services.common.contract import PushGrid
 from services.common.tasks import Task, TaskPublisher
+from services.common.clock import now_ms
 
 log = logging.getLogger(__name__)
 
 S = PushGrid.MessageState
 INTERVAL_SECONDS = 1.0
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Scheduler:

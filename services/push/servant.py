@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Iterator, Sequence
 
 import Ice
@@ -20,15 +19,12 @@ from services.common.msgid import MsgIdGenerator
 from services.common.overrides import supersede
 from services.common.tasks import Task, TaskPublisher
 from services.push.quota import Quota
+from services.common.clock import now_ms
 
 log = logging.getLogger(__name__)
 
 S = PushGrid.MessageState
 RECORD_ATTEMPTS = 3  # fresh msg ids to try if one is taken (a restart after the clock went back)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -23,14 +22,11 @@ from services.common import limits, msgid
 from services.common.mailbox import Stored
 from services.stc import protocol
 from services.stc.protocol import Close
+from services.common.clock import now_ms
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 # ---------------------------------------------------------------- what the engine talks to

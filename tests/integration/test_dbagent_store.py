@@ -18,6 +18,8 @@ from services.common.contract import PushGrid
 from services.dbagent.migrations import migrate
 from services.dbagent.servant import DBAgentI
 from services.dbagent.store import Store
+from services.common.clock import now_ms
+from tools.grid.rundir import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -46,10 +48,6 @@ def new_app(store: Store) -> PushGrid.AppCredentials:
 
 def new_msg_id() -> int:
     return uuid.uuid4().int >> 65  # 63 random bits: positive and unique in practice
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def full_request() -> PushGrid.PushRequest:
@@ -443,12 +441,6 @@ def test_bad_input_changes_nothing(store, servant, known):
 # ---------------------------------------------------------------- MySQL down
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _assert_unavailable_soon(settings, seconds: float) -> None:
     dead = Store(settings)
     try:
@@ -464,7 +456,7 @@ def _assert_unavailable_soon(settings, seconds: float) -> None:
 
 
 def test_closed_port_is_unavailable_at_once(mysql_settings):
-    port = _free_port()
+    port = free_port()
     settings = dataclasses.replace(mysql_settings, port=port, read_port=port, connect_timeout=2)
     _assert_unavailable_soon(settings, seconds=2)
 

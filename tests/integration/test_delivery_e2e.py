@@ -19,6 +19,7 @@ from services.common.contract import PushGrid
 from tools.device.sdk import Device, Message, register
 from tools.grid import icegrid, kafka, lifecycle
 from tools.grid.rundir import RunDir
+from tests.integration.waiting import until_async as until
 
 pytestmark = pytest.mark.integration
 
@@ -31,14 +32,6 @@ def request(audience: PushGrid.Audience, alert: str, ttl: int = 600, big_push_mi
         notification=PushGrid.Notification(alert=alert, title="", extras={}),
         message=PushGrid.Message(content="", title="", contentType="", extras={}),
         options=PushGrid.PushOptions(sendno=7, timeToLive=ttl, overrideMsgId=0, bigPushDuration=big_push_minutes))
-
-
-async def until(cond: Callable[[], object], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 class Phones:

@@ -10,7 +10,6 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import IceGrid
@@ -24,6 +23,8 @@ from services.dbagent.pool import connector
 from tools.device.sdk import Device, Message, register
 from tools.grid import icegrid, lifecycle
 from tools.grid.rundir import RunDir
+from services.common.clock import now_ms
+from tests.integration.waiting import until, until_async
 
 pytestmark = pytest.mark.integration
 
@@ -48,27 +49,11 @@ def tasks(kafka_settings, grid: RunDir):
     reader.close()
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def request(audience: A, alert: str = "hello", **options: Any) -> PushGrid.PushRequest:
     return PushGrid.PushRequest(audience=audience, platforms=[],
                                 notification=PushGrid.Notification(alert=alert, title="", extras={}),
                                 message=PushGrid.Message(content="", title="", contentType="", extras={}),
                                 options=PushGrid.PushOptions(**options))
-
-
-def until(cond: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    """Polls cond until it returns something true; fails with what after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def stats(push: PushGrid.PushServicePrx, app: str, msg_id: int) -> PushGrid.MessageStats:
@@ -294,14 +279,6 @@ def test_devices_online_get_it_now_offline_ones_on_connect(push, app, grid: RunD
             await asyncio.gather(*(d.close() for d in devices))
 
     asyncio.run(main())
-
-
-async def until_async(cond: Callable[[], Any], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 # ---------------------------------------------------------------- a dispatcher dies mid-task

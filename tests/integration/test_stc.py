@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -29,6 +28,8 @@ from services.common.mailbox import Stored
 from tools.device.sdk import Credentials, Device, Message, register
 from tools.grid import icegrid, lifecycle
 from tools.grid.rundir import RunDir
+from services.common.clock import now_ms
+from tests.integration.waiting import until_async as until
 
 pytestmark = pytest.mark.integration
 
@@ -37,10 +38,6 @@ STC_IDS = {f"STC-{node}-{i}" for node in ("node1", "node2") for i in (1, 2, 3)} 
 
 
 # ---------------------------------------------------------------- fixtures and helpers
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
 
 def frame(msg_id: int, alert: str) -> str:
     return json.dumps({"op": "msg", "msg_id": msg_id, "replay": False, "notification": {"alert": alert},
@@ -55,15 +52,6 @@ def envelope(msg_id: int, app: str, alert: str = "hi", broadcast: bool = False,
 
 def stored(msg_id: int, alert: str = "hi", platforms: tuple[str, ...] = (), ttl_ms: int = 600_000) -> Stored:
     return Stored(msg_id, frame(msg_id, alert), platforms, now_ms() + ttl_ms)
-
-
-async def until(cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    """Polls cond until it holds; fails with what after timeout."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 class Fleet:

@@ -24,7 +24,9 @@ from services.common.contract import PushGrid
 from services.common.ice import stc
 from services.common.mailbox import Mailbox, Stored
 from services.common.redis_client import cluster
-from tests.integration.test_stc import IDS, envelope, frame, now_ms, until
+from services.common.clock import now_ms
+from tests.integration.test_stc import IDS, envelope, frame
+from tests.integration.waiting import until_async as until
 
 pytestmark = pytest.mark.integration
 

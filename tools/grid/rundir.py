@@ -9,7 +9,7 @@ import json
 import os
 import secrets
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 PORT_NAMES = (
     "mysql",
@@ -24,7 +24,8 @@ NODES = ("node1", "node2")
 INSTANCE_NAME = "PushGrid"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -35,6 +36,7 @@ class RunDir:
     """Paths and persistent settings of one local grid."""
 
     path: str
+    _cache: dict[str, dict] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.path = os.path.abspath(self.path)
@@ -51,23 +53,27 @@ class RunDir:
         return p
 
     def _state(self, name: str, make) -> dict:
-        """Reads a JSON state file, creating it with make() the first time."""
+        """Reads a JSON state file (once per RunDir), creating it with make() the first time."""
+        if name in self._cache:
+            return self._cache[name]
         path = os.path.join(self.path, name)
         if os.path.exists(path):
             with open(path) as f:
-                return json.load(f)
-        data = make()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
+                data = json.load(f)
+        else:
+            data = make()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, indent=2)
+        self._cache[name] = data
         return data
 
     @property
     def ports(self) -> dict[str, int]:
-        ports = self._state("ports.json", lambda: {name: _free_port() for name in PORT_NAMES})
+        ports = self._state("ports.json", lambda: {name: free_port() for name in PORT_NAMES})
         missing = [name for name in PORT_NAMES if name not in ports]
         if missing:  # a run directory from an older release: add the new ports, keep the rest
-            ports.update({name: _free_port() for name in missing})
+            ports.update({name: free_port() for name in missing})
             with open(os.path.join(self.path, "ports.json"), "w") as f:
                 json.dump(ports, f, indent=2)
         return ports
