@@ -131,7 +131,10 @@ class TaskWorker:
             self._commit(running.tp, running.offset + 1)
 
     def _retry_later(self, running: _Running, backoff: bool) -> None:
-        if not running.lost and running.tp in self._consumer.assignment():
+        # Also when the partition was lost: a rebalance during the task may have handed it straight
+        # back, and a partition kept across a rebalance keeps its position, already past this task.
+        # Reading it again is safe: its checkpoint makes a finished task a skip.
+        if running.tp in self._consumer.assignment():
             self._consumer.seek(running.tp, running.offset)
         if backoff:
             delay = BACKOFF_SECONDS[min(self._failures, len(BACKOFF_SECONDS) - 1)]

@@ -169,6 +169,30 @@ def test_revoked_partition_stops_the_task_without_commit() -> None:
     assert consumer.committed == {TP0: 1}
 
 
+def test_partition_handed_straight_back_keeps_no_skipped_task() -> None:
+    """A rebalance revokes the running task's partition and gives it back at once; the consumer
+    keeps the partition's position (past the task), so the worker must seek back to the task."""
+    started = threading.Event()
+
+    def until_stopped(stop: threading.Event) -> Exception:
+        started.set()
+        stop.wait(5)
+        return Interrupted()
+
+    w, consumer, runner, stop = make({TP0: [task(1)]}, {1: [until_stopped, "already done"]})
+    rebalanced = threading.Event()
+
+    def rebalance() -> None:
+        if started.is_set() and not rebalanced.is_set() and w._running is not None:
+            rebalanced.set()
+            w.revoked({TP0, TP1})
+            w.assigned({TP0, TP1})  # same partitions, positions kept (no reset to committed)
+    consumer.on_poll = rebalance
+    w.run()
+    assert runner.ran == [1, 1]  # the interrupted task is read again, not skipped
+    assert consumer.committed == {TP0: 1}
+
+
 def test_stopping_interrupts_the_running_task() -> None:
     def until_stopped(stop: threading.Event) -> Exception:
         stop.wait(5)
