@@ -5,7 +5,9 @@ passes `--Ice.Config` on the command line), then hand their servant to `serve`.
 """
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import Iterator
 from typing import TypeVar
 
 import Ice
@@ -18,6 +20,16 @@ P = TypeVar("P")
 DBAGENT = "DBAgent"
 TAGALIAS = "TagAlias"
 PUSH = "Push"
+
+
+@contextlib.contextmanager
+def backend(name: str) -> Iterator[None]:
+    """Turns an Ice failure reaching a backend service into Unavailable(name), the named error
+    partners and internal callers can retry on."""
+    try:
+        yield
+    except Ice.LocalException as exc:
+        raise PushGrid.Unavailable(reason=f"{name} did not answer: {exc.ice_id()}", backend=name) from None
 
 
 def client_communicator(config_path: str, *extra: str) -> Ice.Communicator:

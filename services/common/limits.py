@@ -21,7 +21,7 @@ TTL_MAX_SECONDS = 10 * 86400  # ten days
 BIG_PUSH_MAX_MINUTES = 1440
 SCHEDULE_MAX_AHEAD_SECONDS = 365 * 86400
 
-PUSH_QUOTA_DEFAULT = 600      # push calls per minute per app
+PUSH_QUOTA_DEFAULT = 600      # push calls per minute per app (push and schedule count)
 PUSH_QUOTA_MAX = 1_000_000
 
 MSG_IDS_PER_REPORT = 100
@@ -31,8 +31,8 @@ RECEIPTS_PER_CALL = 10000
 OFFLINE_PER_DEVICE = 10       # targeted messages kept per offline device (newest win)
 BROADCAST_LOG_MAX = 200       # broadcasts kept per app for replay (within their TTL)
 DELIVER_BATCH = 1000          # registration ids per STC.deliver call
-PRESENCE_TTL_SECONDS = 90     # presence expires unless STC refreshes it (3 heartbeats)
-HEARTBEAT_SECONDS = 30        # device heartbeat interval STC asks for
+PRESENCE_TTL_SECONDS = 90     # presence expires unless STC refreshes it (STC does every 30 s)
+HEARTBEAT_SECONDS = 180       # device heartbeat STC asks for: minutes, as JPush, under NAT timeouts
 DEVICE_FRAME_MAX_BYTES = 8192 # largest frame a device may send
 DEVICE_AUTH_TIMEOUT_SECONDS = 10
 ACKS_PER_FRAME = 100
@@ -46,3 +46,12 @@ KAFKA_ACK_TIMEOUT_SECONDS = 10  # push waits this long for the broker to take a 
 DISPATCH_PAGE = 1000          # registration ids per audience page a dispatcher resolves
 DUE_PER_SCAN = 100            # scheduled messages the scheduler publishes per one-second scan
 ONLINE_ONLY_GRACE_SECONDS = 60  # STC may still send a time_to_live 0 message this long after dispatch
+
+# Partners through Glacier2 (glacier2/)
+LOGIN_FAILURE_WINDOW_SECONDS = 600  # failed logins are counted in windows this long
+LOGIN_FAILURES_PER_APP = 10   # failed logins of one app key per window before it is refused outright
+LOGIN_FAILURES_PER_ADDRESS = 50  # failed logins from one address per window (any app key)
+PARTNER_SESSIONS_PER_APP = 100   # live partner sessions of one app
+PARTNER_SESSION_TIMEOUT_SECONDS = 30  # the router closes a partner connection quiet this long
+PARTNER_SESSION_SWEEP_SECONDS = 30  # the gateway checks its sessions' routers this often
+PARTNER_REQUEST_MAX_KIB = 1024  # the largest request the router takes from a partner

@@ -7,13 +7,13 @@ the broker after all) and the partner gets Unavailable("kafka") and may push aga
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import Ice
 
 from services.common import validation
+from services.common.ice import backend
 from services.common.contract import PushGrid
 from services.common.msgid import MsgIdGenerator
 from services.common.overrides import supersede
@@ -25,15 +25,6 @@ log = logging.getLogger(__name__)
 
 S = PushGrid.MessageState
 RECORD_ATTEMPTS = 3  # fresh msg ids to try if one is taken (a restart after the clock went back)
-
-
-@contextlib.contextmanager
-def backend(name: str) -> Iterator[None]:
-    """Turns an Ice failure reaching a backend service into Unavailable(name)."""
-    try:
-        yield
-    except Ice.LocalException as exc:
-        raise PushGrid.Unavailable(reason=f"{name} did not answer: {exc.ice_id()}", backend=name) from None
 
 
 class PushServiceI(PushGrid.PushService):

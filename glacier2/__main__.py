@@ -1,0 +1,46 @@
+"""The PartnerGateway server: `python -m glacier2 --Ice.Config=...` (IceGrid passes the config).
+
+Serves the router's permissions verifier (PartnerVerifier) and session manager
+(PartnerSessionManager) on adapter PartnerGateway, and the objects of every session it creates.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+import Ice
+
+from glacier2.partner import Backends
+from glacier2.sessions import SessionManagerI, Sweeper
+from glacier2.throttle import LoginThrottle
+from glacier2.verifier import PartnerVerifierI
+from services.common import ice, redis_client
+from services.common.config import RedisSettings
+
+VERIFIER = "PartnerVerifier"
+SESSION_MANAGER = "PartnerSessionManager"
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with Ice.initialize(sys.argv) as communicator:
+        props = communicator.getProperties()
+        backends = Backends(push=ice.push(communicator), tagalias=ice.tagalias(communicator),
+                            dbagent=ice.dbagent(communicator).ice_invocationTimeout(10000))
+        throttle = LoginThrottle(lambda: redis_client.cluster(RedisSettings.from_properties(props)))
+        adapter = communicator.createObjectAdapter("PartnerGateway")
+        manager = SessionManagerI(adapter, backends)
+        adapter.add(PartnerVerifierI(backends.dbagent, throttle), Ice.stringToIdentity(VERIFIER))
+        adapter.add(manager, Ice.stringToIdentity(SESSION_MANAGER))
+        adapter.activate()
+        sweeper = Sweeper(manager)
+        sweeper.start()
+        try:
+            ice.serve_until_shutdown(communicator)
+        finally:
+            sweeper.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
