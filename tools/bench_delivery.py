@@ -69,32 +69,38 @@ async def _device(url: str, local_ip: str, app: str, rid: str, token: str, state
             async with ws:
                 state["connected"] += 1
                 try:
-                    last_ping = time.monotonic()
-                    heartbeat = float(welcome.get("heartbeat", 30))
-                    while not state["stop"]:
-                        try:
-                            raw = await asyncio.wait_for(ws.recv(), timeout=1.0)
-                        except asyncio.TimeoutError:
-                            raw = None
-                        now = time.time()
-                        if raw is not None:
-                            frame = json.loads(raw)
-                            if frame.get("op") == "msg" or not app:
-                                mid = int(frame["msg_id"])
-                                if mid not in state["seen"].setdefault(rid, set()):
-                                    state["seen"][rid].add(mid)
-                                    state["received"].append((mid, now))
-                                if app:
-                                    await ws.send(json.dumps({"op": "ack", "msg_ids": [mid]}))
-                        if app and time.monotonic() - last_ping > heartbeat * 0.8:
-                            await ws.send('{"op":"ping"}')
-                            last_ping = time.monotonic()
+                    await _hold(ws, app, rid, state, float(welcome.get("heartbeat", 30)))
                 finally:
                     state["connected"] -= 1
         except (OSError, asyncio.TimeoutError, Exception):  # noqa: BLE001 - reconnect like a device
             if state["stop"]:
                 return
             await asyncio.sleep(1 + random.random())
+
+
+async def _hold(ws, app: str, rid: str, state: dict, heartbeat: float) -> None:
+    """Takes messages and acks them; pings when the heartbeat is due. An idle device sleeps until
+    its next ping (one timer per heartbeat), so the clients leave the cores to the servers."""
+    loop = asyncio.get_running_loop()
+    next_ping = loop.time() + heartbeat * 0.8
+    while True:
+        try:
+            async with asyncio.timeout_at(next_ping):
+                raw = await ws.recv()
+        except TimeoutError:
+            raw = None
+        if raw is not None:
+            frame = json.loads(raw)
+            if frame.get("op") == "msg" or not app:
+                mid = int(frame["msg_id"])
+                if mid not in state["seen"].setdefault(rid, set()):
+                    state["seen"][rid].add(mid)
+                    state["received"].append((mid, time.time()))
+                if app:
+                    await ws.send(json.dumps({"op": "ack", "msg_ids": [mid]}))
+        if app and loop.time() >= next_ping:
+            await ws.send('{"op":"ping"}')
+            next_ping = loop.time() + heartbeat * 0.8
 
 
 def _worker(index: int, devices: list[tuple[str, str]], app: str, urls: list[str], cmd: mp.Queue, out: mp.Queue) -> None:

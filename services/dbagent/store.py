@@ -219,20 +219,17 @@ class Store:
         raise RuntimeError("could not draw an unused registration id")
 
     def verify_device(self, app_key: str, registration_id: str, device_token: str) -> PushGrid.DeviceInfo:
-        """Unknown device, device of a disabled app and wrong token fail alike; success marks it seen."""
-        with self._cursor() as cur:
+        """Unknown device, device of a disabled app and wrong token fail alike. A read only: every
+        connect calls it, and STC records last-seen times in batches (touch_devices)."""
+        with self._cursor(write=False) as cur:
             cur.execute(
                 "SELECT d.app_key, d.registration_id, d.platform, d.created_at, d.last_seen, d.token_hash"
                 " FROM devices d JOIN apps a ON a.app_key = d.app_key"
                 " WHERE d.registration_id = %s AND d.app_key = %s AND a.enabled",
                 (registration_id, app_key))
             row = cur.fetchone()
-            if not credentials.verify_token(device_token, row["token_hash"] if row else None):
-                raise PushGrid.AuthenticationFailed(reason="registration id or device token is wrong")
-            now = now_ms()
-            cur.execute("UPDATE devices SET last_seen = GREATEST(last_seen, %s) WHERE registration_id = %s",
-                        (now, registration_id))
-        row["last_seen"] = max(row["last_seen"], now)
+        if not credentials.verify_token(device_token, row["token_hash"] if row else None):
+            raise PushGrid.AuthenticationFailed(reason="registration id or device token is wrong")
         return _device(row)
 
     def get_device(self, app_key: str, registration_id: str) -> PushGrid.DeviceInfo:

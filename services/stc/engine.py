@@ -156,7 +156,7 @@ class Engine:
         self._receipt_rows: dict[str, list[list[Any]]] = defaultdict(list)
         self._ack_count = 0
         self._offline: set[str] = set()
-        self._left: dict[str, set[str]] = defaultdict(set)     # app -> devices gone since last touch
+        self._touch_due: dict[str, set[str]] = defaultdict(set)  # app -> devices that came or left since the last touch
         self._flush_wanted = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -193,6 +193,7 @@ class Engine:
         self._sessions[session.rid] = session
         self._by_app[session.app][session.rid] = session
         self._offline.discard(session.rid)
+        self._touch_due[session.app].add(session.rid)
         conn.send(protocol.welcome(self.settings.heartbeat, self.settings.stc_id, self._clock()))
         return session
 
@@ -241,7 +242,7 @@ class Engine:
         if self._sessions.get(session.rid) is session:
             self._drop(session)
             self._offline.add(session.rid)
-        self._left[session.app].add(session.rid)
+        self._touch_due[session.app].add(session.rid)
 
     def _drop(self, session: Session) -> None:
         session.open = False
@@ -366,7 +367,7 @@ class Engine:
 
     async def refresh(self, touch_connected: bool = False) -> None:
         """Extends presence of every device here; closes those another STC took over (4004);
-        touches the last-seen time of devices that left (and of all connected, when asked)."""
+        touches the last-seen time of devices that came or left (and of all connected, when asked)."""
         rids = list(self._sessions)
         try:
             taken = await self._call(self._refresh_presence, rids)
@@ -377,7 +378,7 @@ class Engine:
             if session is not None:
                 self._drop(session)
                 session.conn.close(Close.REPLACED, "replaced by a newer connection")
-        seen, self._left = self._left, defaultdict(set)
+        seen, self._touch_due = self._touch_due, defaultdict(set)
         if touch_connected:
             for app, sessions in self._by_app.items():
                 seen[app].update(sessions)
@@ -410,7 +411,7 @@ class Engine:
             self.disconnected(session)
             session.conn.close(Close.RESTARTING, "STC restarting")
         await self.flush()
-        seen, self._left = self._left, defaultdict(set)
+        seen, self._touch_due = self._touch_due, defaultdict(set)
         if seen:
             await self._quietly(self._touch, seen, self._clock())
         await self._quietly(self._receipts.flush)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from services.common import msgid
+from services.common import limits, msgid
 from services.common.contract import PushGrid
 from services.common.mailbox import Stored
 from services.stc import protocol
@@ -65,7 +65,7 @@ def test_hello_welcomes_and_marks_presence() -> None:
     async def t(w: World) -> None:
         w.directory.add("r1")
         conn, _ = await w.connect("r1")
-        assert frames(conn)[0] == {"op": "welcome", "heartbeat": 30, "stc": STC, "server_time": NOW}
+        assert frames(conn)[0] == {"op": "welcome", "heartbeat": limits.HEARTBEAT_SECONDS, "stc": STC, "server_time": NOW}
         assert w.mailbox.presence == {"r1": STC}
         assert w.engine.online_count(APP) == 1 and w.engine.connections == 1
         with pytest.raises(protocol.AuthFailed):
@@ -199,6 +199,18 @@ def test_disconnect_clears_presence_unless_the_device_came_back() -> None:
         assert w.mailbox.presence == {"r2": STC}
         await w.engine.refresh(touch_connected=True)
         assert sorted(r for _, rids, _ in w.directory.touched for r in rids) == ["r1", "r2"]
+    run(t)
+
+
+def test_a_device_that_connects_is_marked_seen_at_the_next_refresh() -> None:
+    async def t(w: World) -> None:
+        w.directory.add("r1")
+        await w.connect("r1")
+        await w.engine.refresh()       # hello does not write last-seen itself: the refresh batches it
+        assert [(app, list(rids)) for app, rids, _ in w.directory.touched] == [(APP, ["r1"])]
+        w.directory.touched.clear()
+        await w.engine.refresh()       # once: a device still connected waits for touch_connected
+        assert w.directory.touched == []
     run(t)
 
 
