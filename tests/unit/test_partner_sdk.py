@@ -386,6 +386,15 @@ def test_router_properties_from_a_config_keep_its_settings(tmp_path) -> None:
     assert props.getProperty("Ice.RetryIntervals") == "-1"  # the session layer does the retrying
 
 
+def test_a_config_with_ssl_prefers_the_ssl_endpoint(tmp_path) -> None:
+    cfg = tmp_path / "partner.cfg"
+    cfg.write_text("Ice.Default.Router=R/router:ssl -h h -p 2:tcp -h h -p 1\n"
+                   "Ice.Plugin.IceSSL=IceSSL:createIceSSL\n")
+    assert sdk.router_properties(config=str(cfg)).getProperty("Ice.Default.PreferSecure") == "1"
+    cfg.write_text(cfg.read_text() + "Ice.Default.PreferSecure=0\n")  # the operator's choice stands
+    assert sdk.router_properties(config=str(cfg)).getProperty("Ice.Default.PreferSecure") == "0"
+
+
 def test_router_properties_refuse_what_cannot_work(tmp_path) -> None:
     with pytest.raises(sdk.PartnerConfigError, match="no router"):
         sdk.router_properties()

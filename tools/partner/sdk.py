@@ -49,7 +49,8 @@ def router_properties(config: str | None = None, router: str | None = None, ca: 
     """The client's Ice properties: a partner.cfg, or a router proxy (plus a CA file for SSL).
 
     A config file is read as it is (its router, its IceSSL settings); router and ca given as
-    well override it. With a CA the client prefers the router's SSL endpoint.
+    well override it. With SSL set up (a CA, or IceSSL in the config) the client prefers the
+    router's SSL endpoint unless the config says otherwise.
     """
     if config is None and router is None:
         raise PartnerConfigError("no router: give a partner config file or a router proxy")
@@ -65,6 +66,10 @@ def router_properties(config: str | None = None, router: str | None = None, ca: 
     if ca is not None:
         props.setProperty("Ice.Plugin.IceSSL", SSL_PLUGIN)
         props.setProperty("IceSSL.CAs", os.path.abspath(ca))
+        props.setProperty("Ice.Default.PreferSecure", "1")
+    if props.getProperty("Ice.Plugin.IceSSL") and not props.getProperty("Ice.Default.PreferSecure"):
+        # Ice prefers a proxy's TCP endpoints unless told otherwise; a client set up for SSL
+        # means to use it whatever order the router's endpoints come in.
         props.setProperty("Ice.Default.PreferSecure", "1")
     for key, value in {**FORCED_PROPERTIES, **(extra or {})}.items():
         props.setProperty(key, value)
