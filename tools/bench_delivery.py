@@ -32,6 +32,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from services.common import limits
 from services.common.contract import PushGrid
 from tools.grid.rundir import RunDir
 
@@ -160,7 +161,7 @@ class Bench:
         self.urls = self.run.device_urls
 
     def register(self, n: int) -> tuple[str, list[tuple[str, str]]]:
-        app = self.db.createApp(f"bench-{os.getpid()}-{int(time.time())}", 600).appKey
+        app = self.db.createApp(f"bench-{os.getpid()}-{int(time.time())}", limits.PUSH_QUOTA_MAX).appKey  # not the bench's limit
         creds: list[tuple[str, str]] = []
         started = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
@@ -236,8 +237,23 @@ class Bench:
             self.pump(0.5)
         times = sorted(self.received.get(msg_id, []))
         last = (times[-1] - sent_at) if times else float("nan")
-        return {"got": len(times), "last_s": last, "per_s": len(times) / last if times else 0.0,
+        return {"msg_id": msg_id, "got": len(times), "last_s": last, "per_s": len(times) / last if times else 0.0,
                 "curve": [t - sent_at for t in times]}
+
+    def settle(self, app: str, msg_ids: list[int], held: int, timeout: float) -> float:
+        """Waits until the devices' acks of msg_ids are counted in the report (the receipts path
+        has caught up), so the targeted phase measures a grid at rest; returns the seconds waited."""
+        started = time.monotonic()
+        last_print = 0.0
+        while time.monotonic() - started < timeout:
+            received = sum(s.received for s in self.push.report(app, msg_ids))
+            if received >= 0.99 * held * len(msg_ids):
+                break
+            if time.monotonic() - last_print > 5:
+                print(f"  receipts counted {received:,}/{held * len(msg_ids):,}", flush=True)
+                last_print = time.monotonic()
+            self.pump(1.0)
+        return time.monotonic() - started
 
     def targeted(self, app: str, creds: list[tuple[str, str]], rate: float, seconds: float) -> list[float]:
         sent: dict[int, float] = {}
@@ -307,6 +323,9 @@ class NchanBench(Bench):
     def server_rss(self) -> dict[str, int]:
         children = subprocess_children(self.nginx.pid)
         return {f"nginx-{pid}": _rss(pid) for pid in [self.nginx.pid, *children]}
+
+    def settle(self, app: str, msg_ids: list[int], held: int, timeout: float) -> float:
+        return 0.0  # nchan keeps no receipts
 
     def publish_broadcast(self, app: str) -> int:
         import urllib.request
@@ -402,6 +421,8 @@ def main() -> int:
                   f"{r['per_s']:,.0f} deliveries/s", flush=True)
         lat: list[float] = []
         if args.target == "pushgrid":
+            waited = b.settle(app, [r["msg_id"] for r in casts], held, timeout=600)
+            print(f"  every broadcast's receipts counted {waited:.0f}s after the last one", flush=True)
             print(f"[4/4] targeted pushes at {args.rate:g}/s for {args.seconds:g}s", flush=True)
             lat = b.targeted(app, creds, args.rate, args.seconds)
         print(f"\n{b.name}:")
