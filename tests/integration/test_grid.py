@@ -22,6 +22,8 @@ EXPECTED_SERVERS = {
     "Push-1": ("node1", "PushGroup"), "Push-2": ("node2", "PushGroup"),
     "Dispatcher-1": ("node1", "-"), "Dispatcher-2": ("node2", "-"),
     **{f"STC-{node}-{i}": (node, "-") for node in ("node1", "node2") for i in (1, 2, 3)},
+    "PartnerGateway-1": ("node1", "PartnerGatewayGroup"), "PartnerGateway-2": ("node2", "PartnerGatewayGroup"),
+    "Glacier2Router": ("node1", "-"),
 }
 
 
@@ -40,6 +42,9 @@ def test_status_shows_every_server_active_with_node_and_group(grid):
     assert any(line.split()[:2] == ["DBAgentGroup", "adaptive"] for line in lines)
     assert any(line.split()[:2] == ["TagAliasGroup", "roundrobin"] for line in lines)
     assert any(line.split()[:2] == ["PushGroup", "roundrobin"] for line in lines)
+    assert any(line.split()[:2] == ["PartnerGatewayGroup", "roundrobin"] for line in lines)
+    assert f"PushGridRouter/router:ssl -h 127.0.0.1 -p {grid.ports['partner-ssl']}" in result.stdout
+    assert f"config for partners: {grid.partner_config}" in result.stdout
     assert "Master up" in result.stdout and "Replica up" in result.stdout
 
 
@@ -59,7 +64,8 @@ def test_icegridadmin_lists_application_groups_and_servers(grid):
     for sid in servers:
         assert icegrid.icegridadmin(grid, f"server state {sid}").startswith("active")
     objects = icegrid.icegridadmin(grid, "object list")
-    assert {"DBAgent", "TagAlias", "Push", "STC-node1-1", "STC-node2-3"} <= set(objects.split())
+    assert {"DBAgent", "TagAlias", "Push", "STC-node1-1", "STC-node2-3",
+            "PartnerVerifier", "PartnerSessionManager"} <= set(objects.split())
     assert sorted(icegrid.icegridadmin(grid, "registry list").split()) == ["Master", "Replica"]
 
 

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 import Ice
 import IceGrid
 
+from services.common import limits
 from services.common.ice import client_communicator
-from tools.grid import procs
+from tools.grid import procs, router
 from tools.grid.rundir import INSTANCE_NAME, NODES, RunDir, write_config
 
 REGISTRIES = ("master", "replica")
@@ -175,6 +176,13 @@ def descriptor_variables(run: RunDir) -> dict[str, str]:
         "redis.nodes": props["PushGrid.Redis.Nodes"],
         "kafka.bootstrap": props["PushGrid.Kafka.Bootstrap"],
         **{f"stc.port.{node}": str(run.ports[f"stc-{node}"]) for node in NODES},
+        # the partners' door (glacier2/router.xml)
+        "partner.host": run.partner_host,
+        "partner.tcp.port": str(run.ports["partner-tcp"]),
+        "partner.ssl.port": str(run.ports["partner-ssl"]),
+        "certs": run.certs_dir,
+        "partner.session.timeout": str(limits.PARTNER_SESSION_TIMEOUT_SECONDS),
+        "partner.request.max.kib": str(limits.PARTNER_REQUEST_MAX_KIB),
     }
 
 
@@ -199,8 +207,17 @@ def server_states(admin: IceGrid.AdminPrx) -> dict[str, IceGrid.ServerState | No
     return states
 
 
+def _property(info: IceGrid.ServerInfo, name: str) -> str | None:
+    """A property of a deployed server, as the node gives it (variables substituted)."""
+    for prop in info.descriptor.propertySet.properties:
+        if prop.name == name:
+            return prop.value
+    return None
+
+
 def status(run: RunDir) -> dict:
-    """Registries, nodes, replica groups and every server with its node, state and replica group."""
+    """Registries, nodes, replica groups, every server with its node, state and replica group,
+    and where partners reach the router."""
     with admin_session(run) as admin:
         registries = {}
         for name in admin.getAllRegistryNames():
@@ -222,8 +239,11 @@ def status(run: RunDir) -> dict:
                     if group.loadBalancing else "none"
                 groups[group.id] = {"policy": policy, "objects": [Ice.identityToString(o.id) for o in group.objects]}
         servers = []
+        partner = {"endpoints": None, "config": run.partner_config}
         for sid in sorted(admin.getAllServerIds()):
             info = admin.getServerInfo(sid)
+            if sid == router.SERVER_ID:
+                partner["endpoints"] = _property(info, "Glacier2.Client.Endpoints")
             try:
                 state = str(admin.getServerState(sid))
                 pid = admin.getServerPid(sid) if state == "Active" else 0
@@ -232,4 +252,5 @@ def status(run: RunDir) -> dict:
             replica_groups = sorted({a.replicaGroupId for a in info.descriptor.adapters if a.replicaGroupId})
             servers.append({"id": sid, "node": info.node, "state": state, "pid": pid,
                             "enabled": admin.isServerEnabled(sid), "replica_groups": replica_groups})
-    return {"registries": registries, "nodes": nodes, "replica_groups": groups, "servers": servers}
+    return {"registries": registries, "nodes": nodes, "replica_groups": groups, "servers": servers,
+            "partner": partner}

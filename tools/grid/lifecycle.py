@@ -1,7 +1,8 @@
 """Bring-up and tear-down of a whole local grid, in order, showing progress.
 
 up: backends (MariaDB + schema, Redis Cluster, Kafka broker), IceGrid registries and nodes, the
-application, then waits until every server is active. Each step is idempotent, so `up` on a
+router's certificate and the partners' config, the application, then waits until every server
+is active and the Glacier2 router answers partners on its SSL and TCP endpoints. Each step is idempotent, so `up` on a
 running grid checks it and changes nothing. down stops everything in reverse order and then
 makes sure no process of the run directory is left.
 """
@@ -13,7 +14,7 @@ from collections.abc import Callable
 import IceGrid
 
 from services.common.config import MySQLSettings, load_properties
-from tools.grid import icegrid, kafka, mariadb, procs, redis_cluster
+from tools.grid import icegrid, kafka, mariadb, procs, redis_cluster, router
 from tools.grid.rundir import NODES, RunDir
 
 Progress = Callable[[str], None]
@@ -53,9 +54,44 @@ def start_icegrid(run: RunDir, progress: Progress = print) -> None:
 
 
 def deploy(run: RunDir, progress: Progress = print, timeout: float = 90) -> None:
+    _step(progress, f"partner door certificate and config for {run.partner_host}", lambda: router.prepare(run))
     _step(progress, "application pushgrid", lambda: icegrid.deploy(run))
     _step(progress, "every server active", lambda: wait_servers_active(run, timeout, progress))
+    _step(progress, "Glacier2 router answers partners", lambda: router.wait_answering(run, timeout))
     _step(progress, "dispatchers own every task partition", lambda: wait_dispatchers(run, timeout))
+
+
+def set_partner_host(run: RunDir, host: str, progress: Progress = print, timeout: float = 60) -> bool:
+    """Moves the router's client endpoints to host on a running grid, and back the same way.
+
+    Keeps the host in the run directory, re-issues the router's certificate for it from the same
+    CA (partners keep trusting it), rewrites partner.cfg, updates the application (the node
+    restarts only the router, whose endpoints changed) and returns once the router answers on
+    host over SSL and TCP. Returns False, changing nothing, if host is the partner host already.
+    Raises certs.InvalidHost for an address a partner could not dial.
+    """
+    if not run.set_partner_host(host):
+        return False
+    with icegrid.admin_session(run) as admin:
+        old_pid = admin.getServerPid(router.SERVER_ID)
+    _step(progress, f"partner door certificate and config for {run.partner_host}", lambda: router.prepare(run))
+    _step(progress, "application pushgrid", lambda: icegrid.deploy(run))
+    # the old router may still answer where the new host resolves to the same address
+    _step(progress, "Glacier2 router restarted", lambda: wait_restarted(run, router.SERVER_ID, old_pid, timeout))
+    _step(progress, f"Glacier2 router answers partners on {run.partner_host}",
+          lambda: router.wait_answering(run, timeout))
+    return True
+
+
+def wait_restarted(run: RunDir, server_id: str, old_pid: int, timeout: float = 60) -> str:
+    """Waits until server_id is active again with a process other than old_pid."""
+    with icegrid.admin_session(run) as admin:
+        def restarted() -> bool:
+            return (admin.getServerState(server_id) == IceGrid.ServerState.Active
+                    and admin.getServerPid(server_id) not in (0, old_pid))
+
+        procs.wait_for(restarted, f"{server_id} restarted", timeout)
+        return f"pid {admin.getServerPid(server_id)}"
 
 
 def wait_dispatchers(run: RunDir, timeout: float = 90) -> str:
@@ -95,9 +131,12 @@ def wait_servers_active(run: RunDir, timeout: float = 90, progress: Progress = p
             time.sleep(0.3)
 
 
-def up(run: RunDir, progress: Progress = print) -> None:
+def up(run: RunDir, progress: Progress = print, partner_host: str | None = None) -> None:
+    """Brings the whole grid up; partner_host, if given, is kept as the router's public address."""
     started = time.monotonic()
     progress(f"pushgrid up: run directory {run.path}")
+    if partner_host is not None and run.set_partner_host(partner_host):
+        progress(f"  partner host is now {run.partner_host}")
     progress("[1/3] backends")
     start_backends(run, progress)
     progress("[2/3] IceGrid")
@@ -105,7 +144,7 @@ def up(run: RunDir, progress: Progress = print) -> None:
     progress("[3/3] application")
     deploy(run, progress)
     progress(f"grid up in {time.monotonic() - started:.1f}s; "
-             f"icegridadmin --Ice.Config={run.client_config}")
+             f"icegridadmin --Ice.Config={run.client_config}; partners use {run.partner_config}")
 
 
 def down(run: RunDir, progress: Progress = print) -> None:

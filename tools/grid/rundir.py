@@ -18,10 +18,13 @@ PORT_NAMES = (
     "kafka",
     "registry-master", "registry-replica",
     "stc-node1", "stc-node2",
+    "partner-tcp", "partner-ssl",
 )
 REDIS_NODES = ("redis1", "redis2", "redis3")
 NODES = ("node1", "node2")
 INSTANCE_NAME = "PushGrid"
+ROUTER_INSTANCE_NAME = "PushGridRouter"  # Glacier2.InstanceName in glacier2/router.xml
+DEFAULT_PARTNER_HOST = "127.0.0.1"
 
 
 def free_port() -> int:
@@ -51,6 +54,15 @@ class RunDir:
         p = os.path.join(self.path, *parts)
         os.makedirs(p, exist_ok=True)
         return p
+
+    def _save(self, name: str) -> None:
+        """Writes a state file _state read back (mode 600), replacing it whole."""
+        path = os.path.join(self.path, name)
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self._cache[name], f, indent=2)
+        os.replace(tmp, path)
 
     def _state(self, name: str, make) -> dict:
         """Reads a JSON state file (once per RunDir), creating it with make() the first time."""
@@ -93,6 +105,46 @@ class RunDir:
                 f":tcp -h 127.0.0.1 -p {p['registry-replica']}")
 
     @property
+    def settings(self) -> dict[str, str]:
+        """Choices an operator made for this grid (the partner host), kept across `up`s."""
+        return self._state("settings.json", lambda: {"partner_host": DEFAULT_PARTNER_HOST})
+
+    @property
+    def partner_host(self) -> str:
+        """The address the Glacier2 router listens on for partners (its client endpoints)."""
+        return self.settings.get("partner_host", DEFAULT_PARTNER_HOST)
+
+    def set_partner_host(self, host: str) -> bool:
+        """Keeps host as the partner host; True if that changed it. Deploying is the caller's.
+
+        Raises certs.InvalidHost for a host a partner could not dial (checked before it is kept).
+        """
+        from tools.grid.certs import check_host
+
+        host = check_host(host)
+        if host == self.partner_host:
+            return False
+        self.settings["partner_host"] = host
+        self._save("settings.json")
+        return True
+
+    @property
+    def partner_endpoints(self) -> str:
+        """The router's client endpoints as partners dial them: SSL first, then plain TCP."""
+        p, host = self.ports, self.partner_host
+        return f"ssl -h {host} -p {p['partner-ssl']}:tcp -h {host} -p {p['partner-tcp']}"
+
+    @property
+    def certs_dir(self) -> str:
+        """The grid CA and the router's certificate (tools/grid/certs.py)."""
+        return self.dir("certs")
+
+    @property
+    def partner_config(self) -> str:
+        """The Ice config a partner uses: the router only, never the registry."""
+        return os.path.join(self.path, "partner.cfg")
+
+    @property
     def device_urls(self) -> list[str]:
         """Where devices connect: one shared port per node, several STC processes behind each."""
         return [f"ws://127.0.0.1:{self.ports[f'stc-{node}']}/v1/device" for node in NODES]
@@ -129,6 +181,33 @@ class RunDir:
         }
         write_config(self.client_config, props)
         return self.client_config
+
+
+    def partner_properties(self) -> dict[str, str]:
+        """What a partner's Ice client needs: the router (SSL first), the CA that signed its
+        certificate and a name check, and ACM heartbeats that keep the session alive. There is
+        no locator: partners never see the registry."""
+        from services.common import limits
+        from tools.grid.certs import CA_CERT
+
+        return {
+            "Ice.Default.Router": f"{ROUTER_INSTANCE_NAME}/router:{self.partner_endpoints}",
+            "Ice.RetryIntervals": "0 100 500 1000",
+            "Ice.Default.Timeout": "10000",
+            "Ice.Default.InvocationTimeout": "30000",
+            "Ice.Plugin.IceSSL": "IceSSL:createIceSSL",
+            "IceSSL.CAs": os.path.join(self.certs_dir, CA_CERT),
+            "IceSSL.CheckCertName": "1",
+            "IceSSL.VerifyPeer": "2",
+            # the router closes a connection quiet for its session timeout: heartbeat within it
+            "Ice.ACM.Client.Timeout": str(limits.PARTNER_SESSION_TIMEOUT_SECONDS),
+            "Ice.ACM.Client.Heartbeat": "3",  # HeartbeatAlways
+        }
+
+    def write_partner_config(self) -> str:
+        write_config(self.partner_config, self.partner_properties())
+        os.chmod(self.partner_config, 0o644)  # no secret in it: it is meant to be handed out
+        return self.partner_config
 
 
 def write_config(path: str, props: dict[str, str]) -> None:
