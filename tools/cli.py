@@ -1,4 +1,4 @@
-"""`pushgrid`: bring a local grid up, show its status, take it down."""
+"""`pushgrid`: bring a local grid up, show its status, take it down, and administer apps."""
 from __future__ import annotations
 
 import argparse
@@ -58,6 +58,127 @@ def print_status(st: dict) -> None:
         print(f"            config for partners: {partner['config']}")
 
 
+# ------------------------------------------------------------------ pushgrid app ...
+
+def _print_json(value) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def app_create(db, args: argparse.Namespace) -> int:
+    from tools.grid import apps
+
+    creds = db.createApp(args.name, args.quota)
+    if args.json:
+        _print_json({"appKey": creds.appKey, "masterSecret": creds.masterSecret})
+    else:
+        print(f"created app {args.name!r}")
+        print("\n".join(apps.credentials_lines(creds)))
+    print(apps.SECRET_NOTE, file=sys.stderr)
+    return 0
+
+
+def app_list(db, args: argparse.Namespace) -> int:
+    from tools.grid import apps
+
+    infos = db.listApps()
+    if args.json:
+        _print_json([apps.as_dict(a) for a in infos])
+    elif not infos:
+        print("no apps yet: pushgrid app create NAME")
+    else:
+        print("\n".join(apps.table(infos)))
+    return 0
+
+
+def app_show(db, args: argparse.Namespace) -> int:
+    from tools.grid import apps
+
+    info = db.getApp(args.key)
+    devices = db.deviceCount(args.key)
+    if args.json:
+        _print_json({**apps.as_dict(info), "devices": devices})
+    else:
+        print("\n".join(apps.details(info, devices)))
+    return 0
+
+
+def app_rotate_secret(db, args: argparse.Namespace) -> int:
+    from tools.grid import apps
+
+    creds = db.rotateSecret(args.key)
+    if args.json:
+        _print_json({"appKey": creds.appKey, "masterSecret": creds.masterSecret})
+    else:
+        print("\n".join(apps.credentials_lines(creds)))
+    print("New logins need the new secret. " + apps.SECRET_NOTE, file=sys.stderr)
+    return 0
+
+
+def app_set_quota(db, args: argparse.Namespace) -> int:
+    db.setQuota(args.key, args.quota)
+    print(f"app {args.key}: push quota {args.quota} per minute")
+    return 0
+
+
+def app_set_enabled(enabled: bool):
+    def run(db, args: argparse.Namespace) -> int:
+        db.setAppEnabled(args.key, enabled)
+        print(f"app {args.key} {'enabled' if enabled else 'disabled: logins, pushes and new devices are refused'}")
+        return 0
+    return run
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    """Runs one app command against DBAgent; its named errors become one line and exit 1."""
+    import Ice
+
+    from services.common.contract import PushGrid
+    from tools.grid import apps
+
+    try:
+        with apps.dbagent(args.run_dir) as db:
+            return args.app_fn(db, args)
+    except PushGrid.PushGridError as e:
+        print(f"pushgrid: {type(e).__name__}: {e.reason}", file=sys.stderr)
+    except apps.NoGrid as e:
+        print(f"pushgrid: {e}", file=sys.stderr)
+    except Ice.Exception as e:
+        print(f"pushgrid: DBAgent did not answer through the grid of {os.path.abspath(args.run_dir)} "
+              f"({type(e).__name__}); is the grid up? (pushgrid status)", file=sys.stderr)
+    return 1
+
+
+def _add_app_parser(sub) -> None:
+    app = sub.add_parser("app", help="create and administer apps (partners' credentials and quotas)",
+                         description="Apps through DBAgent. A master secret is printed once, at create "
+                                     "and rotate-secret; pushgrid keeps only its hash.")
+    app.set_defaults(fn=cmd_app)
+    cmds = app.add_subparsers(dest="app_command", required=True, metavar="COMMAND")
+
+    def command(name: str, fn, help: str, key: bool = True, json_out: bool = False) -> argparse.ArgumentParser:
+        p = cmds.add_parser(name, help=help, description=help)
+        if key:
+            p.add_argument("key", metavar="KEY", help="the app key (24 hex characters)")
+        if json_out:
+            p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(app_fn=fn)
+        return p
+
+    create = command("create", app_create, "create an app; prints its app key and master secret (shown once)",
+                     key=False, json_out=True)
+    create.add_argument("name", metavar="NAME", help="the app's name, unique")
+    create.add_argument("--quota", type=int, default=0, metavar="N",
+                        help="pushes per minute (default: 0, which means the grid's default)")
+    command("list", app_list, "list every app", key=False, json_out=True)
+    command("show", app_show, "show one app and its device count", json_out=True)
+    command("rotate-secret", app_rotate_secret, "issue a new master secret; the old one stops working",
+            json_out=True)
+    command("set-quota", app_set_quota, "set the app's pushes per minute").add_argument(
+        "quota", type=int, metavar="N", help="pushes per minute")
+    command("disable", app_set_enabled(False), "refuse the app's logins, pushes and new devices")
+    command("enable", app_set_enabled(True), "accept the app again")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pushgrid", description=__doc__)
     parser.add_argument("--run-dir", default=os.environ.get("PUSHGRID_RUN_DIR", "run"),
@@ -72,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=cmd_status)
     sub.add_parser("down", help="stop everything the run directory started").set_defaults(fn=cmd_down)
+    _add_app_parser(sub)
     args = parser.parse_args(argv)
     if not hasattr(args, "json"):
         args.json = False
