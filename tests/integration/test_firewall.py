@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.integration.netns import ROOT, Netns, Unavailable
 from services.common.contract import PushGrid
+from tests.integration.netns import ROOT, Netns, Unavailable
 from tests.integration.waiting import until_async as until
 from tools.device.sdk import Device, Message, register
 from tools.grid import icegrid, lifecycle, procs
