@@ -138,7 +138,7 @@ def test_tags_and_aliases_of_the_apps_own_devices(grid, creds, client) -> None:
             res = await asyncio.to_thread(client.push, b.push_request(b.audience(aliases="user-1"),
                                                                      message=b.message("{}", content_type="json")))
             await until_async(lambda: phone.got(res.msgId), "the alias push", 30)
-            assert phone.got(res.msgId).message["msg_content"] == "{}"
+            assert phone.got(res.msgId).message["content"] == "{}"
             client.delete_alias("user-1")
             client.delete_tag("vip")
             assert client.get_alias(rid) == "" and client.get_tags(rid) == [] and not client.is_member("vip", rid)
