@@ -105,18 +105,24 @@ class SessionManagerI(Glacier2.SessionManager):
         self.table.add(live)
         try:
             ids = {name: Ice.Identity(name=name, category=category) for name in NAMES}
-            push = PushGrid.PartnerPushPrx.uncheckedCast(
-                self._adapter.add(PartnerPushI(userId, self._backends), ids["push"]))
+            push = PushGrid.PartnerPushPrx.uncheckedCast(self._add(PartnerPushI(userId, self._backends), ids["push"]))
             devices = PushGrid.PartnerDevicesPrx.uncheckedCast(
-                self._adapter.add(PartnerDevicesI(userId, self._backends), ids["devices"]))
+                self._add(PartnerDevicesI(userId, self._backends), ids["devices"]))
             session = PushGrid.PartnerSessionPrx.uncheckedCast(
-                self._adapter.add(PartnerSessionI(self, live, push, devices), ids["session"]))
+                self._add(PartnerSessionI(self, live, push, devices), ids["session"]))
             control.categories().add([category])
         except Exception:
             self.end(category, "could not be set up")
             raise
         log.info("session %s of %s created (%d open here)", category[:8], userId, self.table.count())
         return session
+
+    def _add(self, servant: Ice.Object, identity: Ice.Identity) -> Ice.ObjectPrx:
+        """Adds servant; its proxy names this gateway's own adapter id, not the replica group
+        (the other gateway does not have the session) and not endpoints (the router refuses
+        proxies with endpoints: glacier2/router.xml)."""
+        self._adapter.add(servant, identity)
+        return self._adapter.createIndirectProxy(identity)
 
     def end(self, category: str, why: str) -> None:
         """Removes a session's objects; a second end of the same session does nothing."""
