@@ -199,6 +199,7 @@ class RunDir:
             "IceSSL.CAs": os.path.join(self.certs_dir, CA_CERT),
             "IceSSL.CheckCertName": "1",
             "IceSSL.VerifyPeer": "2",
+            "Ice.Default.PreferSecure": "1",  # Ice tries TCP first otherwise, whatever the order
             # the router closes a connection quiet for its session timeout: heartbeat within it
             "Ice.ACM.Client.Timeout": str(limits.PARTNER_SESSION_TIMEOUT_SECONDS),
             "Ice.ACM.Client.Heartbeat": "3",  # HeartbeatAlways
