@@ -25,7 +25,9 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with Ice.initialize(sys.argv) as communicator:
         props = communicator.getProperties()
-        backends = Backends(push=ice.push(communicator), tagalias=ice.tagalias(communicator),
+        # every partner's pushes pass through this one proxy: spread them over all Push replicas
+        push = ice.push(communicator).ice_connectionCached(False).ice_endpointSelection(Ice.EndpointSelectionType.Random)
+        backends = Backends(push=push, tagalias=ice.tagalias(communicator),
                             dbagent=ice.dbagent(communicator).ice_invocationTimeout(10000))
         throttle = LoginThrottle(lambda: redis_client.cluster(RedisSettings.from_properties(props)))
         adapter = communicator.createObjectAdapter("PartnerGateway")
