@@ -1,8 +1,9 @@
 """Dispatch tasks: what Push and the scheduler put on the tasks topic and the dispatchers take.
 
-A task carries the whole request, so a dispatcher can act on it with one state check; it is keyed
-by app key, so one app's tasks stay in order on one partition (an override follows what it
-overrides, a duplicate task follows the original and finds it done).
+A task carries the whole request, so a dispatcher can act on it with one state check. Its
+partition key (Task.key) keeps a duplicate task (the same msg id) behind the original, where it
+finds it done, and one app's broadcasts in order; one app's other pushes spread over every
+partition, so a busy app is not held to one dispatcher.
 """
 from __future__ import annotations
 
@@ -32,6 +33,14 @@ class Task:
     request: PushGrid.PushRequest
     send_at: int      # ms
     expires_at: int   # ms; equal to send_at for time_to_live 0
+
+    @property
+    def key(self) -> str:
+        """A broadcast is keyed by its app: an app's broadcasts are logged in msg-id order, as a
+        device's replay mark (the last broadcast it acknowledged) assumes. Any other task by its
+        msg id: it is queued per device, so its order among the app's pushes does not matter, and
+        an override that overtakes what it overrides finds it marked Overridden already."""
+        return self.app_key if self.request.audience.all else str(self.msg_id)
 
     def to_dict(self) -> dict[str, Any]:
         return {"v": VERSION, "msgId": self.msg_id, "appKey": self.app_key,
@@ -76,7 +85,7 @@ class TaskPublisher:
 
     def publish(self, task: Task) -> None:
         try:
-            future = self._get().send(self._settings.tasks_topic, key=task.app_key, value=task.to_dict())
+            future = self._get().send(self._settings.tasks_topic, key=task.key, value=task.to_dict())
             future.get(timeout=self._timeout)
         except KafkaError as exc:
             log.warning("publishing task %d failed: %r", task.msg_id, exc)

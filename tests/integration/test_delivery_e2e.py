@@ -130,7 +130,7 @@ def test_a_queued_message_past_its_ttl_is_not_replayed(grid, app, push) -> None:
 
 
 def _dispatcher_of(mailbox, app: str) -> str:
-    """The dispatcher owning the task partition of app (tasks are keyed by app key)."""
+    """The dispatcher owning the task partition of app's broadcasts (keyed by app key: Task.key)."""
     partition = (murmur2(app.encode()) & 0x7FFFFFFF) % kafka.TOPICS["pushgrid.tasks"]
     return next(owner for owner, parts in mailbox.partitions().items() if partition in parts)
 

@@ -49,3 +49,11 @@ def test_task_round_trip() -> None:
 def test_malformed_tasks_are_value_errors(bad) -> None:
     with pytest.raises(ValueError):
         Task.from_dict(bad)
+
+
+def test_broadcasts_are_keyed_by_app_and_other_tasks_by_msg_id() -> None:
+    """An app's broadcasts stay in order on one partition (replay marks assume it); its other
+    pushes spread over the partitions; a duplicate of a task keeps the original's key."""
+    assert Task(5, APP, request(audience=PushGrid.Audience(all=True)), 1000, 2000).key == APP
+    assert Task(6, APP, request(), 1000, 2000).key == "6"
+    assert Task(6, APP, request(), 1000, 2000).key == Task.from_dict(Task(6, APP, request(), 1000, 2000).to_dict()).key
