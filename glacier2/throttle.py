@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 from collections.abc import Callable
 
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
 from services.common import limits
+from services.common.redis_client import Lazy
 from services.common.clock import now_ms
 
 log = logging.getLogger(__name__)
@@ -44,12 +44,10 @@ class LoginThrottle:
                  per_app: int = limits.LOGIN_FAILURES_PER_APP,
                  per_address: int = limits.LOGIN_FAILURES_PER_ADDRESS,
                  window_seconds: int = limits.LOGIN_FAILURE_WINDOW_SECONDS) -> None:
-        self._connect = connect
+        self._client = Lazy(connect)
         self._clock = clock
         self._limits = {"app": per_app, "addr": per_address}
         self._window_ms = window_seconds * 1000
-        self._lock = threading.Lock()
-        self._redis: RedisCluster | None = None
 
     def check(self, app_key: str, address: str) -> None:
         """Raises LoginRefused if the app key or the address is over its limit in this window."""
@@ -88,9 +86,3 @@ class LoginThrottle:
             self._client().delete(_key("app", app_key, window))
         except (RedisError, RedisClusterException) as exc:
             log.warning("failed logins of an app not cleared, redis failed: %r", exc)
-
-    def _client(self) -> RedisCluster:
-        with self._lock:
-            if self._redis is None:
-                self._redis = self._connect()
-            return self._redis

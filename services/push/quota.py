@@ -6,14 +6,14 @@ quota is not enforced for that call: a partner's push is worth more than an exac
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable
 
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
 from services.common import limits
+from services.common.redis_client import Lazy
+from services.common.clock import now_ms
 from services.common.contract import PushGrid
 
 log = logging.getLogger(__name__)
@@ -29,11 +29,9 @@ class Quota:
     """take() counts one push of an app and raises RateLimited past the app's quota."""
 
     def __init__(self, connect: Callable[[], RedisCluster],
-                 clock: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
-        self._connect = connect
+                 clock: Callable[[], int] = now_ms) -> None:
+        self._client = Lazy(connect)
         self._clock = clock
-        self._lock = threading.Lock()
-        self._redis: RedisCluster | None = None
 
     def take(self, app: PushGrid.AppInfo) -> None:
         allowed = app.pushQuotaPerMinute or limits.PUSH_QUOTA_DEFAULT
@@ -50,9 +48,3 @@ class Quota:
         if count > allowed:
             retry = (window + 1) * WINDOW_MS - now
             raise PushGrid.RateLimited(reason=f"the app may push {allowed} times a minute", retryAfterMs=retry)
-
-    def _client(self) -> RedisCluster:
-        with self._lock:
-            if self._redis is None:
-                self._redis = self._connect()
-            return self._redis
