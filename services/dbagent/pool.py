@@ -17,8 +17,10 @@ from pymysql.constants import CLIENT
 from services.common.config import MySQLSettings
 
 ACQUIRE_TIMEOUT_SECONDS = 3.0
-# A connection idle this long is pinged before use: MySQL drops idle ones after wait_timeout.
-IDLE_CHECK_SECONDS = 30.0
+# A connection idle this long is pinged before use: MySQL drops idle ones after wait_timeout,
+# and a restarted or failed-over MySQL leaves every pooled connection dead. A ping costs a
+# loopback round trip, so only a connection in constant use skips it.
+IDLE_CHECK_SECONDS = 2.0
 
 Connector = Callable[[], pymysql.connections.Connection]
 
@@ -81,6 +83,12 @@ class Pool:
             except pymysql.Error:
                 _close_quietly(conn)
 
+    def _drop_idle(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            _close_quietly(conn)
+
     def _give_back(self, conn: pymysql.connections.Connection) -> None:
         with self._lock:
             if not self._closed:
@@ -101,7 +109,10 @@ class Pool:
             try:
                 yield conn
             except BaseException as exc:
-                if isinstance(exc, (pymysql.OperationalError, pymysql.InterfaceError)) or not _rollback(conn):
+                if isinstance(exc, (pymysql.OperationalError, pymysql.InterfaceError)):
+                    _close_quietly(conn)
+                    self._drop_idle()  # they talked to the same server: likely dead too
+                elif not _rollback(conn):
                     _close_quietly(conn)
                 else:
                     self._give_back(conn)

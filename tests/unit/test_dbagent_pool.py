@@ -69,6 +69,20 @@ def test_a_broken_connection_is_closed_not_reused(error):
         assert conn is not factory.made[0]
 
 
+def test_a_broken_connection_drops_the_idle_ones_too():
+    """A MySQL restart kills every pooled connection: the first failure spares the next callers."""
+    factory = Factory()
+    pool = Pool(factory, size=3)
+    with pool.connection(), pool.connection():
+        pass                                  # two idle connections now
+    with pytest.raises(pymysql.OperationalError):
+        with pool.connection():
+            raise pymysql.OperationalError(2013, "lost")
+    assert all(c.closed for c in factory.made)
+    with pool.connection() as conn:
+        assert conn is factory.made[-1] and not conn.closed
+
+
 def test_a_slice_error_rolls_back_and_keeps_the_connection():
     factory = Factory()
     pool = Pool(factory, size=1)
