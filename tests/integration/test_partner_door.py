@@ -15,7 +15,7 @@ import pytest
 from services.common import limits
 from services.common.contract import Glacier2, PushGrid
 from services.common.ice import client_communicator
-from tools.grid.rundir import RunDir
+from tools.grid.rundir import ROUTER_INSTANCE_NAME, RunDir
 from tests.integration.waiting import until
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,7 @@ class Partner:
     def __init__(self, grid: RunDir, app_key: str, secret: str, source: str | None = None) -> None:
         extra = []
         if source:  # plain TCP from a chosen loopback address: another partner host for the router
-            extra.append(f"--Ice.Default.Router={_router_identity()}:tcp -h 127.0.0.1 -p "
+            extra.append(f"--Ice.Default.Router={ROUTER_INSTANCE_NAME}/router:tcp -h 127.0.0.1 -p "
                          f"{grid.ports['partner-tcp']} --sourceAddress {source}")
         self.comm = client_communicator(grid.partner_config, *extra)
         try:
@@ -61,10 +61,6 @@ class Partner:
         except Ice.Exception:
             pass
         self.comm.destroy()
-
-
-def _router_identity() -> str:
-    return "PushGridRouter/router"
 
 
 def login_error(grid: RunDir, app_key: str, secret: str, source: str | None = None) -> str:

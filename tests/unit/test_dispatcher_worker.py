@@ -145,7 +145,10 @@ def test_malformed_and_permanently_failing_tasks_are_committed() -> None:
     assert runner.ran == [1] and consumer.committed == {TP0: 3}
 
 
-def test_revoked_partition_stops_the_task_without_commit() -> None:
+def run_with_rebalance_mid_task(reset_to_committed: bool):
+    """Runs task 1, which waits until stopped; while it runs, a rebalance revokes its partition
+    and hands it straight back, with the consumer's position reset to the committed offset (as
+    after a real reassignment) or kept past the task. Returns the consumer and runner."""
     started = threading.Event()
 
     def until_stopped(stop: threading.Event) -> Exception:
@@ -153,42 +156,31 @@ def test_revoked_partition_stops_the_task_without_commit() -> None:
         stop.wait(5)
         return Interrupted()
 
-    w, consumer, runner, stop = make({TP0: [task(1)]}, {1: [until_stopped, "already done"]})
-
+    w, consumer, runner, _ = make({TP0: [task(1)]}, {1: [until_stopped, "already done"]})
     rebalanced = threading.Event()
 
     def rebalance() -> None:
         if started.is_set() and not rebalanced.is_set() and w._running is not None:
             rebalanced.set()
             w.revoked({TP0, TP1})   # what kafka-python calls inside poll
-            consumer.position = {tp: consumer.committed.get(tp, 0) for tp in consumer.records}
-            w.assigned({TP0, TP1})  # ... and gives the same partitions back, at their committed offsets
+            if reset_to_committed:
+                consumer.position = {tp: consumer.committed.get(tp, 0) for tp in consumer.records}
+            w.assigned({TP0, TP1})  # ... and gives the same partitions back
     consumer.on_poll = rebalance
     w.run()
+    return consumer, runner
+
+
+def test_revoked_partition_stops_the_task_without_commit() -> None:
+    consumer, runner = run_with_rebalance_mid_task(reset_to_committed=True)
     assert runner.ran == [1, 1]  # read again from the uncommitted offset, found done
     assert consumer.committed == {TP0: 1}
 
 
 def test_partition_handed_straight_back_keeps_no_skipped_task() -> None:
-    """A rebalance revokes the running task's partition and gives it back at once; the consumer
-    keeps the partition's position (past the task), so the worker must seek back to the task."""
-    started = threading.Event()
-
-    def until_stopped(stop: threading.Event) -> Exception:
-        started.set()
-        stop.wait(5)
-        return Interrupted()
-
-    w, consumer, runner, stop = make({TP0: [task(1)]}, {1: [until_stopped, "already done"]})
-    rebalanced = threading.Event()
-
-    def rebalance() -> None:
-        if started.is_set() and not rebalanced.is_set() and w._running is not None:
-            rebalanced.set()
-            w.revoked({TP0, TP1})
-            w.assigned({TP0, TP1})  # same partitions, positions kept (no reset to committed)
-    consumer.on_poll = rebalance
-    w.run()
+    """The consumer keeps the partition's position (past the task), so the worker must seek back
+    to the task."""
+    consumer, runner = run_with_rebalance_mid_task(reset_to_committed=False)
     assert runner.ran == [1, 1]  # the interrupted task is read again, not skipped
     assert consumer.committed == {TP0: 1}
 
