@@ -3,6 +3,7 @@
 Serves the router's permissions verifier (PartnerVerifier) and session manager
 (PartnerSessionManager) on adapter PartnerGateway, and the objects of every session it creates.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,9 +27,14 @@ def main() -> int:
     with Ice.initialize(sys.argv) as communicator:
         props = communicator.getProperties()
         # every partner's pushes pass through this one proxy: spread them over all Push replicas
-        push = ice.push(communicator).ice_connectionCached(False).ice_endpointSelection(Ice.EndpointSelectionType.Random)
-        backends = Backends(push=push, tagalias=ice.tagalias(communicator),
-                            dbagent=ice.dbagent(communicator).ice_invocationTimeout(10000))
+        push = (
+            ice.push(communicator).ice_connectionCached(False).ice_endpointSelection(Ice.EndpointSelectionType.Random)
+        )
+        backends = Backends(
+            push=push,
+            tagalias=ice.tagalias(communicator),
+            dbagent=ice.dbagent(communicator).ice_invocationTimeout(10000),
+        )
         throttle = LoginThrottle(lambda: redis_client.cluster(RedisSettings.from_properties(props)))
         adapter = communicator.createObjectAdapter("PartnerGateway")
         manager = SessionManagerI(adapter, backends)

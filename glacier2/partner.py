@@ -2,6 +2,7 @@
 partner names. PartnerPush hands requests to the Push service; PartnerDevices checks that a
 registration id is one of the app's own devices (DBAgent) before touching its tags or alias
 (TagAlias trusts its callers)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -6,6 +6,7 @@ SessionControl, that the partner may reach that category and nothing else: not D
 STC or IceGrid, and not another session's objects. The app key the objects act for is the one
 the router verified; no operation lets the partner name another.
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,7 +48,8 @@ class SessionTable:
             held = sum(1 for s in self._live.values() if s.app_key == live.app_key)
             if held >= self._per_app:
                 raise Glacier2.CannotCreateSessionException(
-                    reason=f"the app has {held} open sessions, the most allowed; close one first")
+                    reason=f"the app has {held} open sessions, the most allowed; close one first"
+                )
             self._live[live.category] = live
 
     def pop(self, category: str) -> Live | None:
@@ -66,8 +68,9 @@ class SessionTable:
 class PartnerSessionI(PushGrid.PartnerSession):
     """The session object the partner holds; destroying it (or the router doing so) ends it."""
 
-    def __init__(self, manager: "SessionManagerI", live: Live, push: PushGrid.PartnerPushPrx,
-                 devices: PushGrid.PartnerDevicesPrx) -> None:
+    def __init__(
+        self, manager: SessionManagerI, live: Live, push: PushGrid.PartnerPushPrx, devices: PushGrid.PartnerDevicesPrx
+    ) -> None:
         self._manager = manager
         self._live = live
         self._push = push
@@ -94,12 +97,12 @@ class SessionManagerI(Glacier2.SessionManager):
         self._backends = backends
         self.table = table or SessionTable()
 
-    def create(self, userId: str, control: Glacier2.SessionControlPrx,
-               current: Ice.Current = None) -> PushGrid.PartnerSessionPrx:
+    def create(
+        self, userId: str, control: Glacier2.SessionControlPrx, current: Ice.Current = None
+    ) -> PushGrid.PartnerSessionPrx:
         if control is None:  # the router has no server endpoints: it could not filter this session
             log.error("router gave no SessionControl; refusing a session of %s", userId)
-            raise Glacier2.CannotCreateSessionException(reason="the router cannot restrict sessions; "
-                                                               "tell the operator")
+            raise Glacier2.CannotCreateSessionException(reason="the router cannot restrict sessions; tell the operator")
         category = uuid.uuid4().hex
         live = Live(userId, category, control)
         self.table.add(live)
@@ -107,9 +110,11 @@ class SessionManagerI(Glacier2.SessionManager):
             ids = {name: Ice.Identity(name=name, category=category) for name in NAMES}
             push = PushGrid.PartnerPushPrx.uncheckedCast(self._add(PartnerPushI(userId, self._backends), ids["push"]))
             devices = PushGrid.PartnerDevicesPrx.uncheckedCast(
-                self._add(PartnerDevicesI(userId, self._backends), ids["devices"]))
+                self._add(PartnerDevicesI(userId, self._backends), ids["devices"])
+            )
             session = PushGrid.PartnerSessionPrx.uncheckedCast(
-                self._add(PartnerSessionI(self, live, push, devices), ids["session"]))
+                self._add(PartnerSessionI(self, live, push, devices), ids["session"])
+            )
             control.categories().add([category])
         except Exception:
             self.end(category, "could not be set up")

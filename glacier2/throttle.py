@@ -6,6 +6,7 @@ a fixed window per key: one INCR per failure, nothing per success but clearing t
 count. If Redis does not answer, logins are not throttled: partners keep working, and DBAgent's
 scrypt still bounds how fast secrets can be guessed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,8 +17,8 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
 from services.common import limits
-from services.common.redis_client import Lazy
 from services.common.clock import now_ms
+from services.common.redis_client import Lazy
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +41,14 @@ def _key(kind: str, value: str, window: int) -> str:
 class LoginThrottle:
     """check() before verifying a secret, failed() after a wrong one, succeeded() after a right one."""
 
-    def __init__(self, connect: Callable[[], RedisCluster], clock: Callable[[], int] = now_ms,
-                 per_app: int = limits.LOGIN_FAILURES_PER_APP,
-                 per_address: int = limits.LOGIN_FAILURES_PER_ADDRESS,
-                 window_seconds: int = limits.LOGIN_FAILURE_WINDOW_SECONDS) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], RedisCluster],
+        clock: Callable[[], int] = now_ms,
+        per_app: int = limits.LOGIN_FAILURES_PER_APP,
+        per_address: int = limits.LOGIN_FAILURES_PER_ADDRESS,
+        window_seconds: int = limits.LOGIN_FAILURE_WINDOW_SECONDS,
+    ) -> None:
         self._client = Lazy(connect)
         self._clock = clock
         self._limits = {"app": per_app, "addr": per_address}
@@ -57,7 +62,7 @@ class LoginThrottle:
         if address:
             keys["addr"] = _key("addr", address, window)
         try:
-            counts = dict(zip(keys, self._client().mget_nonatomic(list(keys.values()))))
+            counts = dict(zip(keys, self._client().mget_nonatomic(list(keys.values())), strict=True))
         except (RedisError, RedisClusterException) as exc:
             log.warning("failed logins not checked, redis failed: %r", exc)
             return

@@ -1,6 +1,7 @@
 """PartnerVerifier: Glacier2's permissions verifier; the user id is an app key, the password its
 master secret. The secret is checked by DBAgent (scrypt hash, constant-time comparison);
 unknown app, disabled app and wrong secret get the same answer."""
+
 from __future__ import annotations
 
 import logging

@@ -4,6 +4,7 @@
 IceGrid registries, nodes and the deployed application. Everything is stopped at the end, also
 when tests fail, and nothing outside the run directory is touched.
 """
+
 from __future__ import annotations
 
 import pytest

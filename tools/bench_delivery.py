@@ -18,6 +18,7 @@ come from source addresses spread over 127.0.0.0/8, so no source address runs ou
 Each worker speaks the device protocol (services/stc/PROTOCOL.md) with a lean client: hello,
 ack, ping. Everything stays on loopback and stops by itself.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,29 +38,41 @@ from services.common.contract import PushGrid
 from tools.grid.rundir import RunDir
 
 PER_WORKER_MAX = 16000
-HANDSHAKES_IN_FLIGHT = 100     # per worker process
+HANDSHAKES_IN_FLIGHT = 100  # per worker process
 
 
 # ---------------------------------------------------------------- device side (worker processes)
+
 
 def _raise_nofile() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def _device(url: str, local_ip: str, app: str, rid: str, token: str, state: dict,
-                  handshakes: asyncio.Semaphore) -> None:
+async def _device(
+    url: str, local_ip: str, app: str, rid: str, token: str, state: dict, handshakes: asyncio.Semaphore
+) -> None:
     """One device: hello, then take messages (report first sight of each msg id) and ack them."""
     import websockets
 
     while not state["stop"]:
         try:
             async with handshakes:  # a bounded number of handshakes in flight, as real devices arrive
-                ws = await websockets.connect(url, local_addr=(local_ip, 0), open_timeout=120, ping_interval=None,
-                                              max_queue=64, compression=None)
+                ws = await websockets.connect(
+                    url, local_addr=(local_ip, 0), open_timeout=120, ping_interval=None, max_queue=64, compression=None
+                )
                 if app:  # pushgrid: say hello; nchan: the subscription is the connection
-                    await ws.send(json.dumps({"op": "hello", "app_key": app, "registration_id": rid,
-                                              "device_token": token, "sdk": "bench/1"}))
+                    await ws.send(
+                        json.dumps(
+                            {
+                                "op": "hello",
+                                "app_key": app,
+                                "registration_id": rid,
+                                "device_token": token,
+                                "sdk": "bench/1",
+                            }
+                        )
+                    )
                     welcome = json.loads(await ws.recv())
                     if welcome.get("op") != "welcome":
                         state["failed"] += 1
@@ -73,7 +86,7 @@ async def _device(url: str, local_ip: str, app: str, rid: str, token: str, state
                     await _hold(ws, app, rid, state, float(welcome.get("heartbeat", 30)))
                 finally:
                     state["connected"] -= 1
-        except (OSError, asyncio.TimeoutError, Exception):  # noqa: BLE001 - reconnect like a device
+        except (TimeoutError, OSError, Exception):  # noqa: BLE001 - reconnect like a device
             if state["stop"]:
                 return
             await asyncio.sleep(1 + random.random())
@@ -104,7 +117,9 @@ async def _hold(ws, app: str, rid: str, state: dict, heartbeat: float) -> None:
             next_ping = loop.time() + heartbeat * 0.8
 
 
-def _worker(index: int, devices: list[tuple[str, str]], app: str, urls: list[str], cmd: mp.Queue, out: mp.Queue) -> None:
+def _worker(
+    index: int, devices: list[tuple[str, str]], app: str, urls: list[str], cmd: mp.Queue, out: mp.Queue
+) -> None:
     """Holds its share of devices; reports connection counts and received (msg id, time) pairs."""
     _raise_nofile()
 
@@ -139,6 +154,7 @@ def _worker(index: int, devices: list[tuple[str, str]], app: str, urls: list[str
 
 # ---------------------------------------------------------------- controller
 
+
 class Bench:
     """pushgrid: devices registered through DBAgent, connected to STC, pushes through Push."""
 
@@ -161,14 +177,18 @@ class Bench:
         self.urls = self.run.device_urls
 
     def register(self, n: int) -> tuple[str, list[tuple[str, str]]]:
-        app = self.db.createApp(f"bench-{os.getpid()}-{int(time.time())}", limits.PUSH_QUOTA_MAX).appKey  # not the bench's limit
+        app = self.db.createApp(
+            f"bench-{os.getpid()}-{int(time.time())}", limits.PUSH_QUOTA_MAX
+        ).appKey  # not the bench's limit
         creds: list[tuple[str, str]] = []
         started = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
+
             def one(_: int) -> tuple[str, str]:
                 c = self.db.registerDevice(app, PushGrid.Platform.Android)
                 self.ta.addDevice(app, c.registrationId, PushGrid.Platform.Android)
                 return c.registrationId, c.deviceToken
+
             for i, c in enumerate(pool.map(one, range(n)), 1):
                 creds.append(c)
                 if i % 5000 == 0 or i == n:
@@ -185,7 +205,7 @@ class Bench:
 
     def start_workers(self, app: str, creds: list[tuple[str, str]]) -> None:
         per = min(PER_WORKER_MAX, max(1, -(-len(creds) // self.args.workers)))
-        chunks = [creds[i:i + per] for i in range(0, len(creds), per)]
+        chunks = [creds[i : i + per] for i in range(0, len(creds), per)]
         for index, chunk in enumerate(chunks):
             cmd: mp.Queue = mp.Queue()
             p = mp.Process(target=_worker, args=(index, chunk, app, self.urls, cmd, self.out), daemon=True)
@@ -237,8 +257,13 @@ class Bench:
             self.pump(0.5)
         times = sorted(self.received.get(msg_id, []))
         last = (times[-1] - sent_at) if times else float("nan")
-        return {"msg_id": msg_id, "got": len(times), "last_s": last, "per_s": len(times) / last if times else 0.0,
-                "curve": [t - sent_at for t in times]}
+        return {
+            "msg_id": msg_id,
+            "got": len(times),
+            "last_s": last,
+            "per_s": len(times) / last if times else 0.0,
+            "curve": [t - sent_at for t in times],
+        }
 
     def settle(self, app: str, msg_ids: list[int], held: int, timeout: float) -> float:
         """Waits until the devices' acks of msg_ids are counted in the report (the receipts path
@@ -298,8 +323,12 @@ class NchanBench(Bench):
         import tempfile
 
         if not os.path.exists("/usr/lib/nginx/modules/ngx_nchan_module.so"):
-            subprocess.run(["apt-get", "install", "-y", "-q", "nginx-light", "libnginx-mod-nchan"], check=True,
-                           stdout=subprocess.DEVNULL, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+            subprocess.run(
+                ["apt-get", "install", "-y", "-q", "nginx-light", "libnginx-mod-nchan"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            )
         self.dir = tempfile.mkdtemp(prefix="bench-nchan-")
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -332,8 +361,9 @@ class NchanBench(Bench):
 
         msg_id, self.next_id = self.next_id, self.next_id + 1
         body = json.dumps({"msg_id": msg_id, "notification": {"alert": "broadcast"}}).encode()
-        urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{self.port}/pub", data=body,
-                                                      method="POST"), timeout=30).read()
+        urllib.request.urlopen(
+            urllib.request.Request(f"http://127.0.0.1:{self.port}/pub", data=body, method="POST"), timeout=30
+        ).read()
         return msg_id
 
     def teardown(self) -> None:
@@ -389,8 +419,12 @@ def main() -> int:
     parser.add_argument("--broadcasts", type=int, default=3)
     parser.add_argument("--rate", type=float, default=50, help="targeted pushes per second")
     parser.add_argument("--seconds", type=float, default=20, help="duration of the targeted phase")
-    parser.add_argument("--target", choices=("pushgrid", "nchan"), default="pushgrid",
-                        help="measure pushgrid's STC, or nginx nchan as the reference")
+    parser.add_argument(
+        "--target",
+        choices=("pushgrid", "nchan"),
+        default="pushgrid",
+        help="measure pushgrid's STC, or nginx nchan as the reference",
+    )
     parser.add_argument("--nchan-workers", type=int, default=6, help="nginx worker processes (nchan)")
     parser.add_argument("--plot", default="bench-delivery.png")
     args = parser.parse_args()
@@ -400,8 +434,10 @@ def main() -> int:
         print(f"[1/4] registering {args.devices:,} devices", flush=True)
         app, creds = b.register(args.devices)
         rss_before = b.server_rss()
-        print(f"[2/4] connecting them to {b.name} through {len(b.urls)} port(s) "
-              f"({len(rss_before)} server processes)", flush=True)
+        print(
+            f"[2/4] connecting them to {b.name} through {len(b.urls)} port(s) ({len(rss_before)} server processes)",
+            flush=True,
+        )
         b.start_workers(app, creds)
         connect_s = b.wait_connected(args.devices, timeout=max(120, args.devices / 200))
         held = sum(b.connected.values())
@@ -409,16 +445,22 @@ def main() -> int:
         rss_after = b.server_rss()
         grown = sum(rss_after.values()) - sum(rss_before.values())
         per_conn = grown / held if held else float("nan")
-        print(f"  held {held:,} connections after {connect_s:.1f}s ({held / connect_s:,.0f}/s); "
-              f"server RSS {sum(rss_after.values()) / 2**20:,.0f} MiB, {per_conn / 1024:.1f} KiB per connection", flush=True)
+        print(
+            f"  held {held:,} connections after {connect_s:.1f}s ({held / connect_s:,.0f}/s); "
+            f"server RSS {sum(rss_after.values()) / 2**20:,.0f} MiB, {per_conn / 1024:.1f} KiB per connection",
+            flush=True,
+        )
 
         print(f"[3/4] {args.broadcasts} broadcasts to {held:,} devices", flush=True)
         casts = []
         for i in range(args.broadcasts):
             r = b.broadcast(app, held, timeout=120)
             casts.append(r)
-            print(f"  broadcast {i + 1}: {r['got']:,} devices, last after {r['last_s']:.2f}s, "
-                  f"{r['per_s']:,.0f} deliveries/s", flush=True)
+            print(
+                f"  broadcast {i + 1}: {r['got']:,} devices, last after {r['last_s']:.2f}s, "
+                f"{r['per_s']:,.0f} deliveries/s",
+                flush=True,
+            )
         lat: list[float] = []
         if args.target == "pushgrid":
             waited = b.settle(app, [r["msg_id"] for r in casts], held, timeout=600)
@@ -431,8 +473,10 @@ def main() -> int:
         print(f"broadcast deliveries/s  {statistics.median(r['per_s'] for r in casts):,.0f} (median)")
         print(f"broadcast last device   {statistics.median(r['last_s'] for r in casts):.2f} s (median)")
         if lat:
-            print(f"targeted latency        p50 {_pct(lat, .5):.1f} ms  p90 {_pct(lat, .9):.1f} ms  "
-                  f"p99 {_pct(lat, .99):.1f} ms  ({len(lat)} pushes)")
+            print(
+                f"targeted latency        p50 {_pct(lat, 0.5):.1f} ms  p90 {_pct(lat, 0.9):.1f} ms  "
+                f"p99 {_pct(lat, 0.99):.1f} ms  ({len(lat)} pushes)"
+            )
         _plot(args.plot, b.name, casts, lat, held, per_conn)
         print(f"plot saved to {args.plot}")
     finally:
@@ -458,7 +502,7 @@ def _plot(path: str, name: str, casts: list[dict], lat: list[float], held: int, 
         c.set_xscale("log")
     c.set_xlabel("end-to-end latency (ms)")
     c.set_ylabel("fraction of targeted pushes")
-    c.set_title(f"targeted latency: p50 {_pct(lat, .5):.1f} ms, p99 {_pct(lat, .99):.1f} ms")
+    c.set_title(f"targeted latency: p50 {_pct(lat, 0.5):.1f} ms, p99 {_pct(lat, 0.99):.1f} ms")
     fig.tight_layout()
     fig.savefig(path)
 

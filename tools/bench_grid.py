@@ -7,6 +7,7 @@ short locator cache so both replicas serve. Prints calls/s and latency percentil
 
     .venv/bin/python -m tools.bench_grid --run-dir run --clients 2 --seconds 10
 """
+
 from __future__ import annotations
 
 import argparse
@@ -115,8 +116,11 @@ def main() -> None:
         for i in range(args.repeat):
             r = run_once(config, op, ctx, args.clients, args.seconds, args.window)
             runs.append(r)
-            print(f"  {op:<22} run {i + 1}/{args.repeat}: {r['calls_per_s']:8.0f} calls/s  "
-                  f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  errors {r['errors']}", flush=True)
+            print(
+                f"  {op:<22} run {i + 1}/{args.repeat}: {r['calls_per_s']:8.0f} calls/s  "
+                f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  errors {r['errors']}",
+                flush=True,
+            )
         summary[op] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     print(f"\nmedian of {args.repeat} runs, {args.clients} client processes x {args.window} calls in flight:")
     print(f"{'operation':<22} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")

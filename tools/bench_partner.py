@@ -36,6 +36,7 @@ medians over rounds; the router/direct throughput ratio and the added latency (r
 at p50 and p99) come from those medians. Every error (RateLimited included) is counted and
 printed, and makes the exit status 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -89,10 +90,12 @@ def setup(run: RunDir, devices: int) -> BenchApp:
 def push_request(regid: str, ttl: int) -> PushGrid.PushRequest:
     """A small notification to one device: stored offline for ttl seconds, as no device is online."""
     return PushGrid.PushRequest(
-        audience=PushGrid.Audience(registrationIds=[regid]), platforms=[],
+        audience=PushGrid.Audience(registrationIds=[regid]),
+        platforms=[],
         notification=PushGrid.Notification(alert="bench", title="", extras={}),
         message=PushGrid.Message(content="", title="", contentType="", extras={}),
-        options=PushGrid.PushOptions(sendno=1, timeToLive=ttl, overrideMsgId=0, bigPushDuration=0))
+        options=PushGrid.PushOptions(sendno=1, timeToLive=ttl, overrideMsgId=0, bigPushDuration=0),
+    )
 
 
 class Client:
@@ -110,12 +113,12 @@ class Client:
                 replicas = query.findAllReplicas(self._push)
                 self._push = PushGrid.PushServicePrx.uncheckedCast(replicas[replica % len(replicas)])
             return
-        self.comm = client_communicator(run.partner_config, "--Ice.ThreadPool.Client.Size=2",
-                                        f"--Ice.Default.Router={router_proxy(run, ssl)}")
+        self.comm = client_communicator(
+            run.partner_config, "--Ice.ThreadPool.Client.Size=2", f"--Ice.Default.Router={router_proxy(run, ssl)}"
+        )
         try:
             self._router = Glacier2.RouterPrx.checkedCast(self.comm.getDefaultRouter())
-            session = PushGrid.PartnerSessionPrx.uncheckedCast(
-                self._router.createSession(app.app_key, app.secret))
+            session = PushGrid.PartnerSessionPrx.uncheckedCast(self._router.createSession(app.app_key, app.secret))
             self._push = session.pushApi()
             self.gateway = session.ice_getAdapterId()  # the gateway holding it (PartnerGateway-N.PartnerGateway)
         except BaseException:
@@ -158,12 +161,12 @@ class Phase:
 
     accepted: int = 0
     seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)   # seconds, sorted
-    errors: Counter = field(default_factory=Counter)       # error name -> count (any time)
+    latencies: list[float] = field(default_factory=list)  # seconds, sorted
+    errors: Counter = field(default_factory=Counter)  # error name -> count (any time)
     first_error: dict[str, str] = field(default_factory=dict)
-    last_ids: list[int] = field(default_factory=list)      # the newest msg ids, to wait for dispatch
-    replicas: Counter = field(default_factory=Counter)     # Push replica -> accepted (measured)
-    gateways: list[str] = field(default_factory=list)      # where the router sessions live
+    last_ids: list[int] = field(default_factory=list)  # the newest msg ids, to wait for dispatch
+    replicas: Counter = field(default_factory=Counter)  # Push replica -> accepted (measured)
+    gateways: list[str] = field(default_factory=list)  # where the router sessions live
 
     def accept(self, msg_id: int, took: float) -> None:
         self.accepted += 1
@@ -205,8 +208,20 @@ class Phase:
 
 # ---------------------------------------------------------------- throughput (client processes)
 
-def _throughput_client(run_path: str, mode: str, index: int, app: BenchApp, ssl: bool, ttl: int,
-                       window: int, warmup: float, seconds: float, start, out) -> None:
+
+def _throughput_client(
+    run_path: str,
+    mode: str,
+    index: int,
+    app: BenchApp,
+    ssl: bool,
+    ttl: int,
+    window: int,
+    warmup: float,
+    seconds: float,
+    start,
+    out,
+) -> None:
     """Keeps `window` pushes in flight; counts those answered inside the measured interval only,
     so the warm-up and the final drain of the window are not in the rate."""
     try:
@@ -243,8 +258,7 @@ def _throughput_client(run_path: str, mode: str, index: int, app: BenchApp, ssl:
         while time.monotonic() < t1:
             slots.acquire()
             started = time.monotonic()
-            client.push_async(requests[i % len(requests)]).add_done_callback(
-                lambda fut, s=started: done(s, fut))
+            client.push_async(requests[i % len(requests)]).add_done_callback(lambda fut, s=started: done(s, fut))
             i += 1
         for _ in range(window):
             slots.acquire()
@@ -262,10 +276,13 @@ def throughput(run: RunDir, mode: str, app: BenchApp, args: argparse.Namespace) 
     ctx = mp.get_context("spawn")  # fresh interpreters: no Ice threads carried over by fork
     out = ctx.Queue()
     start = ctx.Barrier(args.clients)
-    procs = [ctx.Process(target=_throughput_client,
-                         args=(run.path, mode, i, app, args.ssl, args.ttl, args.window,
-                               args.warmup, args.seconds, start, out))
-             for i in range(args.clients)]
+    procs = [
+        ctx.Process(
+            target=_throughput_client,
+            args=(run.path, mode, i, app, args.ssl, args.ttl, args.window, args.warmup, args.seconds, start, out),
+        )
+        for i in range(args.clients)
+    ]
     for p in procs:
         p.start()
     results = [out.get(timeout=args.warmup + args.seconds + 180) for _ in procs]
@@ -281,6 +298,7 @@ def throughput(run: RunDir, mode: str, app: BenchApp, args: argparse.Namespace) 
 
 
 # ---------------------------------------------------------------- latency (one call at a time)
+
 
 def latency(run: RunDir, mode: str, app: BenchApp, args: argparse.Namespace) -> Phase:
     """Sequential pushes on one connection: the time of a call alone, with nothing queued ahead."""
@@ -313,26 +331,33 @@ def wait_dispatched(run: RunDir, app: BenchApp, msg_ids: list[int], timeout: flo
     comm = client_communicator(run.client_config)
     try:
         svc, started, shown = push(comm), time.monotonic(), 0.0
-        ids = msg_ids[-limits.MSG_IDS_PER_REPORT:]
+        ids = msg_ids[-limits.MSG_IDS_PER_REPORT :]
         while True:
             pending = [s for s in svc.report(app.app_key, ids) if s.state in PENDING]
             waited = time.monotonic() - started
             if not pending:
                 return waited
             if waited > timeout:
-                print(f"    dispatchers still have {len(pending)} of the phase's last {len(ids)} "
-                      f"pushes after {timeout:.0f} s; going on", flush=True)
+                print(
+                    f"    dispatchers still have {len(pending)} of the phase's last {len(ids)} "
+                    f"pushes after {timeout:.0f} s; going on",
+                    flush=True,
+                )
                 return waited
             if waited - shown >= 10:
                 shown = waited
-                print(f"    waiting for the dispatchers: {len(pending)} of the last {len(ids)} "
-                      f"pushes not taken yet ({waited:.0f} s)", flush=True)
+                print(
+                    f"    waiting for the dispatchers: {len(pending)} of the last {len(ids)} "
+                    f"pushes not taken yet ({waited:.0f} s)",
+                    flush=True,
+                )
             time.sleep(0.5)
     finally:
         comm.destroy()
 
 
 # ---------------------------------------------------------------- summary
+
 
 def summarize(rounds: list[dict[str, dict[str, Phase]]]) -> dict:
     """Medians over rounds per mode, the router/direct throughput ratio and the added latency
@@ -359,18 +384,22 @@ def summarize(rounds: list[dict[str, dict[str, Phase]]]) -> dict:
         }
     d, r = s["direct"], s["router"]
     s["ratio"] = r["per_s"] / d["per_s"] if d["per_s"] else float("nan")
-    s["round_ratios"] = [x["router"]["throughput"].per_second / x["direct"]["throughput"].per_second
-                         if x["direct"]["throughput"].per_second else float("nan") for x in rounds]
+    s["round_ratios"] = [
+        x["router"]["throughput"].per_second / x["direct"]["throughput"].per_second
+        if x["direct"]["throughput"].per_second
+        else float("nan")
+        for x in rounds
+    ]
     s["paired_ratio"] = statistics.median(s["round_ratios"])
-    s["fewer_replicas"] = sum(len(x["router"]["throughput"].replicas) < len(x["direct"]["throughput"].replicas)
-                              for x in rounds)
+    s["fewer_replicas"] = sum(
+        len(x["router"]["throughput"].replicas) < len(x["direct"]["throughput"].replicas) for x in rounds
+    )
     s["added_p50"] = r["p50"] - d["p50"]
     s["added_p99"] = r["p99"] - d["p99"]
     return s
 
 
-def plot(path: str, rounds: list[dict[str, dict[str, Phase]]], s: dict, labels: dict[str, str],
-         title: str) -> None:
+def plot(path: str, rounds: list[dict[str, dict[str, Phase]]], s: dict, labels: dict[str, str], title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -390,8 +419,12 @@ def plot(path: str, rounds: list[dict[str, dict[str, Phase]]], s: dict, labels: 
     for mode in MODES:
         lat = sorted(x * 1000 for r in rounds for x in r[mode]["latency"].latencies)
         if lat:
-            cdf.plot(lat, [(k + 1) / len(lat) for k in range(len(lat))], color=colors[mode],
-                     label=f"{labels[mode]}: p50 {s[mode]['p50']:.2f}, p99 {s[mode]['p99']:.2f} ms")
+            cdf.plot(
+                lat,
+                [(k + 1) / len(lat) for k in range(len(lat))],
+                color=colors[mode],
+                label=f"{labels[mode]}: p50 {s[mode]['p50']:.2f}, p99 {s[mode]['p99']:.2f} ms",
+            )
     for q in (0.5, 0.99):
         cdf.axhline(q, color="grey", lw=0.5, ls=":")
     cdf.set_xscale("log")
@@ -408,6 +441,7 @@ def plot(path: str, rounds: list[dict[str, dict[str, Phase]]], s: dict, labels: 
 
 # ---------------------------------------------------------------- main
 
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", default="run")
@@ -421,17 +455,24 @@ def main() -> int:
     parser.add_argument("--devices", type=int, default=4, help="devices the pushes name")
     parser.add_argument("--ttl", type=int, default=60, help="time to live of the pushes (s)")
     parser.add_argument("--ssl", action="store_true", help="reach the router on its SSL endpoint")
-    parser.add_argument("--drain-timeout", type=float, default=300,
-                        help="wait at most this long for the dispatchers between phases (0: never)")
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=300,
+        help="wait at most this long for the dispatchers between phases (0: never)",
+    )
     parser.add_argument("--plot", default="bench-partner.png")
     args = parser.parse_args()
 
     run = RunDir(args.run_dir)
     door = "ssl" if args.ssl else "tcp"
     labels = {"direct": "direct (Push)", "router": f"router ({door}) + gateway"}
-    print(f"[setup] app with quota limits.PUSH_QUOTA_MAX = {limits.PUSH_QUOTA_MAX:,} pushes/min "
-          f"(so the quota does not cap the bench), {args.devices} devices, ttl {args.ttl} s; "
-          f"router at {router_proxy(run, args.ssl)}", flush=True)
+    print(
+        f"[setup] app with quota limits.PUSH_QUOTA_MAX = {limits.PUSH_QUOTA_MAX:,} pushes/min "
+        f"(so the quota does not cap the bench), {args.devices} devices, ttl {args.ttl} s; "
+        f"router at {router_proxy(run, args.ssl)}",
+        flush=True,
+    )
     app = setup(run, args.devices)
 
     rounds: list[dict[str, dict[str, Phase]]] = []
@@ -442,14 +483,22 @@ def main() -> int:
             tag = f"[round {n + 1}/{args.rounds}] {mode:<6}"
             print(f"{tag} latency: {args.calls} sequential pushes ...", flush=True)
             lat = latency(run, mode, app, args)
-            print(f"{tag} latency: p50 {lat.p(0.5):.2f} ms  p99 {lat.p(0.99):.2f} ms  "
-                  f"errors {_errors(lat.errors)}", flush=True)
+            print(
+                f"{tag} latency: p50 {lat.p(0.5):.2f} ms  p99 {lat.p(0.99):.2f} ms  errors {_errors(lat.errors)}",
+                flush=True,
+            )
             wait_dispatched(run, app, lat.last_ids, args.drain_timeout)
-            print(f"{tag} throughput: {args.clients} processes x {args.window} in flight, "
-                  f"{args.warmup:g} s warm-up + {args.seconds:g} s ...", flush=True)
+            print(
+                f"{tag} throughput: {args.clients} processes x {args.window} in flight, "
+                f"{args.warmup:g} s warm-up + {args.seconds:g} s ...",
+                flush=True,
+            )
             tp = throughput(run, mode, app, args)
-            print(f"{tag} throughput: {tp.per_second:8.0f} pushes/s  loaded p50 {tp.p(0.5):.2f} ms  "
-                  f"p99 {tp.p(0.99):.2f} ms  errors {_errors(tp.errors)}  ({tp.placement()})", flush=True)
+            print(
+                f"{tag} throughput: {tp.per_second:8.0f} pushes/s  loaded p50 {tp.p(0.5):.2f} ms  "
+                f"p99 {tp.p(0.99):.2f} ms  errors {_errors(tp.errors)}  ({tp.placement()})",
+                flush=True,
+            )
             waited = wait_dispatched(run, app, tp.last_ids, args.drain_timeout)
             print(f"{tag} dispatchers caught up after {waited:.1f} s", flush=True)
             for name, text in {**lat.first_error, **tp.first_error}.items():
@@ -460,28 +509,38 @@ def main() -> int:
         print(f"[round {n + 1}/{args.rounds}] router/direct throughput {ratio:.2f}", flush=True)
 
     s = summarize(rounds)
-    print(f"\nmedian of {args.rounds} rounds; throughput: {args.clients} processes x {args.window} in flight "
-          f"for {args.seconds:g} s after {args.warmup:g} s warm-up; latency: {args.calls} sequential pushes")
+    print(
+        f"\nmedian of {args.rounds} rounds; throughput: {args.clients} processes x {args.window} in flight "
+        f"for {args.seconds:g} s after {args.warmup:g} s warm-up; latency: {args.calls} sequential pushes"
+    )
     print(f"{'mode':<26} {'pushes/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'loaded p50':>11} {'loaded p99':>11}  errors")
     for mode in MODES:
         m = s[mode]
-        print(f"{labels[mode]:<26} {m['per_s']:9.0f} {m['p50']:8.2f} {m['p99']:8.2f} "
-              f"{m['loaded_p50']:11.2f} {m['loaded_p99']:11.2f}  {_errors(m['errors'])}")
+        print(
+            f"{labels[mode]:<26} {m['per_s']:9.0f} {m['p50']:8.2f} {m['p99']:8.2f} "
+            f"{m['loaded_p50']:11.2f} {m['loaded_p99']:11.2f}  {_errors(m['errors'])}"
+        )
     for mode in MODES:
         runs = sorted(r[mode]["throughput"].per_second for r in rounds)
         print(f"  {labels[mode]} throughput over rounds: {runs[0]:.0f} .. {runs[-1]:.0f} pushes/s")
-    print(f"throughput router/direct: {s['ratio']:.2f} (of the medians); "
-          f"{s['paired_ratio']:.2f} (median of rounds: {', '.join(f'{x:.2f}' for x in s['round_ratios'])})")
+    print(
+        f"throughput router/direct: {s['ratio']:.2f} (of the medians); "
+        f"{s['paired_ratio']:.2f} (median of rounds: {', '.join(f'{x:.2f}' for x in s['round_ratios'])})"
+    )
     print(f"latency added by the router: p50 {s['added_p50']:+.2f} ms, p99 {s['added_p99']:+.2f} ms")
     for mode in MODES:
         print(f"throughput pushes accepted by ({labels[mode]}, all rounds): {s[mode]['placement']}")
     if s["fewer_replicas"]:
-        print(f"note: in {s['fewer_replicas']} of {len(rounds)} rounds the router's pushes reached fewer Push "
-              "replicas than the direct ones (each gateway sends to the one its proxy resolved): "
-              "the ratio includes that placement")
+        print(
+            f"note: in {s['fewer_replicas']} of {len(rounds)} rounds the router's pushes reached fewer Push "
+            "replicas than the direct ones (each gateway sends to the one its proxy resolved): "
+            "the ratio includes that placement"
+        )
 
-    title = (f"pushgrid partner door ({door}): {args.clients} x {args.window} in flight, "
-             f"{args.seconds:g} s; {args.calls} sequential calls; median of {args.rounds} rounds")
+    title = (
+        f"pushgrid partner door ({door}): {args.clients} x {args.window} in flight, "
+        f"{args.seconds:g} s; {args.calls} sequential calls; median of {args.rounds} rounds"
+    )
     plot(args.plot, rounds, s, labels, title)
     print(f"plot saved to {args.plot}")
     errors = sum(sum(s[m]["errors"].values()) for m in MODES)

@@ -11,6 +11,7 @@ finally deletes the tag through the store (timed too) so the cluster is left as 
     python tools/bench_tag_resolve.py --redis 127.0.0.1:7000
     python tools/bench_tag_resolve.py --grid-config run/pushgrid.cfg --devices 200000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -102,8 +103,11 @@ def runs_of(mode: str, fetch: Fetch, repeat: int, n: int) -> list[Run]:
     out = []
     for i in range(repeat):
         run = walk(mode, fetch, check_unique=(i == 0))
-        print(f"  {mode} run {i + 1}: {run.seen:,} ids in {run.pages} pages, {run.seconds:.2f} s, "
-              f"{run.rate:,.0f} devices/s", flush=True)
+        print(
+            f"  {mode} run {i + 1}: {run.seen:,} ids in {run.pages} pages, {run.seconds:.2f} s, "
+            f"{run.rate:,.0f} devices/s",
+            flush=True,
+        )
         if i == 0 and run.unique != n:
             raise SystemExit(f"{mode}: resolved {run.unique:,} distinct devices, expected {n:,}")
         out.append(run)
@@ -114,8 +118,7 @@ def median_run(runs: list[Run]) -> Run:
     return sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
 
 
-def plot(path: str, n: int, load_s: float, load_curve: list[tuple[float, int]],
-         results: dict[str, list[Run]]) -> None:
+def plot(path: str, n: int, load_s: float, load_curve: list[tuple[float, int]], results: dict[str, list[Run]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,8 +135,13 @@ def plot(path: str, n: int, load_s: float, load_curve: list[tuple[float, int]],
         med = median_run(runs)
         for run in runs:
             label = f"{mode}: median {med.seconds:.2f} s, {med.rate:,.0f}/s" if run is med else None
-            ax_res.plot([t for t, _ in run.curve], [d / 1e6 for _, d in run.curve], color=colors.get(mode),
-                        alpha=1.0 if run is med else 0.35, label=label)
+            ax_res.plot(
+                [t for t, _ in run.curve],
+                [d / 1e6 for _, d in run.curve],
+                color=colors.get(mode),
+                alpha=1.0 if run is med else 0.35,
+                label=label,
+            )
     ax_res.set_title("resolve the tag page by page")
     ax_res.set_xlabel("seconds")
     ax_res.set_ylabel("devices resolved (millions)")
@@ -157,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="leave the app's data in Redis")
     args = ap.parse_args(argv)
     if args.devices < 1 or args.repeat < 1 or not 1 <= args.limit <= limits.PAGE_MAX:
-        ap.error("--devices and --repeat must be positive, --limit 1..%d" % limits.PAGE_MAX)
+        ap.error(f"--devices and --repeat must be positive, --limit 1..{limits.PAGE_MAX}")
     if args.redis:
         settings = parse_redis(args.redis, args.timeout)
     elif args.grid_config:
@@ -176,12 +184,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loaded in {load_s:.1f} s ({args.devices / load_s:,.0f} devices/s); tagSize = {size:,}")
 
         results: dict[str, list[Run]] = {}
-        results["store"] = runs_of("store", lambda c: store.resolve(app, audience, [], c, args.limit),
-                                   args.repeat, args.devices)
+        results["store"] = runs_of(
+            "store", lambda c: store.resolve(app, audience, [], c, args.limit), args.repeat, args.devices
+        )
         # The same devices as "tag OR an empty tag": built per bucket into temporary sets first.
         union = PushGrid.Audience(tags=[TAG, TAG + ".none"])
-        results["store-built"] = runs_of("store-built", lambda c: store.resolve(app, union, [], c, args.limit),
-                                         args.repeat, args.devices)
+        results["store-built"] = runs_of(
+            "store-built", lambda c: store.resolve(app, union, [], c, args.limit), args.repeat, args.devices
+        )
         if args.grid_config:
             from services.common.ice import client_communicator, tagalias
 
@@ -190,16 +200,19 @@ def main(argv: list[str] | None = None) -> int:
             # the round-robin replica group spreads consecutive pages over the replicas, as the
             # dispatcher's pages may be.
             prx = tagalias(communicator).ice_connectionCached(False).ice_locatorCacheTimeout(0)
-            results["grid"] = runs_of("grid", lambda c: prx.resolve(app, audience, [], c, args.limit),
-                                      args.repeat, args.devices)
+            results["grid"] = runs_of(
+                "grid", lambda c: prx.resolve(app, audience, [], c, args.limit), args.repeat, args.devices
+            )
 
         print("\nresults")
         print(f"  load:    {args.devices:,} devices in {load_s:.1f} s = {args.devices / load_s:,.0f} devices/s")
         for mode, runs in results.items():
             med = median_run(runs)
             times = ", ".join(f"{r.seconds:.2f}" for r in runs)
-            print(f"  resolve ({mode}): median {med.seconds:.2f} s = {med.rate:,.0f} devices/s over "
-                  f"{med.pages} pages of <= {args.limit} (runs: {times} s)")
+            print(
+                f"  resolve ({mode}): median {med.seconds:.2f} s = {med.rate:,.0f} devices/s over "
+                f"{med.pages} pages of <= {args.limit} (runs: {times} s)"
+            )
         plot(args.plot, args.devices, load_s, load_curve, results)
     finally:
         if communicator is not None:

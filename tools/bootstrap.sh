@@ -28,6 +28,6 @@ fi
 stamp=.venv/.pushgrid-installed
 if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ]; then
     echo "bootstrap: installing pip packages (setup.cfg)"
-    .venv/bin/pip install -q --disable-pip-version-check -e '.[test,bench]'
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test,bench,check]'
     touch "$stamp"
 fi

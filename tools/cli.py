@@ -1,4 +1,5 @@
 """`pushgrid`: bring a local grid up, show its status, take it down, and administer apps."""
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(st, indent=2))
     else:
         print_status(st)
-    healthy = (all(st["registries"].values()) and all(st["nodes"].values())
-               and all(s["state"] == "Active" for s in st["servers"]))
+    healthy = (
+        all(st["registries"].values())
+        and all(st["nodes"].values())
+        and all(s["state"] == "Active" for s in st["servers"])
+    )
     return 0 if healthy else 1
 
 
@@ -59,6 +63,7 @@ def print_status(st: dict) -> None:
 
 
 # ------------------------------------------------------------------ pushgrid app ...
+
 
 def _print_json(value) -> None:
     print(json.dumps(value, indent=2))
@@ -125,6 +130,7 @@ def app_set_enabled(enabled: bool):
         db.setAppEnabled(args.key, enabled)
         print(f"app {args.key} {'enabled' if enabled else 'disabled: logins, pushes and new devices are refused'}")
         return 0
+
     return run
 
 
@@ -143,15 +149,21 @@ def cmd_app(args: argparse.Namespace) -> int:
     except apps.NoGrid as e:
         print(f"pushgrid: {e}", file=sys.stderr)
     except Ice.Exception as e:
-        print(f"pushgrid: DBAgent did not answer through the grid of {os.path.abspath(args.run_dir)} "
-              f"({type(e).__name__}); is the grid up? (pushgrid status)", file=sys.stderr)
+        print(
+            f"pushgrid: DBAgent did not answer through the grid of {os.path.abspath(args.run_dir)} "
+            f"({type(e).__name__}); is the grid up? (pushgrid status)",
+            file=sys.stderr,
+        )
     return 1
 
 
 def _add_app_parser(sub) -> None:
-    app = sub.add_parser("app", help="create and administer apps (partners' credentials and quotas)",
-                         description="Apps through DBAgent. A master secret is printed once, at create "
-                                     "and rotate-secret; pushgrid keeps only its hash.")
+    app = sub.add_parser(
+        "app",
+        help="create and administer apps (partners' credentials and quotas)",
+        description="Apps through DBAgent. A master secret is printed once, at create "
+        "and rotate-secret; pushgrid keeps only its hash.",
+    )
     app.set_defaults(fn=cmd_app)
     cmds = app.add_subparsers(dest="app_command", required=True, metavar="COMMAND")
 
@@ -164,30 +176,45 @@ def _add_app_parser(sub) -> None:
         p.set_defaults(app_fn=fn)
         return p
 
-    create = command("create", app_create, "create an app; prints its app key and master secret (shown once)",
-                     key=False, json_out=True)
+    create = command(
+        "create",
+        app_create,
+        "create an app; prints its app key and master secret (shown once)",
+        key=False,
+        json_out=True,
+    )
     create.add_argument("name", metavar="NAME", help="the app's name, unique")
-    create.add_argument("--quota", type=int, default=0, metavar="N",
-                        help="pushes per minute (default: 0, which means the grid's default)")
+    create.add_argument(
+        "--quota",
+        type=int,
+        default=0,
+        metavar="N",
+        help="pushes per minute (default: 0, which means the grid's default)",
+    )
     command("list", app_list, "list every app", key=False, json_out=True)
     command("show", app_show, "show one app and its device count", json_out=True)
-    command("rotate-secret", app_rotate_secret, "issue a new master secret; the old one stops working",
-            json_out=True)
+    command("rotate-secret", app_rotate_secret, "issue a new master secret; the old one stops working", json_out=True)
     command("set-quota", app_set_quota, "set the app's pushes per minute").add_argument(
-        "quota", type=int, metavar="N", help="pushes per minute")
+        "quota", type=int, metavar="N", help="pushes per minute"
+    )
     command("disable", app_set_enabled(False), "refuse the app's logins, pushes and new devices")
     command("enable", app_set_enabled(True), "accept the app again")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pushgrid", description=__doc__)
-    parser.add_argument("--run-dir", default=os.environ.get("PUSHGRID_RUN_DIR", "run"),
-                        help="the grid's state directory (default: ./run, or $PUSHGRID_RUN_DIR)")
+    parser.add_argument(
+        "--run-dir",
+        default=os.environ.get("PUSHGRID_RUN_DIR", "run"),
+        help="the grid's state directory (default: ./run, or $PUSHGRID_RUN_DIR)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the local grid and deploy the application (idempotent)")
-    up.add_argument("--partner-host", metavar="ADDR",
-                    help="address the Glacier2 router listens on for partners (kept in the run "
-                         "directory; default 127.0.0.1)")
+    up.add_argument(
+        "--partner-host",
+        metavar="ADDR",
+        help="address the Glacier2 router listens on for partners (kept in the run directory; default 127.0.0.1)",
+    )
     up.set_defaults(fn=cmd_up)
     st = sub.add_parser("status", help="registries, nodes, replica groups and every server")
     st.add_argument("--json", action="store_true")

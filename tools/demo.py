@@ -6,6 +6,7 @@ come back and get the message replayed, then prints the report of each push.
 
     .venv/bin/python -m tools.demo --run-dir run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,17 +20,21 @@ from tools.device.sdk import Device, Message, register
 from tools.grid import lifecycle
 from tools.grid.rundir import RunDir
 
-DEVICES = (("phone-A", "android", ["sports", "beijing"]),
-           ("phone-B", "ios", ["sports"]),
-           ("browser-C", "web", ["news"]))
+DEVICES = (
+    ("phone-A", "android", ["sports", "beijing"]),
+    ("phone-B", "ios", ["sports"]),
+    ("browser-C", "web", ["news"]),
+)
 
 
 def _request(audience: PushGrid.Audience, alert: str, sendno: int) -> PushGrid.PushRequest:
     return PushGrid.PushRequest(
-        audience=audience, platforms=[],
+        audience=audience,
+        platforms=[],
         notification=PushGrid.Notification(alert=alert, title="pushgrid demo", extras={"from": "demo"}),
         message=PushGrid.Message(content="", title="", contentType="", extras={}),
-        options=PushGrid.PushOptions(sendno=sendno, timeToLive=3600, overrideMsgId=0, bigPushDuration=0))
+        options=PushGrid.PushOptions(sendno=sendno, timeToLive=3600, overrideMsgId=0, bigPushDuration=0),
+    )
 
 
 async def _wait(predicate, timeout: float, what: str) -> None:
@@ -53,8 +58,9 @@ async def demo(run: RunDir) -> None:
         for name, platform, tags in DEVICES:
             creds = await register(run.device_urls[0], app.appKey, platform)
             await loop.run_in_executor(None, ta.addTags, app.appKey, creds.registration_id, tags)
-            devices[name] = Device(creds, run.device_urls,
-                                   on_message=lambda m, n=name: received[n].append((m, time.time())))
+            devices[name] = Device(
+                creds, run.device_urls, on_message=lambda m, n=name: received[n].append((m, time.time()))
+            )
             print(f"device {name:<9} registered: {creds.registration_id} ({platform}), tags {', '.join(tags)}")
 
         for name in ("phone-A", "phone-B"):
@@ -64,17 +70,18 @@ async def demo(run: RunDir) -> None:
         print("device browser-C is offline")
 
         sent = time.time()
-        sports = await loop.run_in_executor(None, api.push, app.appKey,
-                                            _request(PushGrid.Audience(tags=["sports"]), "Match starts in 10 minutes", 1))
+        sports = await loop.run_in_executor(
+            None, api.push, app.appKey, _request(PushGrid.Audience(tags=["sports"]), "Match starts in 10 minutes", 1)
+        )
         print(f"\npush by tag 'sports': msg id {sports.msgId} (sendno {sports.sendno})")
         await _wait(lambda: all(received[n] for n in ("phone-A", "phone-B")), 20, "the sports push")
         for name in ("phone-A", "phone-B"):
             m, at = received[name][0]
-            print(f"  {name:<9} received msg {m.msg_id}: "
-                  f"{m.notification['alert']!r} after {(at - sent) * 1000:.0f} ms")
+            print(f"  {name:<9} received msg {m.msg_id}: {m.notification['alert']!r} after {(at - sent) * 1000:.0f} ms")
 
-        news = await loop.run_in_executor(None, api.push, app.appKey,
-                                          _request(PushGrid.Audience(tags=["news"]), "Morning briefing is ready", 2))
+        news = await loop.run_in_executor(
+            None, api.push, app.appKey, _request(PushGrid.Audience(tags=["news"]), "Morning briefing is ready", 2)
+        )
         print(f"\npush by tag 'news' while browser-C is offline: msg id {news.msgId}")
         await asyncio.sleep(1.0)
         devices["browser-C"].start()

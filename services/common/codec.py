@@ -6,6 +6,7 @@ stored rows and queued tasks survive a reordering of the Slice enums. Decoding i
 anything encoding produced and raises ValueError for anything malformed; unknown keys are
 ignored so a reader one release behind (mid rolling upgrade) can read a newer writer's JSON.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,6 +28,7 @@ _PLATFORMS = {p.name.lower(): p for p in PushGrid.Platform._enumerators.values()
 
 
 # ---------------------------------------------------------------- encoding
+
 
 def _strs(values: Any) -> list[str]:
     return list(values or [])
@@ -54,11 +56,19 @@ def request_to_dict(req: PushGrid.PushRequest) -> dict[str, Any]:
         out["notification"] = {"alert": n.alert or "", "title": n.title or "", "extras": dict(n.extras or {})}
     m = req.message
     if m is not None and (m.content or m.title or m.contentType or m.extras):
-        out["message"] = {"msg_content": m.content or "", "title": m.title or "",
-                          "content_type": m.contentType or "", "extras": dict(m.extras or {})}
+        out["message"] = {
+            "msg_content": m.content or "",
+            "title": m.title or "",
+            "content_type": m.contentType or "",
+            "extras": dict(m.extras or {}),
+        }
     o = req.options or PushGrid.PushOptions()
-    out["options"] = {"sendno": o.sendno, "time_to_live": o.timeToLive,
-                      "override_msg_id": o.overrideMsgId, "big_push_duration": o.bigPushDuration}
+    out["options"] = {
+        "sendno": o.sendno,
+        "time_to_live": o.timeToLive,
+        "override_msg_id": o.overrideMsgId,
+        "big_push_duration": o.bigPushDuration,
+    }
     return out
 
 
@@ -68,6 +78,7 @@ def dumps(req: PushGrid.PushRequest) -> str:
 
 
 # ---------------------------------------------------------------- decoding
+
 
 def _obj(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):

@@ -4,6 +4,7 @@ Servers get their properties from the config file IceGrid's node writes for them
 tests load the run directory's `pushgrid.cfg`, which `pushgrid up` writes with the same names.
 Either way the settings below are built from an `Ice.Properties` by the same code.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,7 +40,7 @@ class MySQLSettings:
     query_timeout: int
 
     @classmethod
-    def from_properties(cls, props: Ice.Properties) -> "MySQLSettings":
+    def from_properties(cls, props: Ice.Properties) -> MySQLSettings:
         host = props.getPropertyWithDefault("PushGrid.MySQL.Host", "127.0.0.1")
         port = _int(props, "PushGrid.MySQL.Port", 3306)
         return cls(
@@ -64,7 +65,7 @@ class RedisSettings:
     timeout: float
 
     @classmethod
-    def from_properties(cls, props: Ice.Properties) -> "RedisSettings":
+    def from_properties(cls, props: Ice.Properties) -> RedisSettings:
         raw = props.getPropertyWithDefault("PushGrid.Redis.Nodes", "127.0.0.1:7000")
         nodes = []
         for item in raw.replace(",", " ").split():
@@ -82,7 +83,7 @@ class KafkaSettings:
     receipts_topic: str
 
     @classmethod
-    def from_properties(cls, props: Ice.Properties) -> "KafkaSettings":
+    def from_properties(cls, props: Ice.Properties) -> KafkaSettings:
         return cls(
             bootstrap=props.getPropertyWithDefault("PushGrid.Kafka.Bootstrap", "127.0.0.1:9092"),
             tasks_topic=props.getPropertyWithDefault("PushGrid.Kafka.TasksTopic", "pushgrid.tasks"),
@@ -105,7 +106,7 @@ class STCSettings:
     device_port: int
 
     @classmethod
-    def from_properties(cls, props: Ice.Properties) -> "STCSettings":
+    def from_properties(cls, props: Ice.Properties) -> STCSettings:
         return cls(
             stc_id=props.getPropertyWithDefault("PushGrid.STC.Id", "STC"),
             node=props.getProperty("PushGrid.STC.Node"),

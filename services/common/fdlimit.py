@@ -1,4 +1,5 @@
 """Open-file limit: a process holding thousands of sockets raises its soft limit to the hard one."""
+
 from __future__ import annotations
 
 import resource

@@ -3,6 +3,7 @@
 STC sends the text as it is (and replays it later from the stored message), so every STC process
 and every replay shows a device exactly the same bytes.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,12 @@ def message_frame(msg_id: int, request: PushGrid.PushRequest) -> str:
         frame["notification"] = {"alert": n.alert, "title": n.title or "", "extras": dict(n.extras or {})}
     m = request.message
     if m is not None and m.content:
-        frame["message"] = {"content": m.content, "title": m.title or "", "content_type": m.contentType or "",
-                            "extras": dict(m.extras or {})}
+        frame["message"] = {
+            "content": m.content,
+            "title": m.title or "",
+            "content_type": m.contentType or "",
+            "extras": dict(m.extras or {}),
+        }
     frame["override_msg_id"] = request.options.overrideMsgId if request.options else 0
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 

@@ -3,6 +3,7 @@
 Servers follow ice-demos and call `Ice.initialize(sys.argv)` in their own short main (IceGrid
 passes `--Ice.Config` on the command line), then hand their servant to `serve`.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -4,6 +4,7 @@ Push answers a partner only after its task is on the broker (acks=all), and cons
 offset only after the work it covers is done, so a crash replays tasks rather than losing them.
 Nothing here depends on which Kafka-compatible broker runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,8 +64,14 @@ def producer(settings: KafkaSettings, client_id: str) -> KafkaProducer:
     )
 
 
-def consumer(settings: KafkaSettings, group: str, topic: str, client_id: str,
-             listener: ConsumerRebalanceListener | None = None, **overrides: Any) -> KafkaConsumer:
+def consumer(
+    settings: KafkaSettings,
+    group: str,
+    topic: str,
+    client_id: str,
+    listener: ConsumerRebalanceListener | None = None,
+    **overrides: Any,
+) -> KafkaConsumer:
     """A member of group on topic that commits by hand; listener hears of partitions moving."""
     options: dict[str, Any] = dict(
         bootstrap_servers=settings.bootstrap,
@@ -96,8 +103,13 @@ def leave(c: KafkaConsumer) -> None:
 def reader(settings: KafkaSettings, topic: str, client_id: str) -> KafkaConsumer:
     """A consumer of every partition of topic outside any group, placed at the end: for tools and
     tests that watch what gets published without taking part in a group."""
-    c = KafkaConsumer(bootstrap_servers=settings.bootstrap, client_id=client_id, group_id=None,
-                      enable_auto_commit=False, value_deserializer=_JsonOrNone())
+    c = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        client_id=client_id,
+        group_id=None,
+        enable_auto_commit=False,
+        value_deserializer=_JsonOrNone(),
+    )
     partitions = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
     c.assign(partitions)
     c.seek_to_end(*partitions)

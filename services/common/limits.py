@@ -1,57 +1,57 @@
 """Every limit pushgrid enforces, in one place (JPush's defaults where JPush has one)."""
 
-TAG_MAX_BYTES = 40            # a tag, UTF-8
-ALIAS_MAX_BYTES = 40          # an alias, UTF-8
-DEVICE_MAX_TAGS = 1000        # tags on one device
-ALIAS_MAX_DEVICES = 10        # devices sharing one alias
-AUDIENCE_MAX_TAGS = 20        # tags in each of tag, tag_and, tag_not of one push
-AUDIENCE_MAX_ALIASES = 1000   # aliases in one push
-AUDIENCE_MAX_REGIDS = 1000    # registration ids in one push
-TAGS_PER_CALL = 100           # tags added or removed in one call
+TAG_MAX_BYTES = 40  # a tag, UTF-8
+ALIAS_MAX_BYTES = 40  # an alias, UTF-8
+DEVICE_MAX_TAGS = 1000  # tags on one device
+ALIAS_MAX_DEVICES = 10  # devices sharing one alias
+AUDIENCE_MAX_TAGS = 20  # tags in each of tag, tag_and, tag_not of one push
+AUDIENCE_MAX_ALIASES = 1000  # aliases in one push
+AUDIENCE_MAX_REGIDS = 1000  # registration ids in one push
+TAGS_PER_CALL = 100  # tags added or removed in one call
 
 REGID_MAX_BYTES = 64
 APP_NAME_MAX_BYTES = 100
 
-PAGE_DEFAULT = 1000           # members per page when the caller passes 0
-PAGE_MAX = 10000              # members per page at most
+PAGE_DEFAULT = 1000  # members per page when the caller passes 0
+PAGE_MAX = 10000  # members per page at most
 
-PAYLOAD_MAX_BYTES = 4000      # notification plus message, as JSON
-TTL_DEFAULT_SECONDS = 86400   # one day
+PAYLOAD_MAX_BYTES = 4000  # notification plus message, as JSON
+TTL_DEFAULT_SECONDS = 86400  # one day
 TTL_MAX_SECONDS = 10 * 86400  # ten days
 BIG_PUSH_MAX_MINUTES = 1440
 SCHEDULE_MAX_AHEAD_SECONDS = 365 * 86400
 
-PUSH_QUOTA_DEFAULT = 600      # push calls per minute per app (push and schedule count)
+PUSH_QUOTA_DEFAULT = 600  # push calls per minute per app (push and schedule count)
 PUSH_QUOTA_MAX = 1_000_000
 
 MSG_IDS_PER_REPORT = 100
 REPLY_MAX_BYTES = 512 * 1024  # a list reply stops growing here (Ice.MessageSizeMax is 4 MiB)
 RECEIPTS_PER_CALL = 10000
 
-OFFLINE_PER_DEVICE = 10       # targeted messages kept per offline device (newest win)
-BROADCAST_LOG_MAX = 200       # broadcasts kept per app for replay (within their TTL)
-DELIVER_BATCH = 1000          # registration ids per STC.deliver call
-PRESENCE_TTL_SECONDS = 90     # presence expires unless STC refreshes it (STC does every 30 s)
-HEARTBEAT_SECONDS = 180       # device heartbeat STC asks for: minutes, as JPush, under NAT timeouts
-DEVICE_FRAME_MAX_BYTES = 8192 # largest frame a device may send
+OFFLINE_PER_DEVICE = 10  # targeted messages kept per offline device (newest win)
+BROADCAST_LOG_MAX = 200  # broadcasts kept per app for replay (within their TTL)
+DELIVER_BATCH = 1000  # registration ids per STC.deliver call
+PRESENCE_TTL_SECONDS = 90  # presence expires unless STC refreshes it (STC does every 30 s)
+HEARTBEAT_SECONDS = 180  # device heartbeat STC asks for: minutes, as JPush, under NAT timeouts
+DEVICE_FRAME_MAX_BYTES = 8192  # largest frame a device may send
 DEVICE_AUTH_TIMEOUT_SECONDS = 10
 ACKS_PER_FRAME = 100
-DEVICE_FRAMES_PER_SECOND = 50 # frames one device may send per second (burst as large)
-DEVICE_OUTBOX_MAX = 500       # frames waiting to be written to one device before it counts as too slow
-DEVICE_SENT_RECORD = 1000     # msg ids STC remembers per connection to route the device's acks
-RECEIPTS_PER_RECORD = 500     # acks in one receipts record on Kafka
+DEVICE_FRAMES_PER_SECOND = 50  # frames one device may send per second (burst as large)
+DEVICE_OUTBOX_MAX = 500  # frames waiting to be written to one device before it counts as too slow
+DEVICE_SENT_RECORD = 1000  # msg ids STC remembers per connection to route the device's acks
+RECEIPTS_PER_RECORD = 500  # acks in one receipts record on Kafka
 
 # Push and the dispatchers
 KAFKA_ACK_TIMEOUT_SECONDS = 10  # push waits this long for the broker to take a task
-DISPATCH_PAGE = 1000          # registration ids per audience page a dispatcher resolves
-DUE_PER_SCAN = 100            # scheduled messages the scheduler publishes per one-second scan
+DISPATCH_PAGE = 1000  # registration ids per audience page a dispatcher resolves
+DUE_PER_SCAN = 100  # scheduled messages the scheduler publishes per one-second scan
 ONLINE_ONLY_GRACE_SECONDS = 60  # STC may still send a time_to_live 0 message this long after dispatch
 
 # Partners through Glacier2 (glacier2/)
 LOGIN_FAILURE_WINDOW_SECONDS = 600  # failed logins are counted in windows this long
-LOGIN_FAILURES_PER_APP = 10   # failed logins of one app key per window before it is refused outright
+LOGIN_FAILURES_PER_APP = 10  # failed logins of one app key per window before it is refused outright
 LOGIN_FAILURES_PER_ADDRESS = 50  # failed logins from one address per window (any app key)
-PARTNER_SESSIONS_PER_APP = 100   # live partner sessions of one app
+PARTNER_SESSIONS_PER_APP = 100  # live partner sessions of one app
 PARTNER_SESSION_TIMEOUT_SECONDS = 30  # the router closes a partner connection quiet this long
 PARTNER_SESSION_SWEEP_SECONDS = 30  # the gateway checks its sessions' routers this often
 PARTNER_REQUEST_MAX_KIB = 1024  # the largest request the router takes from a partner

@@ -15,6 +15,7 @@ A targeted message is queued for every target while its TTL lasts, online or not
 the queue when the device acks it: online delivery is the fast path, the queue is the guarantee.
 A broadcast is one log entry, however many devices the app has.
 """
+
 from __future__ import annotations
 
 import json
@@ -84,16 +85,22 @@ class Stored:
 
     msg_id: int
     frame: str
-    platforms: tuple[str, ...]   # platform names; empty means every platform
-    expires_at: int              # ms
+    platforms: tuple[str, ...]  # platform names; empty means every platform
+    expires_at: int  # ms
     override_msg_id: int = 0
 
     def to_json(self) -> str:
-        return json.dumps({"frame": self.frame, "platforms": list(self.platforms),
-                           "expiresAt": self.expires_at, "override": self.override_msg_id})
+        return json.dumps(
+            {
+                "frame": self.frame,
+                "platforms": list(self.platforms),
+                "expiresAt": self.expires_at,
+                "override": self.override_msg_id,
+            }
+        )
 
     @classmethod
-    def from_json(cls, msg_id: int, raw: str) -> "Stored":
+    def from_json(cls, msg_id: int, raw: str) -> Stored:
         d = json.loads(raw)
         return cls(msg_id, d["frame"], tuple(d.get("platforms") or ()), int(d["expiresAt"]), int(d.get("override", 0)))
 
@@ -129,14 +136,14 @@ class Mailbox:
     def refresh_online(self, rids: Sequence[str], stc_id: str, ttl_seconds: int) -> list[str]:
         """Extends presence of devices stc_id still holds; returns those another STC took over."""
         held = self._eval_each(_REFRESH_PRESENCE, [(_presence(rid), stc_id, ttl_seconds) for rid in rids])
-        return [rid for rid, ok in zip(rids, held) if not ok]
+        return [rid for rid, ok in zip(rids, held, strict=True) if not ok]
 
     def where(self, rids: Sequence[str]) -> dict[str, str]:
         """Which STC holds each of rids; devices not online are left out."""
         if not rids:
             return {}
         values = self._r.mget_nonatomic([_presence(r) for r in rids])
-        return {rid: stc for rid, stc in zip(rids, values) if stc}
+        return {rid: stc for rid, stc in zip(rids, values, strict=True) if stc}
 
     # ---- stored messages
 
@@ -148,7 +155,7 @@ class Mailbox:
         if not msg_ids:
             return {}
         raws = self._r.mget_nonatomic([_message(m) for m in msg_ids])
-        return {m: Stored.from_json(m, raw) for m, raw in zip(msg_ids, raws) if raw}
+        return {m: Stored.from_json(m, raw) for m, raw in zip(msg_ids, raws, strict=True) if raw}
 
     def forget(self, msg_id: int) -> None:
         """Drops a message (overridden or cancelled): queues and logs still naming it skip it."""
@@ -211,8 +218,7 @@ class Mailbox:
         return int(self._r.get(_last_broadcast(rid)) or 0)
 
     def ack_broadcast(self, rid: str, msg_id: int) -> int:
-        return int(self._ack_broadcast(keys=[_last_broadcast(rid)],
-                                       args=[msg_id, limits.TTL_MAX_SECONDS * 1000]))
+        return int(self._ack_broadcast(keys=[_last_broadcast(rid)], args=[msg_id, limits.TTL_MAX_SECONDS * 1000]))
 
     def ack_broadcasts(self, marks: Mapping[str, int]) -> None:
         """ack_broadcast for many devices in one pipeline."""

@@ -3,13 +3,14 @@
 Time-ordered ids let a broadcast log be ordered by id, and let a device's registration time be
 turned into the first broadcast id it is owed.
 """
+
 from __future__ import annotations
 
 import threading
 
 from services.common.clock import now_ms
 
-EPOCH_MS = 1767225600000          # 2026-01-01T00:00:00Z
+EPOCH_MS = 1767225600000  # 2026-01-01T00:00:00Z
 WORKER_BITS = 10
 SEQUENCE_BITS = 12
 MAX_WORKER = (1 << WORKER_BITS) - 1

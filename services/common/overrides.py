@@ -3,6 +3,7 @@
 Push marks it once the new message is accepted; the dispatcher marks it again when it sends the
 new one (that is when a scheduled override takes effect). The compare-and-set makes both safe.
 """
+
 from __future__ import annotations
 
 from services.common.contract import PushGrid

@@ -1,4 +1,5 @@
 """The one Redis client factory: redis-py's own cluster client (redis-py-cluster is retired)."""
+
 from __future__ import annotations
 
 import threading

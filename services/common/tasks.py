@@ -5,6 +5,7 @@ partition key (Task.key) keeps a duplicate task (the same msg id) behind the ori
 finds it done, and one app's broadcasts in order; one app's other pushes spread over every
 partition, so a busy app is not held to one dispatcher.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,8 @@ class Task:
     msg_id: int
     app_key: str
     request: PushGrid.PushRequest
-    send_at: int      # ms
-    expires_at: int   # ms; equal to send_at for time_to_live 0
+    send_at: int  # ms
+    expires_at: int  # ms; equal to send_at for time_to_live 0
 
     @property
     def key(self) -> str:
@@ -43,12 +44,17 @@ class Task:
         return self.app_key if self.request.audience.all else str(self.msg_id)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"v": VERSION, "msgId": self.msg_id, "appKey": self.app_key,
-                "request": codec.request_to_dict(self.request), "sendAt": self.send_at,
-                "expiresAt": self.expires_at}
+        return {
+            "v": VERSION,
+            "msgId": self.msg_id,
+            "appKey": self.app_key,
+            "request": codec.request_to_dict(self.request),
+            "sendAt": self.send_at,
+            "expiresAt": self.expires_at,
+        }
 
     @classmethod
-    def from_dict(cls, data: Any) -> "Task":
+    def from_dict(cls, data: Any) -> Task:
         """ValueError for anything that is not a task this release can run."""
         if not isinstance(data, dict):
             raise ValueError("task must be a JSON object")
@@ -64,7 +70,7 @@ class Task:
         return cls(msg_id, app, codec.request_from_dict(data.get("request")), send_at, expires_at)
 
     @classmethod
-    def from_record(cls, record: PushGrid.MessageRecord) -> "Task":
+    def from_record(cls, record: PushGrid.MessageRecord) -> Task:
         return cls(record.msgId, record.appKey, record.request, record.sendAt, record.expiresAt)
 
 
@@ -75,8 +81,9 @@ class TaskPublisher:
     broker is down, and gets going once it is back.
     """
 
-    def __init__(self, settings: KafkaSettings, client_id: str,
-                 timeout: float = limits.KAFKA_ACK_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self, settings: KafkaSettings, client_id: str, timeout: float = limits.KAFKA_ACK_TIMEOUT_SECONDS
+    ) -> None:
         self._settings = settings
         self._client_id = client_id
         self._timeout = timeout

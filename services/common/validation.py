@@ -3,6 +3,7 @@
 Never trust a value a partner or device sends: every servant runs its inputs through these
 before touching storage, so bad input fails before anything is changed.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,7 +57,9 @@ def alias(value: str, field: str = "alias") -> str:
 def tags(values: Sequence[str] | None, field: str = "tags", max_count: int = limits.TAGS_PER_CALL) -> list[str]:
     values = list(values or [])
     if len(values) > max_count:
-        raise PushGrid.LimitExceeded(reason=f"{field}: at most {max_count} tags in one call", limit=field, max=max_count)
+        raise PushGrid.LimitExceeded(
+            reason=f"{field}: at most {max_count} tags in one call", limit=field, max=max_count
+        )
     return list(dict.fromkeys(tag(v, field) for v in values))
 
 
@@ -88,14 +91,21 @@ def audience(aud: PushGrid.Audience) -> PushGrid.Audience:
         registrationIds=list(aud.registrationIds or []),
     )
     if len(clean.aliases) > limits.AUDIENCE_MAX_ALIASES:
-        raise PushGrid.LimitExceeded(reason=f"at most {limits.AUDIENCE_MAX_ALIASES} aliases in one push",
-                                     limit="audience.aliases", max=limits.AUDIENCE_MAX_ALIASES)
+        raise PushGrid.LimitExceeded(
+            reason=f"at most {limits.AUDIENCE_MAX_ALIASES} aliases in one push",
+            limit="audience.aliases",
+            max=limits.AUDIENCE_MAX_ALIASES,
+        )
     if len(clean.registrationIds) > limits.AUDIENCE_MAX_REGIDS:
-        raise PushGrid.LimitExceeded(reason=f"at most {limits.AUDIENCE_MAX_REGIDS} registration ids in one push",
-                                     limit="audience.registrationIds", max=limits.AUDIENCE_MAX_REGIDS)
+        raise PushGrid.LimitExceeded(
+            reason=f"at most {limits.AUDIENCE_MAX_REGIDS} registration ids in one push",
+            limit="audience.registrationIds",
+            max=limits.AUDIENCE_MAX_REGIDS,
+        )
     clean.aliases = list(dict.fromkeys(alias(a, "audience.aliases") for a in clean.aliases))
-    clean.registrationIds = list(dict.fromkeys(registration_id(r, "audience.registrationIds")
-                                               for r in clean.registrationIds))
+    clean.registrationIds = list(
+        dict.fromkeys(registration_id(r, "audience.registrationIds") for r in clean.registrationIds)
+    )
     targeted = clean.tags or clean.tagsAnd or clean.tagsNot or clean.aliases or clean.registrationIds
     if clean.all and targeted:
         raise invalid("audience", "all cannot be combined with tags, aliases or registration ids")
@@ -105,6 +115,7 @@ def audience(aud: PushGrid.Audience) -> PushGrid.Audience:
 
 
 # ---------------------------------------------------------------- push requests
+
 
 def _text(value: str | None, field: str) -> str:
     if value is None:
@@ -149,30 +160,47 @@ def push_request(req: PushGrid.PushRequest) -> PushGrid.PushRequest:
     clean = PushGrid.PushRequest(
         audience=audience(req.audience),
         platforms=platforms(req.platforms),
-        notification=PushGrid.Notification(alert=_text(n.alert, "notification.alert"),
-                                           title=_text(n.title, "notification.title"),
-                                           extras=_extras(n.extras, "notification.extras")),
-        message=PushGrid.Message(content=_text(m.content, "message.content"),
-                                 title=_text(m.title, "message.title"),
-                                 contentType=_text(m.contentType, "message.contentType"),
-                                 extras=_extras(m.extras, "message.extras")),
+        notification=PushGrid.Notification(
+            alert=_text(n.alert, "notification.alert"),
+            title=_text(n.title, "notification.title"),
+            extras=_extras(n.extras, "notification.extras"),
+        ),
+        message=PushGrid.Message(
+            content=_text(m.content, "message.content"),
+            title=_text(m.title, "message.title"),
+            contentType=_text(m.contentType, "message.contentType"),
+            extras=_extras(m.extras, "message.extras"),
+        ),
         options=PushGrid.PushOptions(
             sendno=_int_in(o.sendno, "options.sendno", -(2**31), 2**31 - 1, "sendno must be a 32-bit integer"),
-            timeToLive=_int_in(o.timeToLive, "options.timeToLive", -1, limits.TTL_MAX_SECONDS,
-                               f"time_to_live must be -1 (default) or 0-{limits.TTL_MAX_SECONDS} seconds"),
-            overrideMsgId=_int_in(o.overrideMsgId, "options.overrideMsgId", 0, 2**63 - 1,
-                                  "override_msg_id must be 0 (none) or a msg id"),
-            bigPushDuration=_int_in(o.bigPushDuration, "options.bigPushDuration", 0, limits.BIG_PUSH_MAX_MINUTES,
-                                    f"big_push_duration must be 0-{limits.BIG_PUSH_MAX_MINUTES} minutes"),
+            timeToLive=_int_in(
+                o.timeToLive,
+                "options.timeToLive",
+                -1,
+                limits.TTL_MAX_SECONDS,
+                f"time_to_live must be -1 (default) or 0-{limits.TTL_MAX_SECONDS} seconds",
+            ),
+            overrideMsgId=_int_in(
+                o.overrideMsgId, "options.overrideMsgId", 0, 2**63 - 1, "override_msg_id must be 0 (none) or a msg id"
+            ),
+            bigPushDuration=_int_in(
+                o.bigPushDuration,
+                "options.bigPushDuration",
+                0,
+                limits.BIG_PUSH_MAX_MINUTES,
+                f"big_push_duration must be 0-{limits.BIG_PUSH_MAX_MINUTES} minutes",
+            ),
         ),
     )
     if not clean.notification.alert and not clean.message.content:
         raise invalid("request", "a push needs notification.alert or message.content")
     size = payload_bytes(clean)
     if size > limits.PAYLOAD_MAX_BYTES:
-        raise PushGrid.LimitExceeded(reason=f"notification plus message is {size} bytes as JSON, "
-                                            f"at most {limits.PAYLOAD_MAX_BYTES}",
-                                     limit="payload", max=limits.PAYLOAD_MAX_BYTES)
+        raise PushGrid.LimitExceeded(
+            reason=f"notification plus message is {size} bytes as JSON, at most {limits.PAYLOAD_MAX_BYTES}",
+            limit="payload",
+            max=limits.PAYLOAD_MAX_BYTES,
+        )
     return clean
 
 
@@ -185,6 +213,9 @@ def send_at(value: int, now_ms: int) -> int:
     """A schedule's send time: in the future, and not further ahead than the schedule limit."""
     latest = now_ms + limits.SCHEDULE_MAX_AHEAD_SECONDS * 1000
     if isinstance(value, bool) or not isinstance(value, int) or not now_ms < value <= latest:
-        raise invalid("sendAt", f"sendAt must be in the future and at most "
-                                f"{limits.SCHEDULE_MAX_AHEAD_SECONDS // 86400} days ahead (ms since the epoch)")
+        raise invalid(
+            "sendAt",
+            f"sendAt must be in the future and at most "
+            f"{limits.SCHEDULE_MAX_AHEAD_SECONDS // 86400} days ahead (ms since the epoch)",
+        )
     return value

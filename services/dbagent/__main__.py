@@ -1,4 +1,5 @@
 """The DBAgent server: `python -m services.dbagent --Ice.Config=...` (IceGrid passes the config)."""
+
 from __future__ import annotations
 
 import sys

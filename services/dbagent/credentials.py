@@ -3,6 +3,7 @@
 Only hashes are stored. Every comparison goes through hmac.compare_digest, and a check for an
 unknown app or device compares against a dummy hash so it costs the same as a wrong secret.
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,8 +49,7 @@ def new_registration_id(now_ms: int | None = None) -> str:
 
 
 def _scrypt(secret: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return hashlib.scrypt(secret.encode("utf-8"), salt=salt, n=n, r=r, p=p,
-                          maxmem=_SCRYPT_MAXMEM, dklen=_HASH_BYTES)
+    return hashlib.scrypt(secret.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=_SCRYPT_MAXMEM, dklen=_HASH_BYTES)
 
 
 def hash_secret(secret: str) -> str:

@@ -5,6 +5,7 @@ recorded in schema_migrations. An applied file is never edited: a change is a ne
 written so that it can run again after failing halfway.
 A named lock serializes concurrent runs (several DBAgent hosts upgrading at once).
 """
+
 from __future__ import annotations
 
 import re
@@ -44,10 +45,16 @@ def statements(sql: str) -> list[str]:
 def migrate(settings: MySQLSettings) -> list[str]:
     """Applies the migrations not applied yet to the primary; returns the versions it applied."""
     conn = pymysql.connect(
-        host=settings.host, port=settings.port, user=settings.user, password=settings.password,
-        database=settings.database, charset="utf8mb4", autocommit=True,
+        host=settings.host,
+        port=settings.port,
+        user=settings.user,
+        password=settings.password,
+        database=settings.database,
+        charset="utf8mb4",
+        autocommit=True,
         connect_timeout=settings.connect_timeout,
-        read_timeout=600, write_timeout=60,  # a migration may take minutes, but a hung MySQL not forever
+        read_timeout=600,
+        write_timeout=60,  # a migration may take minutes, but a hung MySQL not forever
     )
     try:
         with conn.cursor() as cur:
@@ -80,7 +87,9 @@ def _apply_pending(cur: pymysql.cursors.Cursor) -> list[str]:
         # fails halfway is not recorded, and its statements are written to run again (IF NOT EXISTS).
         for statement in statements(path.read_text(encoding="utf-8")):
             cur.execute(statement)
-        cur.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
-                    (version, path.name, int(time.time() * 1000)))
+        cur.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
+            (version, path.name, int(time.time() * 1000)),
+        )
         applied.append(version)
     return applied

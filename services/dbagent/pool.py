@@ -3,6 +3,7 @@
 Every wait is bounded: connecting and each read and write by the settings' timeouts, taking a
 connection by acquire_timeout. A dead MySQL therefore costs a caller seconds, never a thread.
 """
+
 from __future__ import annotations
 
 import threading
@@ -36,6 +37,7 @@ def connector(settings: MySQLSettings, host: str, port: int) -> Connector:
     transactions call begin() explicitly. FOUND_ROWS makes UPDATE report the rows it matched,
     not the rows it changed, so setting a value to what it already is still finds the row.
     """
+
     def connect() -> pymysql.connections.Connection:
         return pymysql.connect(
             host=host,
@@ -53,6 +55,7 @@ def connector(settings: MySQLSettings, host: str, port: int) -> Connector:
             # MariaDB aborts a statement the client stopped waiting for, instead of running on
             init_command=f"SET SESSION max_statement_time={settings.query_timeout}",
         )
+
     return connect
 
 

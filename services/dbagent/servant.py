@@ -4,6 +4,7 @@ Where an operation declares InvalidArgument a bad argument is reported as such; 
 a malformed key is reported as what it certainly is not: an unknown app or message, or failed
 authentication. Either way bad input never reaches MySQL.
 """
+
 from __future__ import annotations
 
 import re
@@ -18,10 +19,10 @@ from services.dbagent import credentials
 from services.dbagent.store import Store
 
 # Limits of DBAgent's own columns and calls (the shared ones are in services.common.limits).
-BATCH_KEY_MAX_BYTES = 128                 # stat_batches.batch_key
-REQUEST_MAX_BYTES = 256 * 1024            # a stored request as JSON: payload plus 1000-id audiences
+BATCH_KEY_MAX_BYTES = 128  # stat_batches.batch_key
+REQUEST_MAX_BYTES = 256 * 1024  # a stored request as JSON: payload plus 1000-id audiences
 TOUCH_PER_CALL = limits.RECEIPTS_PER_CALL  # STC batches touches as it batches receipts
-CREDENTIAL_MAX_BYTES = 256                # longer secrets and tokens are wrong without hashing
+CREDENTIAL_MAX_BYTES = 256  # longer secrets and tokens are wrong without hashing
 NEW_MESSAGE_STATES = (PushGrid.MessageState.Scheduled, PushGrid.MessageState.Accepted)
 
 _BATCH_KEY_RE = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces
@@ -37,7 +38,7 @@ def _app_name(name: str | None) -> str:
         raise _invalid("name", "app name must not be empty")
     if len(name.encode("utf-8")) > limits.APP_NAME_MAX_BYTES:
         raise _invalid("name", f"app name is longer than {limits.APP_NAME_MAX_BYTES} bytes")
-    if name != name.strip() or any(ord(c) < 0x20 or ord(c) == 0x7f for c in name):
+    if name != name.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
         raise _invalid("name", "app name may not start or end with spaces or hold control characters")
     return name
 
@@ -131,12 +132,14 @@ class DBAgentI(PushGrid.DBAgent):
 
     # ------------------------------------------------------------ devices
 
-    def registerDevice(self, appKey: str, platform: PushGrid.Platform,
-                       current: Ice.Current = None) -> PushGrid.DeviceCredentials:
+    def registerDevice(
+        self, appKey: str, platform: PushGrid.Platform, current: Ice.Current = None
+    ) -> PushGrid.DeviceCredentials:
         return self._store.register_device(_known_app_key(appKey), _enum(platform, PushGrid.Platform, "platform"))
 
-    def verifyDevice(self, appKey: str, registrationId: str, deviceToken: str,
-                     current: Ice.Current = None) -> PushGrid.DeviceInfo:
+    def verifyDevice(
+        self, appKey: str, registrationId: str, deviceToken: str, current: Ice.Current = None
+    ) -> PushGrid.DeviceInfo:
         try:
             validation.app_key(appKey)
             validation.registration_id(registrationId)
@@ -149,8 +152,9 @@ class DBAgentI(PushGrid.DBAgent):
     def getDevice(self, appKey: str, registrationId: str, current: Ice.Current = None) -> PushGrid.DeviceInfo:
         return self._store.get_device(validation.app_key(appKey), validation.registration_id(registrationId))
 
-    def touchDevices(self, appKey: str, registrationIds: Sequence[str], seenAt: int,
-                     current: Ice.Current = None) -> None:
+    def touchDevices(
+        self, appKey: str, registrationIds: Sequence[str], seenAt: int, current: Ice.Current = None
+    ) -> None:
         app_key = validation.app_key(appKey)
         ids = _count(registrationIds, "registrationIds", TOUCH_PER_CALL)
         ids = list(dict.fromkeys(validation.registration_id(r, "registrationIds") for r in ids))
@@ -172,11 +176,18 @@ class DBAgentI(PushGrid.DBAgent):
     def getMessage(self, appKey: str, msgId: int, current: Ice.Current = None) -> PushGrid.MessageRecord:
         return self._store.get_message(*_message_key(appKey, msgId))
 
-    def transitionMessage(self, appKey: str, msgId: int, _from: PushGrid.MessageState,
-                          to: PushGrid.MessageState, current: Ice.Current = None) -> bool:
+    def transitionMessage(
+        self,
+        appKey: str,
+        msgId: int,
+        _from: PushGrid.MessageState,
+        to: PushGrid.MessageState,
+        current: Ice.Current = None,
+    ) -> bool:
         app_key, msg_id = _message_key(appKey, msgId)
-        return self._store.transition_message(app_key, msg_id, _enum(_from, PushGrid.MessageState, "from"),
-                                              _enum(to, PushGrid.MessageState, "to"))
+        return self._store.transition_message(
+            app_key, msg_id, _enum(_from, PushGrid.MessageState, "from"), _enum(to, PushGrid.MessageState, "to")
+        )
 
     def dueMessages(self, until: int, limit: int, current: Ice.Current = None) -> list[PushGrid.MessageRecord]:
         """limit 0 or less means limits.PAGE_DEFAULT; more than limits.PAGE_MAX means PAGE_MAX."""
@@ -197,8 +208,9 @@ class DBAgentI(PushGrid.DBAgent):
                 raise _invalid(f"delta.{field}", f"delta.{field} must not be negative")
         self._store.record_stats(msg_id, batch_key, delta)
 
-    def recordReceipts(self, appKey: str, msgId: int, registrationIds: Sequence[str],
-                       current: Ice.Current = None) -> int:
+    def recordReceipts(
+        self, appKey: str, msgId: int, registrationIds: Sequence[str], current: Ice.Current = None
+    ) -> int:
         app_key = validation.app_key(appKey)
         msg_id = _positive(msgId, "msgId")
         ids = _count(registrationIds, "registrationIds", limits.RECEIPTS_PER_CALL)

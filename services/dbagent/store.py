@@ -7,6 +7,7 @@ MySQL being down, slow or out of connections is Unavailable(backend="mysql").
 Writes and the reads that must see them at once (authentication, a message just recorded) go to
 the primary; reports and lookups that tolerate replication lag go to read_host.
 """
+
 from __future__ import annotations
 
 import re
@@ -18,16 +19,16 @@ import pymysql
 import pymysql.cursors
 
 from services.common import codec, limits
+from services.common.clock import now_ms
 from services.common.config import MySQLSettings
 from services.common.contract import PushGrid
 from services.dbagent import credentials
 from services.dbagent.pool import Pool, PoolTimeout, connector
-from services.common.clock import now_ms
 
 BACKEND = "mysql"
 ER_DUP_ENTRY = 1062
-CHUNK = 1000          # rows or ids per statement, to keep statements well under max_allowed_packet
-_ID_ATTEMPTS = 3      # random ids that collide (practically never) are drawn again
+CHUNK = 1000  # rows or ids per statement, to keep statements well under max_allowed_packet
+_ID_ATTEMPTS = 3  # random ids that collide (practically never) are drawn again
 
 _STATES = {s.name: s for s in PushGrid.MessageState._enumerators.values()}
 _PLATFORMS = {p.name: p for p in PushGrid.Platform._enumerators.values()}
@@ -39,7 +40,7 @@ _MESSAGE_COLUMNS = "msg_id, app_key, request, state, created_at, send_at, expire
 
 def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
     for start in range(0, len(values), CHUNK):
-        yield values[start:start + CHUNK]
+        yield values[start : start + CHUNK]
 
 
 def _placeholders(count: int) -> str:
@@ -57,22 +58,38 @@ def _duplicate_of(exc: pymysql.IntegrityError, key: str) -> bool:
 
 # ---------------------------------------------------------------- rows to Slice structs
 
+
 def _app(row: dict[str, Any]) -> PushGrid.AppInfo:
-    return PushGrid.AppInfo(appKey=row["app_key"], name=row["name"],
-                            pushQuotaPerMinute=row["push_quota_per_minute"], enabled=bool(row["enabled"]),
-                            createdAt=row["created_at"], secretRotatedAt=row["secret_rotated_at"])
+    return PushGrid.AppInfo(
+        appKey=row["app_key"],
+        name=row["name"],
+        pushQuotaPerMinute=row["push_quota_per_minute"],
+        enabled=bool(row["enabled"]),
+        createdAt=row["created_at"],
+        secretRotatedAt=row["secret_rotated_at"],
+    )
 
 
 def _device(row: dict[str, Any]) -> PushGrid.DeviceInfo:
-    return PushGrid.DeviceInfo(appKey=row["app_key"], registrationId=row["registration_id"],
-                               platform=_PLATFORMS[row["platform"]], createdAt=row["created_at"],
-                               lastSeen=row["last_seen"])
+    return PushGrid.DeviceInfo(
+        appKey=row["app_key"],
+        registrationId=row["registration_id"],
+        platform=_PLATFORMS[row["platform"]],
+        createdAt=row["created_at"],
+        lastSeen=row["last_seen"],
+    )
 
 
 def _message(row: dict[str, Any]) -> PushGrid.MessageRecord:
-    return PushGrid.MessageRecord(msgId=row["msg_id"], appKey=row["app_key"], request=codec.loads(row["request"]),
-                                  state=_STATES[row["state"]], createdAt=row["created_at"],
-                                  sendAt=row["send_at"], expiresAt=row["expires_at"])
+    return PushGrid.MessageRecord(
+        msgId=row["msg_id"],
+        appKey=row["app_key"],
+        request=codec.loads(row["request"]),
+        state=_STATES[row["state"]],
+        createdAt=row["created_at"],
+        sendAt=row["send_at"],
+        expiresAt=row["expires_at"],
+    )
 
 
 def _unknown_app(app_key: str) -> PushGrid.UnknownApp:
@@ -137,7 +154,8 @@ class Store:
                     cur.execute(
                         "INSERT INTO apps (app_key, name, secret_hash, push_quota_per_minute, enabled,"
                         " created_at, secret_rotated_at) VALUES (%s, %s, %s, %s, TRUE, %s, %s)",
-                        (app_key, name, secret_hash, push_quota_per_minute, now, now))
+                        (app_key, name, secret_hash, push_quota_per_minute, now, now),
+                    )
                 return PushGrid.AppCredentials(appKey=app_key, masterSecret=secret)
             except pymysql.IntegrityError as exc:
                 if _duplicate_of(exc, "uq_apps_name"):
@@ -174,16 +192,19 @@ class Store:
         secret = credentials.new_master_secret()
         secret_hash = credentials.hash_secret(secret)
         with self._cursor() as cur:
-            cur.execute("UPDATE apps SET secret_hash = %s, secret_rotated_at = %s WHERE app_key = %s",
-                        (secret_hash, now_ms(), app_key))
+            cur.execute(
+                "UPDATE apps SET secret_hash = %s, secret_rotated_at = %s WHERE app_key = %s",
+                (secret_hash, now_ms(), app_key),
+            )
             if cur.rowcount == 0:
                 raise _unknown_app(app_key)
         return PushGrid.AppCredentials(appKey=app_key, masterSecret=secret)
 
     def set_quota(self, app_key: str, push_quota_per_minute: int) -> None:
         with self._cursor() as cur:
-            cur.execute("UPDATE apps SET push_quota_per_minute = %s WHERE app_key = %s",
-                        (push_quota_per_minute, app_key))
+            cur.execute(
+                "UPDATE apps SET push_quota_per_minute = %s WHERE app_key = %s", (push_quota_per_minute, app_key)
+            )
             if cur.rowcount == 0:
                 raise _unknown_app(app_key)
 
@@ -211,7 +232,8 @@ class Store:
                     cur.execute(
                         "INSERT INTO devices (registration_id, app_key, platform, token_hash, created_at, last_seen)"
                         " VALUES (%s, %s, %s, %s, %s, %s)",
-                        (registration_id, app_key, platform.name, token_hash, now, now))
+                        (registration_id, app_key, platform.name, token_hash, now, now),
+                    )
                     return PushGrid.DeviceCredentials(registrationId=registration_id, deviceToken=token)
                 except pymysql.IntegrityError as exc:
                     if not _duplicate_of(exc, "PRIMARY"):
@@ -226,7 +248,8 @@ class Store:
                 "SELECT d.app_key, d.registration_id, d.platform, d.created_at, d.last_seen, d.token_hash"
                 " FROM devices d JOIN apps a ON a.app_key = d.app_key"
                 " WHERE d.registration_id = %s AND d.app_key = %s AND a.enabled",
-                (registration_id, app_key))
+                (registration_id, app_key),
+            )
             row = cur.fetchone()
         if not credentials.verify_token(device_token, row["token_hash"] if row else None):
             raise PushGrid.AuthenticationFailed(reason="registration id or device token is wrong")
@@ -234,8 +257,10 @@ class Store:
 
     def get_device(self, app_key: str, registration_id: str) -> PushGrid.DeviceInfo:
         with self._cursor(write=False) as cur:
-            cur.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE registration_id = %s AND app_key = %s",
-                        (registration_id, app_key))
+            cur.execute(
+                f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE registration_id = %s AND app_key = %s",
+                (registration_id, app_key),
+            )
             row = cur.fetchone()
         if row is None:
             raise _unknown_device(registration_id)
@@ -248,7 +273,8 @@ class Store:
                 cur.execute(
                     "UPDATE devices SET last_seen = GREATEST(last_seen, %s)"
                     f" WHERE app_key = %s AND registration_id IN ({_placeholders(len(chunk))})",
-                    (seen_at, app_key, *chunk))
+                    (seen_at, app_key, *chunk),
+                )
 
     def unregister_device(self, app_key: str, registration_id: str) -> None:
         with self._cursor() as cur:
@@ -258,8 +284,10 @@ class Store:
 
     def device_count(self, app_key: str) -> int:
         with self._cursor(write=False) as cur:
-            cur.execute("SELECT (SELECT COUNT(*) FROM devices WHERE app_key = %s) AS n FROM apps WHERE app_key = %s",
-                        (app_key, app_key))
+            cur.execute(
+                "SELECT (SELECT COUNT(*) FROM devices WHERE app_key = %s) AS n FROM apps WHERE app_key = %s",
+                (app_key, app_key),
+            )
             row = cur.fetchone()
         if row is None:
             raise _unknown_app(app_key)
@@ -278,28 +306,43 @@ class Store:
             try:
                 cur.execute(
                     f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                    (record.msgId, record.appKey, request_json, record.state.name,
-                     record.createdAt, record.sendAt, record.expiresAt))
+                    (
+                        record.msgId,
+                        record.appKey,
+                        request_json,
+                        record.state.name,
+                        record.createdAt,
+                        record.sendAt,
+                        record.expiresAt,
+                    ),
+                )
             except pymysql.IntegrityError as exc:
                 if _duplicate_of(exc, "PRIMARY"):
-                    raise PushGrid.AlreadyExists(reason=f"msg id {record.msgId} is taken", id=str(record.msgId)) from None
+                    raise PushGrid.AlreadyExists(
+                        reason=f"msg id {record.msgId} is taken", id=str(record.msgId)
+                    ) from None
                 raise
             cur.execute("INSERT INTO message_stats (msg_id) VALUES (%s)", (record.msgId,))
 
     def get_message(self, app_key: str, msg_id: int) -> PushGrid.MessageRecord:
         with self._cursor() as cur:
-            cur.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE msg_id = %s AND app_key = %s", (msg_id, app_key))
+            cur.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE msg_id = %s AND app_key = %s", (msg_id, app_key)
+            )
             row = cur.fetchone()
         if row is None:
             raise _unknown_message(msg_id)
         return _message(row)
 
-    def transition_message(self, app_key: str, msg_id: int, from_state: PushGrid.MessageState,
-                           to_state: PushGrid.MessageState) -> bool:
+    def transition_message(
+        self, app_key: str, msg_id: int, from_state: PushGrid.MessageState, to_state: PushGrid.MessageState
+    ) -> bool:
         """Compare-and-set in one UPDATE: of racing callers exactly one moves the message."""
         with self._cursor() as cur:
-            cur.execute("UPDATE messages SET state = %s WHERE msg_id = %s AND app_key = %s AND state = %s",
-                        (to_state.name, msg_id, app_key, from_state.name))
+            cur.execute(
+                "UPDATE messages SET state = %s WHERE msg_id = %s AND app_key = %s AND state = %s",
+                (to_state.name, msg_id, app_key, from_state.name),
+            )
             if cur.rowcount == 1:
                 return True
             cur.execute("SELECT 1 FROM messages WHERE msg_id = %s AND app_key = %s", (msg_id, app_key))
@@ -313,7 +356,8 @@ class Store:
             cur.execute(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE state = %s AND send_at <= %s"
                 " ORDER BY send_at, msg_id LIMIT %s",
-                (PushGrid.MessageState.Scheduled.name, until, limit))
+                (PushGrid.MessageState.Scheduled.name, until, limit),
+            )
             out, size = [], 0
             for row in cur.fetchall():
                 size += len(row["request"])
@@ -337,14 +381,17 @@ class Store:
         """The stat_batches row and the counters commit together, so a batch counts exactly once."""
         with self._cursor(transaction=True) as cur:
             self._require_message(cur, msg_id)
-            cur.execute("INSERT IGNORE INTO stat_batches (msg_id, batch_key, recorded_at) VALUES (%s, %s, %s)",
-                        (msg_id, batch_key, now_ms()))
+            cur.execute(
+                "INSERT IGNORE INTO stat_batches (msg_id, batch_key, recorded_at) VALUES (%s, %s, %s)",
+                (msg_id, batch_key, now_ms()),
+            )
             if cur.rowcount == 0:
                 return
             cur.execute(
                 "UPDATE message_stats SET targets = targets + %s, sent_online = sent_online + %s,"
                 " stored_offline = stored_offline + %s WHERE msg_id = %s",
-                (delta.targets, delta.sentOnline, delta.storedOffline, msg_id))
+                (delta.targets, delta.sentOnline, delta.storedOffline, msg_id),
+            )
 
     def record_receipts(self, app_key: str, msg_id: int, registration_ids: Sequence[str]) -> int:
         """Adds only the receipts not seen before to received; returns how many that was."""
@@ -355,7 +402,8 @@ class Store:
                 cur.execute(
                     "INSERT IGNORE INTO receipts (msg_id, registration_id) VALUES "
                     + ", ".join(["(%s, %s)"] * len(chunk)),
-                    [value for registration_id in chunk for value in (msg_id, registration_id)])
+                    [value for registration_id in chunk for value in (msg_id, registration_id)],
+                )
                 new += cur.rowcount
             if new:
                 cur.execute("UPDATE message_stats SET received = received + %s WHERE msg_id = %s", (new, msg_id))
@@ -370,9 +418,18 @@ class Store:
                 "SELECT m.msg_id, m.state, s.targets, s.sent_online, s.stored_offline, s.received"
                 " FROM messages m JOIN message_stats s ON s.msg_id = m.msg_id"
                 f" WHERE m.app_key = %s AND m.msg_id IN ({_placeholders(len(msg_ids))})",
-                (app_key, *msg_ids))
+                (app_key, *msg_ids),
+            )
             rows = {row["msg_id"]: row for row in cur.fetchall()}
-        return [PushGrid.MessageStats(msgId=m, targets=rows[m]["targets"], sentOnline=rows[m]["sent_online"],
-                                      storedOffline=rows[m]["stored_offline"], received=rows[m]["received"],
-                                      state=_STATES[rows[m]["state"]])
-                for m in msg_ids if m in rows]
+        return [
+            PushGrid.MessageStats(
+                msgId=m,
+                targets=rows[m]["targets"],
+                sentOnline=rows[m]["sent_online"],
+                storedOffline=rows[m]["stored_offline"],
+                received=rows[m]["received"],
+                state=_STATES[rows[m]["state"]],
+            )
+            for m in msg_ids
+            if m in rows
+        ]

@@ -3,6 +3,7 @@
 Three loops in one process: the tasks consumer, the scheduler and the receipts consumer. If one
 of them dies the process shuts down and IceGrid (activation="always") starts it again.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,6 +36,7 @@ def _guarded(name: str, loop: Callable[[], None], communicator: Ice.Communicator
         except Exception:  # noqa: BLE001 - any crash: log it and let IceGrid restart the process
             log.exception("%s loop died; shutting down", name)
             communicator.shutdown()
+
     return threading.Thread(target=run, name=name)
 
 
@@ -49,21 +51,47 @@ def main() -> int:
         db = ice.dbagent(communicator).ice_invocationTimeout(10_000)
         tagalias = ice.tagalias(communicator).ice_invocationTimeout(30_000)
         delivery = Delivery(mailbox, lambda stc_id: ice.stc(communicator, stc_id), lambda: ice.all_stcs(communicator))
-        runner = TaskRunner(db, tagalias, mailbox, delivery,
-                            page_size=props.getPropertyAsIntWithDefault("PushGrid.Dispatcher.PageSize", limits.DISPATCH_PAGE),
-                            owner=name)
+        runner = TaskRunner(
+            db,
+            tagalias,
+            mailbox,
+            delivery,
+            page_size=props.getPropertyAsIntWithDefault("PushGrid.Dispatcher.PageSize", limits.DISPATCH_PAGE),
+            owner=name,
+        )
         publisher = TaskPublisher(settings, client_id=f"{name}-scheduler")
         stop = threading.Event()
         loops = [
-            _guarded("tasks", worker.TaskWorker(
-                lambda listener: kafka.consumer(settings, worker.GROUP, settings.tasks_topic, name,
-                                                listener=listener, max_poll_records=1,
-                                                fetch_max_wait_ms=TASK_FETCH_WAIT_MS), runner, stop,
-                report=lambda partitions: mailbox.report_partitions(name, partitions)).run, communicator),
+            _guarded(
+                "tasks",
+                worker.TaskWorker(
+                    lambda listener: kafka.consumer(
+                        settings,
+                        worker.GROUP,
+                        settings.tasks_topic,
+                        name,
+                        listener=listener,
+                        max_poll_records=1,
+                        fetch_max_wait_ms=TASK_FETCH_WAIT_MS,
+                    ),
+                    runner,
+                    stop,
+                    report=lambda partitions: mailbox.report_partitions(name, partitions),
+                ).run,
+                communicator,
+            ),
             _guarded("scheduler", Scheduler(db, publisher, stop).run, communicator),
-            _guarded("receipts", receipts.ReceiptsWorker(
-                lambda: kafka.consumer(settings, receipts.GROUP, settings.receipts_topic, f"{name}-receipts",
-                                       max_poll_records=500), db, stop).run, communicator),
+            _guarded(
+                "receipts",
+                receipts.ReceiptsWorker(
+                    lambda: kafka.consumer(
+                        settings, receipts.GROUP, settings.receipts_topic, f"{name}-receipts", max_poll_records=500
+                    ),
+                    db,
+                    stop,
+                ).run,
+                communicator,
+            ),
         ]
         for thread in loops:
             thread.start()

@@ -4,6 +4,7 @@ An STC that does not answer (dead process, stale presence) only means its device
 online now: targeted messages wait in their queues and broadcasts in the app's log, and devices
 get them when they reconnect.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,8 +28,10 @@ def _start(call: Callable[[], Ice.Future]) -> Callable[[], object]:
     try:
         future = call()
     except Ice.Exception as exc:
+
         def fail(exc: Ice.Exception = exc) -> object:
             raise exc
+
         return fail
     return future.result
 
@@ -36,8 +39,9 @@ def _start(call: Callable[[], Ice.Future]) -> Callable[[], object]:
 class Delivery:
     """Presence lookups and STC calls; several STC processes are called at once."""
 
-    def __init__(self, mailbox: Mailbox, stc: Callable[[str], PushGrid.STCPrx],
-                 all_stcs: Callable[[], list[PushGrid.STCPrx]]) -> None:
+    def __init__(
+        self, mailbox: Mailbox, stc: Callable[[str], PushGrid.STCPrx], all_stcs: Callable[[], list[PushGrid.STCPrx]]
+    ) -> None:
         self._mailbox = mailbox
         self._stc = stc
         self._all_stcs = all_stcs
@@ -52,8 +56,8 @@ class Delivery:
         for stc_id, held in by_stc.items():
             prx = self._proxy(stc_id)
             for i in range(0, len(held), limits.DELIVER_BATCH):
-                batch = held[i:i + limits.DELIVER_BATCH]
-                calls.append((stc_id, batch, _start(lambda: prx.deliverAsync(env, batch))))
+                batch = held[i : i + limits.DELIVER_BATCH]
+                calls.append((stc_id, batch, _start(lambda prx=prx, batch=batch: prx.deliverAsync(env, batch))))
         sent = 0
         for stc_id, batch, future in calls:
             try:
@@ -70,8 +74,10 @@ class Delivery:
             log.warning("no STC list for broadcast %d: %s", env.msgId, exc)
             return 0
         timeout = spread_ms + BROADCAST_GRACE_MS
-        calls = [(p, _start(lambda p=p: p.ice_invocationTimeout(timeout).broadcastAsync(env, list(platforms), spread_ms)))
-                 for p in stcs]
+        calls = [
+            (p, _start(lambda p=p: p.ice_invocationTimeout(timeout).broadcastAsync(env, list(platforms), spread_ms)))
+            for p in stcs
+        ]
         sent = 0
         for prx, future in calls:
             try:

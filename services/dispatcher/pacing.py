@@ -5,6 +5,7 @@ Each page goes out when its share of the estimated audience begins: the page tha
 from sizes known before resolving (see estimate_targets); if the audience turns out larger, the
 pages past the estimate go out at the end of the duration, if smaller, the push ends early.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -19,8 +20,9 @@ def due_at(started: int, duration_ms: int, sent: int, estimate: int) -> int:
     return started + duration_ms * min(sent, estimate) // estimate
 
 
-def estimate_targets(audience: PushGrid.Audience, tag_sizes: Sequence[int], and_sizes: Sequence[int],
-                     device_count: int) -> int:
+def estimate_targets(
+    audience: PushGrid.Audience, tag_sizes: Sequence[int], and_sizes: Sequence[int], device_count: int
+) -> int:
     """An upper-bound guess of a targeted audience's size (at least 1).
 
     Named devices count one per registration id and alias; otherwise the union of tags counts as

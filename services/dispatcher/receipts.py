@@ -2,8 +2,10 @@
 
 Records look like {"acks": [[msg_id, app_key, registration_id], ...]}. A batch of records is
 grouped by msg id, recorded (DBAgent counts each receipt once, so a replayed batch adds nothing)
-and only then committed; DBAgent checks the message is the acking app's. Unknown msg ids and malformed entries are skipped, never fatal.
+and only then committed; DBAgent checks the message is the acking app's. Unknown msg ids and
+malformed entries are skipped, never fatal.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,7 +55,7 @@ def record(db: PushGrid.DBAgentPrx, groups: dict[tuple[str, int], list[str]]) ->
     for (app, msg_id), rids in groups.items():
         for i in range(0, len(rids), limits.RECEIPTS_PER_CALL):
             try:
-                new += db.recordReceipts(app, msg_id, rids[i:i + limits.RECEIPTS_PER_CALL])
+                new += db.recordReceipts(app, msg_id, rids[i : i + limits.RECEIPTS_PER_CALL])
             except (PushGrid.UnknownMessage, PushGrid.InvalidArgument) as exc:
                 log.info("receipts of message %d skipped: %s", msg_id, exc.reason)
                 break

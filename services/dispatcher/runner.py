@@ -5,6 +5,7 @@ anywhere (worker killed, partition moved) is finished by the next owner with not
 nothing counted twice: stats batches are keyed by page number, queues are sets, devices dedupe
 by msg id.
 """
+
 from __future__ import annotations
 
 import logging
@@ -12,6 +13,7 @@ import threading
 from collections.abc import Callable
 
 from services.common import frames, limits, validation
+from services.common.clock import now_ms
 from services.common.contract import PushGrid
 from services.common.mailbox import Mailbox, Stored
 from services.common.overrides import supersede
@@ -19,7 +21,6 @@ from services.common.tasks import Task
 from services.dispatcher import pacing
 from services.dispatcher.checkpoint import Checkpoint
 from services.dispatcher.delivery import Delivery
-from services.common.clock import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,16 @@ def _page_key(page: int) -> str:
 class TaskRunner:
     """Runs tasks; the collaborators are the services' proxies, so unit tests pass fakes."""
 
-    def __init__(self, db: PushGrid.DBAgentPrx, tagalias: PushGrid.TagAliasPrx, mailbox: Mailbox,
-                 delivery: Delivery, clock: Callable[[], int] = now_ms, page_size: int = limits.DISPATCH_PAGE,
-                 owner: str = "") -> None:
+    def __init__(
+        self,
+        db: PushGrid.DBAgentPrx,
+        tagalias: PushGrid.TagAliasPrx,
+        mailbox: Mailbox,
+        delivery: Delivery,
+        clock: Callable[[], int] = now_ms,
+        page_size: int = limits.DISPATCH_PAGE,
+        owner: str = "",
+    ) -> None:
         """owner (the dispatcher's id) is written into each checkpoint, so operators and tests can
         tell which worker runs a task."""
         self._db = db
@@ -70,8 +78,9 @@ class TaskRunner:
         req = task.request
         ttl = validation.ttl_seconds(req.options)
         frame = frames.message_frame(task.msg_id, req)
-        stored = Stored(task.msg_id, frame, frames.platform_names(req.platforms), task.expires_at,
-                        req.options.overrideMsgId)
+        stored = Stored(
+            task.msg_id, frame, frames.platform_names(req.platforms), task.expires_at, req.options.overrideMsgId
+        )
         if ttl > 0:
             self._mailbox.store(stored)
         old = req.options.overrideMsgId
@@ -135,10 +144,15 @@ class TaskRunner:
 
     def _envelope(self, task: Task, stored: Stored, ttl: int, spread_ms: int) -> PushGrid.Envelope:
         """STC sends no later than expiresAt; an online-only message gets a short grace instead."""
-        expires = task.expires_at if ttl > 0 else \
-            self._clock() + spread_ms + limits.ONLINE_ONLY_GRACE_SECONDS * 1000
-        return PushGrid.Envelope(msgId=task.msg_id, appKey=task.app_key, broadcast=task.request.audience.all,
-                                 expiresAt=expires, overrideMsgId=stored.override_msg_id, body=stored.frame)
+        expires = task.expires_at if ttl > 0 else self._clock() + spread_ms + limits.ONLINE_ONLY_GRACE_SECONDS * 1000
+        return PushGrid.Envelope(
+            msgId=task.msg_id,
+            appKey=task.app_key,
+            broadcast=task.request.audience.all,
+            expiresAt=expires,
+            overrideMsgId=stored.override_msg_id,
+            body=stored.frame,
+        )
 
     def _broadcast(self, task: Task, stored: Stored, ttl: int) -> None:
         """One log entry for replay, one call per STC process; targets are all the app's devices
@@ -149,8 +163,11 @@ class TaskRunner:
         sent = self._delivery.broadcast(self._envelope(task, stored, ttl, spread_ms), task.request.platforms, spread_ms)
         targets = self._db.deviceCount(task.app_key)
         offline = max(targets - sent, 0) if ttl > 0 else 0
-        self._db.recordStats(task.msg_id, BROADCAST_BATCH_KEY,
-                             PushGrid.StatsDelta(targets=targets, sentOnline=sent, storedOffline=offline))
+        self._db.recordStats(
+            task.msg_id,
+            BROADCAST_BATCH_KEY,
+            PushGrid.StatsDelta(targets=targets, sentOnline=sent, storedOffline=offline),
+        )
 
     def _targeted(self, task: Task, stored: Stored, ttl: int, cp: Checkpoint, stop: threading.Event) -> str:
         """Resolves and sends page by page from the checkpoint; "" when every page is sent."""
@@ -174,8 +191,13 @@ class TaskRunner:
                 if ttl > 0:
                     self._mailbox.enqueue(stored, rids)
                 sent = self._delivery.deliver(self._envelope(task, stored, ttl, 0), rids)
-                self._db.recordStats(task.msg_id, _page_key(cp.page), PushGrid.StatsDelta(
-                    targets=len(rids), sentOnline=sent, storedOffline=len(rids) - sent if ttl > 0 else 0))
+                self._db.recordStats(
+                    task.msg_id,
+                    _page_key(cp.page),
+                    PushGrid.StatsDelta(
+                        targets=len(rids), sentOnline=sent, storedOffline=len(rids) - sent if ttl > 0 else 0
+                    ),
+                )
             cp = cp.after_page(page.cursor, len(rids), page.done)
             self._save(task, cp)
         return ""

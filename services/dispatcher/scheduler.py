@@ -5,6 +5,7 @@ still Scheduled and is published again (a duplicate task finds it done and is sk
 other order could lose it. Every dispatcher runs this loop; the duplicates that causes are
 skipped the same way.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,9 +15,9 @@ from collections.abc import Callable
 import Ice
 
 from services.common import limits
+from services.common.clock import now_ms
 from services.common.contract import PushGrid
 from services.common.tasks import Task, TaskPublisher
-from services.common.clock import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,13 @@ INTERVAL_SECONDS = 1.0
 
 
 class Scheduler:
-    def __init__(self, db: PushGrid.DBAgentPrx, publisher: TaskPublisher, stop: threading.Event,
-                 clock: Callable[[], int] = now_ms) -> None:
+    def __init__(
+        self,
+        db: PushGrid.DBAgentPrx,
+        publisher: TaskPublisher,
+        stop: threading.Event,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
         self._db = db
         self._publisher = publisher
         self._stop = stop

@@ -5,6 +5,7 @@ keeps polling, so the group keeps it as a member without handing it more records
 takes the task's partition away, the task is stopped at its next page boundary and not
 committed: the partition's new owner resumes it from the checkpoint.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 GROUP = "pushgrid-dispatchers"
 POLL_MS = 500
 BUSY_POLL_MS = 200
-REVOKE_WAIT_SECONDS = 30    # how long a rebalance waits for the running task to reach a page boundary
+REVOKE_WAIT_SECONDS = 30  # how long a rebalance waits for the running task to reach a page boundary
 BACKOFF_SECONDS = (1, 2, 5, 10, 30)
 # A task failing with these can never succeed: it is logged and committed, not retried.
 PERMANENT = (PushGrid.UnknownMessage, PushGrid.UnknownApp, PushGrid.InvalidArgument, PushGrid.LimitExceeded)
@@ -40,11 +41,11 @@ class _Running:
     offset: int
     future: Future
     stop: threading.Event
-    lost: bool = False       # its partition was revoked: do not commit
+    lost: bool = False  # its partition was revoked: do not commit
 
 
 class _Listener(ConsumerRebalanceListener):
-    def __init__(self, worker: "TaskWorker") -> None:
+    def __init__(self, worker: TaskWorker) -> None:
         self._worker = worker
 
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -57,8 +58,13 @@ class _Listener(ConsumerRebalanceListener):
 class TaskWorker:
     """Consumes the tasks topic as a member of GROUP until stop is set."""
 
-    def __init__(self, connect: Callable[[ConsumerRebalanceListener], KafkaConsumer], runner: TaskRunner,
-                 stop: threading.Event, report: Callable[[list[int]], None] = lambda partitions: None) -> None:
+    def __init__(
+        self,
+        connect: Callable[[ConsumerRebalanceListener], KafkaConsumer],
+        runner: TaskRunner,
+        stop: threading.Event,
+        report: Callable[[list[int]], None] = lambda partitions: None,
+    ) -> None:
         self._connect = connect
         self._report = report  # tells operators (and `pushgrid up`) which partitions this worker owns
         self._runner = runner

@@ -1,4 +1,5 @@
 """The Push server: `python -m services.push --Ice.Config=...` (IceGrid passes the config)."""
+
 from __future__ import annotations
 
 import logging
@@ -22,8 +23,9 @@ def main() -> int:
         worker = props.getPropertyAsInt("PushGrid.Push.WorkerId")
         publisher = TaskPublisher(KafkaSettings.from_properties(props), client_id=f"push-{worker}")
         quota = Quota(lambda: redis_client.cluster(RedisSettings.from_properties(props)))
-        servant = PushServiceI(ice.dbagent(communicator).ice_invocationTimeout(10000), publisher,
-                               MsgIdGenerator(worker=worker), quota)
+        servant = PushServiceI(
+            ice.dbagent(communicator).ice_invocationTimeout(10000), publisher, MsgIdGenerator(worker=worker), quota
+        )
         try:
             ice.serve(communicator, "Push", servant)
         finally:

@@ -3,6 +3,7 @@
 A fixed one-minute window per app in Redis: one INCR per call. If Redis does not answer the
 quota is not enforced for that call: a partner's push is worth more than an exact count.
 """
+
 from __future__ import annotations
 
 import logging
@@ -12,9 +13,9 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
 from services.common import limits
-from services.common.redis_client import Lazy
 from services.common.clock import now_ms
 from services.common.contract import PushGrid
+from services.common.redis_client import Lazy
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,7 @@ def _key(app_key: str, window: int) -> str:
 class Quota:
     """take() counts one push of an app and raises RateLimited past the app's quota."""
 
-    def __init__(self, connect: Callable[[], RedisCluster],
-                 clock: Callable[[], int] = now_ms) -> None:
+    def __init__(self, connect: Callable[[], RedisCluster], clock: Callable[[], int] = now_ms) -> None:
         self._client = Lazy(connect)
         self._clock = clock
 

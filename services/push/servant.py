@@ -5,6 +5,7 @@ rely on exists. If the broker does not take the task the message is moved to Can
 never sent and never will be: a dispatcher skips a Cancelled message even if the task reached
 the broker after all) and the partner gets Unavailable("kafka") and may push again.
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,13 +14,13 @@ from collections.abc import Callable, Sequence
 import Ice
 
 from services.common import validation
-from services.common.ice import backend
+from services.common.clock import now_ms
 from services.common.contract import PushGrid
+from services.common.ice import backend
 from services.common.msgid import MsgIdGenerator
 from services.common.overrides import supersede
 from services.common.tasks import Task, TaskPublisher
 from services.push.quota import Quota
-from services.common.clock import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,14 @@ RECORD_ATTEMPTS = 3  # fresh msg ids to try if one is taken (a restart after the
 class PushServiceI(PushGrid.PushService):
     """PushGrid::PushService over DBAgent and the tasks topic."""
 
-    def __init__(self, db: PushGrid.DBAgentPrx, publisher: TaskPublisher, ids: MsgIdGenerator,
-                 quota: Quota | None = None, clock: Callable[[], int] = now_ms) -> None:
+    def __init__(
+        self,
+        db: PushGrid.DBAgentPrx,
+        publisher: TaskPublisher,
+        ids: MsgIdGenerator,
+        quota: Quota | None = None,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
         self._db = db
         self._publisher = publisher
         self._ids = ids
@@ -52,8 +59,9 @@ class PushServiceI(PushGrid.PushService):
     def validate(self, appKey: str, request: PushGrid.PushRequest, current: Ice.Current = None) -> None:
         self._check(appKey, request)
 
-    def schedule(self, appKey: str, request: PushGrid.PushRequest, sendAt: int,
-                 current: Ice.Current = None) -> PushGrid.PushResult:
+    def schedule(
+        self, appKey: str, request: PushGrid.PushRequest, sendAt: int, current: Ice.Current = None
+    ) -> PushGrid.PushResult:
         """Records the message as Scheduled; the dispatchers' scheduler publishes it when due, and
         an override takes effect then (the dispatcher marks the old message)."""
         validation.app_key(appKey)
@@ -69,8 +77,9 @@ class PushServiceI(PushGrid.PushService):
             if self._db.transitionMessage(appKey, msgId, S.Scheduled, S.Cancelled):
                 return
             state = self._db.getMessage(appKey, msgId).state
-        raise PushGrid.InvalidState(reason=f"message {msgId} is {state.name}; only a Scheduled message "
-                                           "can be cancelled", msgId=msgId)
+        raise PushGrid.InvalidState(
+            reason=f"message {msgId} is {state.name}; only a Scheduled message can be cancelled", msgId=msgId
+        )
 
     def report(self, appKey: str, msgIds: Sequence[int], current: Ice.Current = None) -> list[PushGrid.MessageStats]:
         validation.app_key(appKey)
@@ -92,20 +101,29 @@ class PushServiceI(PushGrid.PushService):
                 try:
                     self._db.getMessage(app_key, old)
                 except PushGrid.UnknownMessage:
-                    raise validation.invalid("options.overrideMsgId",
-                                             f"override_msg_id {old} is not a message of this app") from None
+                    raise validation.invalid(
+                        "options.overrideMsgId", f"override_msg_id {old} is not a message of this app"
+                    ) from None
         return clean, app
 
     def _take_quota(self, app: PushGrid.AppInfo) -> None:
         if self._quota is not None:
             self._quota.take(app)
 
-    def _record(self, app_key: str, request: PushGrid.PushRequest, state: PushGrid.MessageState,
-                now: int, send_at: int) -> PushGrid.MessageRecord:
+    def _record(
+        self, app_key: str, request: PushGrid.PushRequest, state: PushGrid.MessageState, now: int, send_at: int
+    ) -> PushGrid.MessageRecord:
         expires_at = send_at + validation.ttl_seconds(request.options) * 1000
         for attempt in range(RECORD_ATTEMPTS):
-            record = PushGrid.MessageRecord(msgId=self._ids.next(), appKey=app_key, request=request, state=state,
-                                            createdAt=now, sendAt=send_at, expiresAt=expires_at)
+            record = PushGrid.MessageRecord(
+                msgId=self._ids.next(),
+                appKey=app_key,
+                request=request,
+                state=state,
+                createdAt=now,
+                sendAt=send_at,
+                expiresAt=expires_at,
+            )
             try:
                 with backend("dbagent"):
                     self._db.recordMessage(record)

@@ -5,6 +5,7 @@ serves Ice until the node's Process facet or SIGTERM shuts the communicator down
 are closed with 1012 so they reconnect to another STC process at once, presence is cleared and
 acks and receipts are flushed.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +23,7 @@ from services.common.redis_client import cluster
 from services.stc.directory import IceDirectory
 from services.stc.engine import Engine, Settings
 from services.stc.receipts import KafkaReceipts
-from services.stc.servant import Identity, STCI
+from services.stc.servant import STCI, Identity
 from services.stc.transport import Transport
 
 
@@ -55,15 +56,23 @@ def main() -> int:
         thread = threading.Thread(target=loop.run_forever, name="stc-loop", daemon=True)
         thread.start()
         receipts = KafkaReceipts(KafkaSettings.from_properties(props), me.stc_id)
-        engine = Engine(Settings(stc_id=me.stc_id), IceDirectory(dbagent(communicator), tagalias(communicator)),
-                        Mailbox(cluster(RedisSettings.from_properties(props))), receipts)
+        engine = Engine(
+            Settings(stc_id=me.stc_id),
+            IceDirectory(dbagent(communicator), tagalias(communicator)),
+            Mailbox(cluster(RedisSettings.from_properties(props))),
+            receipts,
+        )
         transport = Transport(engine, me.device_host, me.device_port)
         asyncio.run_coroutine_threadsafe(_start(engine, transport), loop).result()
         watcher = asyncio.run_coroutine_threadsafe(_watch_shutdown(communicator, engine), loop)
         logging.info("%s: devices on ws://%s:%d/v1/device", me.stc_id, me.device_host, me.device_port)
         try:
-            serve(communicator, "STC", STCI(engine, loop, Identity(
-                me.stc_id, me.node, f"ws://{me.device_host}:{me.device_port}/")), identity=me.stc_id)
+            serve(
+                communicator,
+                "STC",
+                STCI(engine, loop, Identity(me.stc_id, me.node, f"ws://{me.device_host}:{me.device_port}/")),
+                identity=me.stc_id,
+            )
         finally:
             watcher.cancel()
             asyncio.run_coroutine_threadsafe(_stop(engine, transport), loop).result(timeout=30)

@@ -3,6 +3,7 @@
 Slice errors become the close codes of PROTOCOL.md here, so the engine never sees an Ice type:
 an unknown app or wrong credentials close with 4001, an unavailable backend with 4011.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -8,6 +8,7 @@ in batches by one background loop; presence refreshes and last-seen touches by a
 
 All methods run on the engine's event loop; the transport and the Ice servant call them there.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -19,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from services.common import limits, msgid
+from services.common.clock import now_ms
 from services.common.mailbox import Stored
 from services.stc import protocol
 from services.stc.protocol import Close
-from services.common.clock import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- what the engine talks to
+
 
 class Conn(Protocol):
     """One device connection as the transport gives it to the engine."""
@@ -47,8 +49,8 @@ class Device:
 
     app_key: str
     registration_id: str
-    platform: str      # "android", "ios" or "web"
-    created_at: int    # ms
+    platform: str  # "android", "ios" or "web"
+    created_at: int  # ms
 
 
 class Directory(Protocol):
@@ -82,6 +84,7 @@ class Mailbox(Protocol):
 
 # ---------------------------------------------------------------- sessions
 
+
 @dataclass(eq=False)
 class Session:
     """A device that said hello on a connection here; sent maps msg id -> is a broadcast."""
@@ -112,14 +115,15 @@ class Settings:
     stc_id: str
     heartbeat: int = limits.HEARTBEAT_SECONDS
     presence_ttl: int = limits.PRESENCE_TTL_SECONDS
-    flush_seconds: float = 0.2          # acks, receipts and presence clears go out this often
-    flush_size: int = 500               # ... or as soon as this many acks wait
+    flush_seconds: float = 0.2  # acks, receipts and presence clears go out this often
+    flush_size: int = 500  # ... or as soon as this many acks wait
     refresh_seconds: float = limits.PRESENCE_TTL_SECONDS / 3
-    touch_every: int = 10               # connected devices are touched every this many refreshes
+    touch_every: int = 10  # connected devices are touched every this many refreshes
 
 
-def replay_order(queued: Sequence[int], broadcasts: Sequence[int], stored: Mapping[int, Stored],
-                 platform: str, now: int) -> list[tuple[Stored, bool]]:
+def replay_order(
+    queued: Sequence[int], broadcasts: Sequence[int], stored: Mapping[int, Stored], platform: str, now: int
+) -> list[tuple[Stored, bool]]:
     """What a device gets after its welcome: queued messages oldest first, then broadcasts oldest
     first; each (message, is broadcast). Forgotten, expired and other-platform messages are left out."""
     out = []
@@ -134,14 +138,21 @@ def replay_order(queued: Sequence[int], broadcasts: Sequence[int], stored: Mappi
 
 def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 class Engine:
     """The sessions of one STC process and everything that happens to them."""
 
-    def __init__(self, settings: Settings, directory: Directory, mailbox: Mailbox, receipts: Receipts,
-                 executor: Executor | None = None, clock: Callable[[], int] = now_ms) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        directory: Directory,
+        mailbox: Mailbox,
+        receipts: Receipts,
+        executor: Executor | None = None,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
         self.settings = settings
         self._directory = directory
         self._mailbox = mailbox
@@ -183,8 +194,9 @@ class Engine:
     async def hello(self, conn: Conn, hello: protocol.Hello) -> Session:
         """Verifies the device, takes over an older connection of it, marks it online, welcomes it."""
         device = await self._call(self._directory.verify, hello.app_key, hello.registration_id, hello.device_token)
-        await self._call(self._mailbox.set_online, [device.registration_id], self.settings.stc_id,
-                         self.settings.presence_ttl)
+        await self._call(
+            self._mailbox.set_online, [device.registration_id], self.settings.stc_id, self.settings.presence_ttl
+        )
         old = self._sessions.get(device.registration_id)
         if old is not None:
             self._drop(old)
@@ -271,16 +283,18 @@ class Engine:
         out = []
         for rid in dict.fromkeys(rids):
             session = self._sessions.get(rid)
-            if session is not None and session.app == env.appKey and \
-                    self._send(session, env.body, env.msgId, env.broadcast):
+            if (
+                session is not None
+                and session.app == env.appKey
+                and self._send(session, env.body, env.msgId, env.broadcast)
+            ):
                 out.append(rid)
         return out
 
     async def broadcast(self, env: Any, platforms: Iterable[str], spread_ms: int) -> int:
         """Sends env to every device of its app here (of platforms; empty: all), evenly over spread_ms."""
         wanted = set(platforms)
-        targets = [s for s in self._by_app.get(env.appKey, {}).values()
-                   if not wanted or s.device.platform in wanted]
+        targets = [s for s in self._by_app.get(env.appKey, {}).values() if not wanted or s.device.platform in wanted]
         loop = asyncio.get_running_loop()
         start, spread, n = loop.time(), max(spread_ms, 0) / 1000.0, len(targets)
         sent = 0

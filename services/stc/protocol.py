@@ -5,6 +5,7 @@ PROTOCOL.md names; the builders make what STC sends (the "msg" frame itself is b
 message by the dispatcher: services.common.frames). Nothing a device sends is trusted: every
 field is type-checked here before anything else sees it.
 """
+
 from __future__ import annotations
 
 import json
@@ -76,6 +77,7 @@ class InternalError(DeviceError):
 
 # ---------------------------------------------------------------- frames a device sends
 
+
 @dataclass(frozen=True)
 class Register:
     app_key: str
@@ -138,8 +140,12 @@ def parse(text: str) -> Frame:
     if op == "ping":
         return Ping()
     if op == "hello":
-        return Hello(_str(obj, "app_key"), _str(obj, "registration_id"), _str(obj, "device_token"),
-                     _str(obj, "sdk", required=False))
+        return Hello(
+            _str(obj, "app_key"),
+            _str(obj, "registration_id"),
+            _str(obj, "device_token"),
+            _str(obj, "sdk", required=False),
+        )
     if op == "register":
         platform = _str(obj, "platform")
         if platform not in PLATFORMS:

@@ -1,5 +1,6 @@
 """Device receipts to Kafka: records {"acks": [[msg_id, app_key, registration_id], ...]} keyed by
 app key, so one app's receipts stay in order on one partition for the statistics consumer."""
+
 from __future__ import annotations
 
 import logging
@@ -30,7 +31,8 @@ class KafkaReceipts:
     def publish(self, app_key: str, acks: list[list[Any]]) -> None:
         """Hands one record to the producer, which sends it in the background."""
         self._get().send(self._settings.receipts_topic, key=app_key, value={"acks": acks}).add_errback(
-            lambda exc: log.warning("lost a receipts record of %d acks: %s", len(acks), exc))
+            lambda exc: log.warning("lost a receipts record of %d acks: %s", len(acks), exc)
+        )
 
     def flush(self) -> None:
         if self._producer is not None:

@@ -5,6 +5,7 @@ its future (Ice's AMD), so no dispatch thread waits while a broadcast is spread 
 Every call is bounded: a delivery that has not finished in DELIVER_TIMEOUT_SECONDS (a broadcast:
 its spread plus that) fails instead of hanging the dispatcher.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -67,13 +68,15 @@ class STCI(PushGrid.STC):
             validation.registration_id(rid, "registrationIds")
         return self._run(self._engine.deliver(env, rids))
 
-    def broadcast(self, env: PushGrid.Envelope, platforms: list[PushGrid.Platform], spreadMs: int,
-                  current: Any = None) -> Future:
+    def broadcast(
+        self, env: PushGrid.Envelope, platforms: list[PushGrid.Platform], spreadMs: int, current: Any = None
+    ) -> Future:
         env = _envelope(env)
         if not 0 <= spreadMs <= limits.BIG_PUSH_MAX_MINUTES * 60_000:
             raise validation.invalid("spreadMs", f"spread must be 0-{limits.BIG_PUSH_MAX_MINUTES} minutes in ms")
-        return self._run(self._engine.broadcast(env, _platforms(platforms), spreadMs),
-                         DELIVER_TIMEOUT_SECONDS + spreadMs / 1000)
+        return self._run(
+            self._engine.broadcast(env, _platforms(platforms), spreadMs), DELIVER_TIMEOUT_SECONDS + spreadMs / 1000
+        )
 
     def onlineCount(self, appKey: str, current: Any = None) -> Future:
         return self._run(self._count(appKey or ""))
@@ -85,6 +88,9 @@ class STCI(PushGrid.STC):
         return self._engine.online_count(app_key)
 
     async def _info(self) -> PushGrid.STCInfo:
-        return PushGrid.STCInfo(id=self._identity.stc_id, node=self._identity.node,
-                                deviceEndpoint=self._identity.device_endpoint,
-                                connections=self._engine.connections)
+        return PushGrid.STCInfo(
+            id=self._identity.stc_id,
+            node=self._identity.node,
+            deviceEndpoint=self._identity.device_endpoint,
+            connections=self._engine.connections,
+        )

@@ -5,6 +5,7 @@ limit, close codes of PROTOCOL.md) and a writer (Link: a bounded outbox, so the 
 waits on a device and a device that stops reading is closed instead of holding memory). Several
 STC processes bind the same port (SO_REUSEPORT); the kernel spreads new connections over them.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -27,8 +28,9 @@ from services.stc.protocol import Close, DeviceError
 log = logging.getLogger(__name__)
 
 DEVICE_PATH = "/v1/device"
-WEB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                       "tools", "device", "web")
+WEB_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools", "device", "web"
+)
 WEB_FILES = {  # path -> (file in WEB_DIR, content type)
     "/": ("index.html", "text/html; charset=utf-8"),
     "/device.html": ("index.html", "text/html; charset=utf-8"),
@@ -207,17 +209,24 @@ class Transport:
         self._host = host
         self._port = port
         self._lim = lim
-        self._pages = {path: (open(os.path.join(WEB_DIR, name), "rb").read(), ctype)
-                       for path, (name, ctype) in WEB_FILES.items()}
+        self._pages = {
+            path: (open(os.path.join(WEB_DIR, name), "rb").read(), ctype) for path, (name, ctype) in WEB_FILES.items()
+        }
         self._server: Server | None = None
 
     async def start(self) -> None:
         self._server = await serve(
-            self._handle, self._host, self._port, reuse_port=True,
-            create_connection=DeviceConnection, process_request=self._http,
-            max_size=self._lim.frame_max, compression=None,  # zlib state per connection costs too much
+            self._handle,
+            self._host,
+            self._port,
+            reuse_port=True,
+            create_connection=DeviceConnection,
+            process_request=self._http,
+            max_size=self._lim.frame_max,
+            compression=None,  # zlib state per connection costs too much
             ping_interval=None,  # devices send heartbeats; STC only listens for them
-            close_timeout=5)
+            close_timeout=5,
+        )
 
     @property
     def port(self) -> int:
@@ -247,6 +256,5 @@ class Transport:
         if page is None:
             return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
         body, ctype = page
-        headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))),
-                           ("Cache-Control", "no-cache")])
+        headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))), ("Cache-Control", "no-cache")])
         return Response(HTTPStatus.OK, "OK", headers, body)

@@ -1,4 +1,5 @@
 """The TagAlias server: `python -m services.tagalias --Ice.Config=...` (IceGrid passes the config)."""
+
 from __future__ import annotations
 
 import sys

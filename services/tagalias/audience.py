@@ -12,6 +12,7 @@ it means, by id or by alias.
 A query that is just one stored set (one tag, all, all on one platform) needs no temporary key:
 the walk SSCANs that set directly (``direct``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -63,8 +64,10 @@ class Query:
 
     def digest(self) -> str:
         """A stable hex digest of the query: names its temporary keys and checks its cursors."""
-        body = json.dumps([self.app, self.tags, self.tags_and, self.tags_not, self.aliases,
-                           self.registration_ids, self.platforms], separators=(",", ":"))
+        body = json.dumps(
+            [self.app, self.tags, self.tags_and, self.tags_not, self.aliases, self.registration_ids, self.platforms],
+            separators=(",", ":"),
+        )
         return hashlib.sha1(body.encode("utf-8")).hexdigest()
 
 

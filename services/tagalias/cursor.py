@@ -14,6 +14,7 @@ is base64url of ``1:<bucket>:<sscan cursor>:<run>:<check>`` where
 
 Everything coming back is checked; garbage is PushGrid.InvalidArgument on field "cursor".
 """
+
 from __future__ import annotations
 
 import base64

@@ -20,6 +20,7 @@ Alias forward sets (alias -> registration ids) live under ``{<appKey>:a<crc32(al
 Names (tags, aliases) are validated before they get here and can never hold a brace, so they
 cannot break a hash tag; they always come last in a key, so a ':' inside a name is harmless.
 """
+
 from __future__ import annotations
 
 import zlib

@@ -4,6 +4,7 @@ Nothing reaches Redis before its inputs passed, so bad input fails with a named 
 changes nothing. Ice for Python may hand None for an empty string or sequence; validation treats
 None as empty (and refuses it where a value is required).
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol
@@ -31,8 +32,9 @@ class Store(Protocol):
     def is_member(self, app: str, tag: str, registration_id: str) -> bool: ...
     def tag_members(self, app: str, tag: str, cursor: str, limit: int) -> PushGrid.AudiencePage: ...
     def delete_tag(self, app: str, tag: str) -> None: ...
-    def resolve(self, app: str, audience: PushGrid.Audience, platforms: list[PushGrid.Platform],
-                cursor: str, limit: int) -> PushGrid.AudiencePage: ...
+    def resolve(
+        self, app: str, audience: PushGrid.Audience, platforms: list[PushGrid.Platform], cursor: str, limit: int
+    ) -> PushGrid.AudiencePage: ...
 
 
 def _platform(value: Any) -> PushGrid.Platform:
@@ -109,8 +111,7 @@ class TagAliasI(PushGrid.TagAlias):
         app, name = validation.app_key(appKey), validation.tag(tag)
         return self._store.is_member(app, name, validation.registration_id(registrationId))
 
-    def tagMembers(self, appKey: str, tag: str, cursor: str, limit: int,
-                   current: Any = None) -> PushGrid.AudiencePage:
+    def tagMembers(self, appKey: str, tag: str, cursor: str, limit: int, current: Any = None) -> PushGrid.AudiencePage:
         app, name = validation.app_key(appKey), validation.tag(tag)
         return self._store.tag_members(app, name, _cursor(cursor), validation.page_limit(limit))
 
@@ -122,8 +123,15 @@ class TagAliasI(PushGrid.TagAlias):
     def checkAudience(self, audience: PushGrid.Audience, current: Any = None) -> None:
         validation.audience(audience)
 
-    def resolve(self, appKey: str, audience: PushGrid.Audience, platforms: list[PushGrid.Platform],
-                cursor: str, limit: int, current: Any = None) -> PushGrid.AudiencePage:
+    def resolve(
+        self,
+        appKey: str,
+        audience: PushGrid.Audience,
+        platforms: list[PushGrid.Platform],
+        cursor: str,
+        limit: int,
+        current: Any = None,
+    ) -> PushGrid.AudiencePage:
         app = validation.app_key(appKey)
         clean = validation.audience(audience)
         plats = validation.platforms(platforms)

@@ -24,6 +24,7 @@ audience.py and the cursor module for how the walk stays stateless), and deletes
 SSCAN is done; abandoned ones expire after TEMP_TTL_MS. deleteTag and deleteAlias work in small
 batches, so no single script holds Redis for long.
 """
+
 from __future__ import annotations
 
 import functools
@@ -46,11 +47,11 @@ from services.tagalias import keys
 from services.tagalias.audience import PLATFORM_VALUES, Direct, Query, tag_digest
 from services.tagalias.audience import query as make_query
 
-SENTINEL = "-"                 # marks a built temporary set; never a registration id (those are alnum)
-TEMP_TTL_MS = 10 * 60 * 1000   # a resolve's temporary set lives this long after its last page
-DELETE_BATCH = 500             # devices untagged per script call in deleteTag
-BULK_BATCH = 1000              # devices per script call in the bulk loaders
-RETRIES = 10                   # rounds of read-then-write before giving up on a device that keeps changing
+SENTINEL = "-"  # marks a built temporary set; never a registration id (those are alnum)
+TEMP_TTL_MS = 10 * 60 * 1000  # a resolve's temporary set lives this long after its last page
+DELETE_BATCH = 500  # devices untagged per script call in deleteTag
+BULK_BATCH = 1000  # devices per script call in the bulk loaders
+RETRIES = 10  # rounds of read-then-write before giving up on a device that keeps changing
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -150,7 +151,8 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-RESOLVE_STEP = """
+RESOLVE_STEP = (
+    """
 -- One bucket of a resolve. KEYS: dest, union scratch, platform scratch, all, then the tag sets
 -- of tags (nu), tagsAnd (na), the platform sets (np), tagsNot (nn), then the alias keys of the
 -- alias candidates (npairs).
@@ -204,7 +206,9 @@ local function compute()
   end
   if nn > 0 then redis.call('SDIFFSTORE', dest, dest, unpack(nots)) end
   redis.call('DEL', su, sp)
-  redis.call('SADD', dest, '""" + SENTINEL + """')
+  redis.call('SADD', dest, '"""
+    + SENTINEL
+    + """')
   redis.call('PEXPIRE', dest, ttl)
 end
 
@@ -220,11 +224,18 @@ local res = redis.call('SSCAN', dest, scan, 'COUNT', count)
 if res[1] == '0' then redis.call('DEL', dest) else redis.call('PEXPIRE', dest, ttl) end
 return res
 """
+)
 
 _SCRIPTS = {
-    "add_devices": ADD_DEVICES, "add_tags": ADD_TAGS, "remove_tags": REMOVE_TAGS,
-    "forget_device": FORGET_DEVICE, "tag_devices": TAG_DEVICES, "untag_devices": UNTAG_DEVICES,
-    "alias_join": ALIAS_JOIN, "clear_alias_if": CLEAR_ALIAS_IF, "resolve_step": RESOLVE_STEP,
+    "add_devices": ADD_DEVICES,
+    "add_tags": ADD_TAGS,
+    "remove_tags": REMOVE_TAGS,
+    "forget_device": FORGET_DEVICE,
+    "tag_devices": TAG_DEVICES,
+    "untag_devices": UNTAG_DEVICES,
+    "alias_join": ALIAS_JOIN,
+    "clear_alias_if": CLEAR_ALIAS_IF,
+    "resolve_step": RESOLVE_STEP,
 }
 
 # A page step: (bucket, sscan cursor, how many wanted) -> (next sscan cursor, members)
@@ -257,7 +268,7 @@ def _by_bucket(registration_ids: Iterable[str]) -> dict[int, list[str]]:
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 class TagAliasStore:
@@ -326,8 +337,9 @@ class TagAliasStore:
         k = keys.device(app, registration_id)
         for _ in range(RETRIES):
             self._clear_tags(app, registration_id)
-            alias = self._run("forget_device", [k.tags, k.alias, k.all, *_platform_keys(app, k.bucket)],
-                              [registration_id])
+            alias = self._run(
+                "forget_device", [k.tags, k.alias, k.all, *_platform_keys(app, k.bucket)], [registration_id]
+            )
             if alias is not None:
                 if alias:
                     self._r().srem(keys.alias_devices(app, alias), registration_id)
@@ -341,12 +353,15 @@ class TagAliasStore:
         if not tags:
             return
         k = keys.device(app, registration_id)
-        new, have = self._run("add_tags", [k.tags, k.names, *(k.tag(t) for t in tags)],
-                              [registration_id, limits.DEVICE_MAX_TAGS, *tags])
+        new, have = self._run(
+            "add_tags", [k.tags, k.names, *(k.tag(t) for t in tags)], [registration_id, limits.DEVICE_MAX_TAGS, *tags]
+        )
         if new == -1:
             raise PushGrid.LimitExceeded(
-                reason=f"device {registration_id} has {have} tags; adding these would pass "
-                       f"{limits.DEVICE_MAX_TAGS}", limit="device.tags", max=limits.DEVICE_MAX_TAGS)
+                reason=f"device {registration_id} has {have} tags; adding these would pass {limits.DEVICE_MAX_TAGS}",
+                limit="device.tags",
+                max=limits.DEVICE_MAX_TAGS,
+            )
 
     @_guarded
     def remove_tags(self, app: str, registration_id: str, tags: Sequence[str]) -> None:
@@ -365,12 +380,10 @@ class TagAliasStore:
             tags = list(self._r().smembers(k.tags))
             if not tags:
                 return
-            left = self._run("remove_tags", [k.tags, k.names, *(k.tag(t) for t in tags)],
-                             [registration_id, *tags])
+            left = self._run("remove_tags", [k.tags, k.names, *(k.tag(t) for t in tags)], [registration_id, *tags])
             if left == 0:
                 return
-        raise PushGrid.Unavailable(reason="device's tags kept changing while they were cleared; retry",
-                                   backend="redis")
+        raise PushGrid.Unavailable(reason="device's tags kept changing while they were cleared; retry", backend="redis")
 
     @_guarded
     def get_tags(self, app: str, registration_id: str) -> list[str]:
@@ -383,10 +396,12 @@ class TagAliasStore:
         pipe = self._r().pipeline()
         for b, group in _by_bucket(registration_ids).items():
             for chunk in _chunks(group, BULK_BATCH):
-                self._queue(pipe, "tag_devices",
-                            [keys.tag(app, b, tag), keys.tag_names(app, b),
-                             *(keys.device_tags(app, b, rid) for rid in chunk)],
-                            [tag, limits.DEVICE_MAX_TAGS, *chunk])
+                self._queue(
+                    pipe,
+                    "tag_devices",
+                    [keys.tag(app, b, tag), keys.tag_names(app, b), *(keys.device_tags(app, b, rid) for rid in chunk)],
+                    [tag, limits.DEVICE_MAX_TAGS, *chunk],
+                )
         refused: list[str] = []
         for result in pipe.execute():
             refused += result
@@ -405,8 +420,10 @@ class TagAliasStore:
                 joined = self._run("alias_join", [index], [registration_id, limits.ALIAS_MAX_DEVICES, *stale])
             if joined == -1:
                 raise PushGrid.LimitExceeded(
-                    reason=f"alias {alias!r} already names {len(live)} devices", limit="alias.devices",
-                    max=limits.ALIAS_MAX_DEVICES)
+                    reason=f"alias {alias!r} already names {len(live)} devices",
+                    limit="alias.devices",
+                    max=limits.ALIAS_MAX_DEVICES,
+                )
         # No undo of the index entry if this fails: the SET may have happened (a timeout is
         # ambiguous), and a stale entry is harmless, filtered by readers and pruned by writers.
         old = self._r().set(k.alias, alias, get=True)
@@ -423,8 +440,8 @@ class TagAliasStore:
         for rid in members:
             pipe.get(keys.device(app, rid).alias)
         names = pipe.execute()
-        live = [rid for rid, name in zip(members, names) if name == alias]
-        stale = [rid for rid, name in zip(members, names) if name != alias]
+        live = [rid for rid, name in zip(members, names, strict=True) if name == alias]
+        stale = [rid for rid, name in zip(members, names, strict=True) if name != alias]
         return live, stale
 
     @_guarded
@@ -491,16 +508,20 @@ class TagAliasStore:
             tag_key, names = keys.tag(app, b, tag), keys.tag_names(app, b)
             while True:
                 members = r.srandmember(tag_key, DELETE_BATCH) or []
-                self._run("untag_devices", [tag_key, names, *(keys.device_tags(app, b, rid) for rid in members)],
-                          [tag, *members])
+                self._run(
+                    "untag_devices",
+                    [tag_key, names, *(keys.device_tags(app, b, rid) for rid in members)],
+                    [tag, *members],
+                )
                 if not members:
                     break
 
     # ------------------------------------------------------------ audiences
 
     @_guarded
-    def resolve(self, app: str, audience: PushGrid.Audience, platforms: Sequence[PushGrid.Platform],
-                cursor: str, limit: int) -> PushGrid.AudiencePage:
+    def resolve(
+        self, app: str, audience: PushGrid.Audience, platforms: Sequence[PushGrid.Platform], cursor: str, limit: int
+    ) -> PushGrid.AudiencePage:
         """One page of a validated audience; see audience.py for the set expression."""
         q = make_query(app, audience, list(platforms))
         digest = q.digest()
@@ -554,8 +575,9 @@ class TagAliasStore:
                 if nxt != "-1":
                     return int(nxt), list(members)
                 self._build_named(q, query_id, b)
-            raise PushGrid.Unavailable(reason="temporary audience set vanished while it was read; retry",
-                                       backend="redis")
+            raise PushGrid.Unavailable(
+                reason="temporary audience set vanished while it was read; retry", backend="redis"
+            )
 
         return step
 
@@ -568,7 +590,7 @@ class TagAliasStore:
             pipe = self._r().pipeline()
             for alias in q.aliases:
                 pipe.smembers(keys.alias_devices(q.app, alias))
-            for alias, members in zip(q.aliases, pipe.execute()):
+            for alias, members in zip(q.aliases, pipe.execute(), strict=True):
                 for rid in members:
                     pairs[keys.bucket(rid)].append((alias, rid))
         pipe = self._r().pipeline()
@@ -578,21 +600,46 @@ class TagAliasStore:
         pipe.execute()
 
     @staticmethod
-    def _step_call(q: Query, query_id: str, b: int, mode: str, scan: int, count: int,
-                   named: tuple[list[str], list[tuple[str, str]]] | None) -> tuple[list[str], list[Any]]:
+    def _step_call(
+        q: Query,
+        query_id: str,
+        b: int,
+        mode: str,
+        scan: int,
+        count: int,
+        named: tuple[list[str], list[tuple[str, str]]] | None,
+    ) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of RESOLVE_STEP for one bucket; named is (ids, (alias, id) pairs) when
         building a query that names devices."""
         app = q.app
         ids, pairs = named if named is not None else ([], [])
         explicit = "0" if not q.explicit else ("1" if named is not None else "2")
         plats = [keys.platform(app, b, v) for v in q.platforms]
-        ks = [keys.temp(app, b, query_id), keys.temp_scratch(app, b, query_id, "u"),
-              keys.temp_scratch(app, b, query_id, "p"), keys.all_devices(app, b),
-              *(keys.tag(app, b, t) for t in q.tags), *(keys.tag(app, b, t) for t in q.tags_and),
-              *plats, *(keys.tag(app, b, t) for t in q.tags_not),
-              *(keys.device_alias(app, b, rid) for _, rid in pairs)]
-        args: list[Any] = [mode, TEMP_TTL_MS, scan, count, explicit, len(q.tags), len(q.tags_and), len(plats),
-                           len(q.tags_not), len(ids), len(pairs), *ids]
+        ks = [
+            keys.temp(app, b, query_id),
+            keys.temp_scratch(app, b, query_id, "u"),
+            keys.temp_scratch(app, b, query_id, "p"),
+            keys.all_devices(app, b),
+            *(keys.tag(app, b, t) for t in q.tags),
+            *(keys.tag(app, b, t) for t in q.tags_and),
+            *plats,
+            *(keys.tag(app, b, t) for t in q.tags_not),
+            *(keys.device_alias(app, b, rid) for _, rid in pairs),
+        ]
+        args: list[Any] = [
+            mode,
+            TEMP_TTL_MS,
+            scan,
+            count,
+            explicit,
+            len(q.tags),
+            len(q.tags_and),
+            len(plats),
+            len(q.tags_not),
+            len(ids),
+            len(pairs),
+            *ids,
+        ]
         for alias, rid in pairs:
             args += [alias, rid]
         return ks, args

@@ -16,6 +16,7 @@ run (SIGKILL) left behind, the next Netns removes: names carry the creating proc
 
 Needs root and `ip netns` (iproute2); `Unavailable` says why not, for a test to skip.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,9 +33,9 @@ import time
 from collections.abc import Iterable, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-POOL = ipaddress.ip_network("10.250.0.0/16")   # /30s are drawn from here, starting at one the pid picks
-IFNAMSIZ = 15                                 # longest interface name Linux takes
-INSIDE_LINK = "veth0"                         # the namespace's end of the veth, inside it
+POOL = ipaddress.ip_network("10.250.0.0/16")  # /30s are drawn from here, starting at one the pid picks
+IFNAMSIZ = 15  # longest interface name Linux takes
+INSIDE_LINK = "veth0"  # the namespace's end of the veth, inside it
 NAME_RE = re.compile(r"^pg-(\d+)-([a-z0-9]{1,16})$")
 
 
@@ -50,11 +51,12 @@ def names(pid: int, role: str) -> tuple[str, str]:
     """The namespace's name and the host-side veth's name for process pid and a role."""
     if not re.fullmatch(r"[a-z0-9]{1,16}", role):
         raise ValueError(f"role must be 1-16 lowercase letters or digits, not {role!r}")
-    return f"pg-{pid}-{role}", f"pg{pid}{role}"[:IFNAMSIZ - 1] + "h"
+    return f"pg-{pid}-{role}", f"pg{pid}{role}"[: IFNAMSIZ - 1] + "h"
 
 
-def pick_subnet(pid: int, taken: Iterable[ipaddress.IPv4Network], pool: ipaddress.IPv4Network = POOL
-                ) -> ipaddress.IPv4Network:
+def pick_subnet(
+    pid: int, taken: Iterable[ipaddress.IPv4Network], pool: ipaddress.IPv4Network = POOL
+) -> ipaddress.IPv4Network:
     """A /30 of pool that overlaps nothing in taken, starting at the one pid picks (so runs of
     several processes at once start apart) and going on from there."""
     taken = [n for n in taken if n.version == 4]
@@ -70,14 +72,23 @@ def pick_subnet(pid: int, taken: Iterable[ipaddress.IPv4Network], pool: ipaddres
 def _taken_networks(ip: str) -> list[ipaddress.IPv4Network]:
     """The IPv4 networks the root namespace has addresses or routes in (the default route aside)."""
     taken = []
-    addrs = json.loads(subprocess.run([ip, "-j", "-4", "addr"], capture_output=True, text=True,
-                                      check=True, timeout=10).stdout or "[]")
+    addrs = json.loads(
+        subprocess.run([ip, "-j", "-4", "addr"], capture_output=True, text=True, check=True, timeout=10).stdout or "[]"
+    )
     for link in addrs:
         for a in link.get("addr_info", []):
             taken.append(ipaddress.ip_network(f"{a['local']}/{a['prefixlen']}", strict=False))
     for table in ("main", "local"):
-        routes = json.loads(subprocess.run([ip, "-j", "-4", "route", "show", "table", table], capture_output=True,
-                                           text=True, check=True, timeout=10).stdout or "[]")
+        routes = json.loads(
+            subprocess.run(
+                [ip, "-j", "-4", "route", "show", "table", table],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=10,
+            ).stdout
+            or "[]"
+        )
         for r in routes:
             dst = r.get("dst", "default")
             if dst != "default":
@@ -135,12 +146,12 @@ class Netns:
 
     # ---- life cycle
 
-    def __enter__(self) -> "Netns":
+    def __enter__(self) -> Netns:
         self._check()
         self._catch_sigterm()
         try:
             sweep_stale(self._ip)
-            self._teardown()   # a namespace of this name is a leftover of an earlier process with our pid
+            self._teardown()  # a namespace of this name is a leftover of an earlier process with our pid
             self._setup()
         except BaseException:
             self.__exit__(None, None, None)
@@ -156,8 +167,12 @@ class Netns:
     def exists(self) -> bool:
         """Whether the namespace or the host-side veth is still there."""
         in_list = self.name in self._ip_out(["netns", "list"]).split()
-        link = subprocess.run([self._ip, "link", "show", "dev", self.host_link], capture_output=True,
-                              timeout=10).returncode == 0
+        link = (
+            subprocess.run(
+                [self._ip, "link", "show", "dev", self.host_link], capture_output=True, timeout=10
+            ).returncode
+            == 0
+        )
         return in_list or link
 
     def _check(self) -> None:
@@ -176,8 +191,7 @@ class Netns:
         # IPv6 off first, so the veth never gets a link-local address that leads around the /30
         for key in ("all", "default"):
             self.run(["sh", "-c", f"echo 1 > /proc/sys/net/ipv6/conf/{key}/disable_ipv6"], check=True)
-        self._ip_run(["link", "add", self.host_link, "type", "veth", "peer", "name", INSIDE_LINK,
-                      "netns", self.name])
+        self._ip_run(["link", "add", self.host_link, "type", "veth", "peer", "name", INSIDE_LINK, "netns", self.name])
         self._ip_run(["addr", "add", f"{self.host_address}/{prefix}", "dev", self.host_link])
         self._ip_run(["link", "set", self.host_link, "up"])
         self.run([self._ip, "link", "set", "lo", "up"], check=True)
@@ -198,7 +212,7 @@ class Netns:
     def _teardown(self) -> None:
         if self._ip is None:
             return
-        for pid in self.pids():   # processes a test started in the namespace and left running
+        for pid in self.pids():  # processes a test started in the namespace and left running
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         # deleting either end of a veth deletes both; the namespace goes with its last user
@@ -208,8 +222,7 @@ class Netns:
     def pids(self) -> list[int]:
         if self._ip is None:
             return []
-        out = subprocess.run([self._ip, "netns", "pids", self.name], capture_output=True, text=True,
-                             timeout=10).stdout
+        out = subprocess.run([self._ip, "netns", "pids", self.name], capture_output=True, text=True, timeout=10).stdout
         return [int(p) for p in out.split() if p.isdigit()]
 
     def _catch_sigterm(self) -> None:
@@ -217,8 +230,10 @@ class Netns:
         if threading.current_thread() is not threading.main_thread():
             return
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+
             def interrupt(*_):
                 raise KeyboardInterrupt("SIGTERM")
+
             self._old_sigterm = signal.signal(signal.SIGTERM, interrupt)
 
     def _restore_sigterm(self) -> None:
@@ -228,29 +243,43 @@ class Netns:
 
     # ---- running things inside
 
-    def run(self, cmd: Sequence[str], timeout: float | None = None, check: bool = False,
-            input: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def run(
+        self,
+        cmd: Sequence[str],
+        timeout: float | None = None,
+        check: bool = False,
+        input: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess:
         """Runs cmd inside the namespace (text output captured); killed after timeout seconds."""
-        return subprocess.run([self._ip, "netns", "exec", self.name, *cmd], capture_output=True, text=True,
-                              timeout=timeout or self.timeout, check=check, input=input, cwd=ROOT,
-                              env={**os.environ, **(env or {})})
+        return subprocess.run(
+            [self._ip, "netns", "exec", self.name, *cmd],
+            capture_output=True,
+            text=True,
+            timeout=timeout or self.timeout,
+            check=check,
+            input=input,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+        )
 
-    def python(self, code: str, *args: str, timeout: float | None = None,
-               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def python(
+        self, code: str, *args: str, timeout: float | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
         """Runs a Python snippet inside the namespace, with this checkout importable."""
         path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
-        return self.run([sys.executable, "-c", code, *args], timeout=timeout,
-                        env={"PYTHONPATH": path, **(env or {})})
+        return self.run([sys.executable, "-c", code, *args], timeout=timeout, env={"PYTHONPATH": path, **(env or {})})
 
     def probe(self, targets: Iterable[tuple[str, int]], timeout: float = 2.0) -> dict[tuple[str, int], str]:
         """TCP connects from inside to each (host, port): "open", "refused", "timeout",
         "unreachable" (no route), or the error's name."""
         targets = list(dict.fromkeys((h, int(p)) for h, p in targets))
-        out = self.python(_PROBE, json.dumps([[h, p] for h, p in targets]), str(timeout),
-                          timeout=30 + timeout * len(targets))
+        out = self.python(
+            _PROBE, json.dumps([[h, p] for h, p in targets]), str(timeout), timeout=30 + timeout * len(targets)
+        )
         if out.returncode != 0:
             raise RuntimeError(f"probe in {self.name} failed: {out.stderr.strip()}")
-        return {(h, p): r for (h, p), r in zip(targets, json.loads(out.stdout))}
+        return {(h, p): r for (h, p), r in zip(targets, json.loads(out.stdout), strict=True)}
 
     def ping(self, host: str, timeout: float = 2.0) -> bool:
         """One ICMP echo from inside to host; True if it answered."""

@@ -1,4 +1,5 @@
 """`pushgrid app ...` against the real grid: what an operator types, what DBAgent then holds."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,12 @@ pytestmark = pytest.mark.integration
 
 
 def pushgrid(grid, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tools.cli", "--run-dir", grid.path, "app", *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tools.cli", "--run-dir", grid.path, "app", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def ok(result: subprocess.CompletedProcess) -> str:
@@ -55,8 +60,9 @@ def test_create_show_rotate_quota_disable_enable(grid, dbagent):
     assert dbagent.verifyApp(key, new_secret).enabled is True
 
 
-@pytest.mark.parametrize("args", [("show", "nope"), ("rotate-secret", "0" * 24), ("set-quota", "f" * 24, "10"),
-                                  ("disable", "0" * 24)])
+@pytest.mark.parametrize(
+    "args", [("show", "nope"), ("rotate-secret", "0" * 24), ("set-quota", "f" * 24, "10"), ("disable", "0" * 24)]
+)
 def test_an_unknown_key_is_one_clear_line_and_exit_1(grid, args):
     result = pushgrid(grid, *args)
     assert result.returncode == 1 and result.stdout == ""

@@ -3,6 +3,7 @@
 Each call must fail with its named Slice exception, carrying a reason, and change nothing that
 was accepted before.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -16,8 +17,8 @@ pytestmark = pytest.mark.integration
 
 P = PushGrid
 A = P.Audience
-OK_KEY = "0" * 24          # well-formed, but no app has it
-LONG = "t" * 41            # one byte over the tag and alias limit
+OK_KEY = "0" * 24  # well-formed, but no app has it
+LONG = "t" * 41  # one byte over the tag and alias limit
 State = P.MessageState
 
 
@@ -35,16 +36,20 @@ def ctx(dbagent, tagalias):
 def _record(app: str, msg_id: int, audience=None) -> P.MessageRecord:
     req = P.PushRequest(audience=audience or A(all=True))
     req.notification.alert = "hi"
-    return P.MessageRecord(msgId=msg_id, appKey=app, request=req, state=State.Accepted,
-                           createdAt=1, sendAt=1, expiresAt=2)
+    return P.MessageRecord(
+        msgId=msg_id, appKey=app, request=req, state=State.Accepted, createdAt=1, sendAt=1, expiresAt=2
+    )
 
 
 DBAGENT_CASES = [
     ("createApp empty name", lambda d, c: d.createApp("", 600), P.InvalidArgument),
     ("createApp long name", lambda d, c: d.createApp("n" * 101, 600), P.InvalidArgument),
     ("createApp negative quota", lambda d, c: d.createApp("q" + uuid.uuid4().hex, -1), P.InvalidArgument),
-    ("createApp quota too big", lambda d, c: d.createApp("q" + uuid.uuid4().hex, limits.PUSH_QUOTA_MAX + 1),
-     P.InvalidArgument),
+    (
+        "createApp quota too big",
+        lambda d, c: d.createApp("q" + uuid.uuid4().hex, limits.PUSH_QUOTA_MAX + 1),
+        P.InvalidArgument,
+    ),
     ("getApp unknown", lambda d, c: d.getApp(OK_KEY), P.UnknownApp),
     ("getApp garbage key", lambda d, c: d.getApp("'; DROP TABLE apps; --"), P.UnknownApp),
     ("verifyApp wrong secret", lambda d, c: d.verifyApp(c["app"], "wrong"), P.AuthenticationFailed),
@@ -64,16 +69,25 @@ DBAGENT_CASES = [
     ("deviceCount unknown", lambda d, c: d.deviceCount(OK_KEY), P.UnknownApp),
     ("recordMessage unknown app", lambda d, c: d.recordMessage(_record(OK_KEY, 77)), P.UnknownApp),
     ("recordMessage zero id", lambda d, c: d.recordMessage(_record(c["app"], 0)), P.InvalidArgument),
-    ("recordMessage bad audience", lambda d, c: d.recordMessage(_record(c["app"], 78, A(tags=[LONG]))),
-     P.InvalidArgument),
+    (
+        "recordMessage bad audience",
+        lambda d, c: d.recordMessage(_record(c["app"], 78, A(tags=[LONG]))),
+        P.InvalidArgument,
+    ),
     ("getMessage unknown", lambda d, c: d.getMessage(c["app"], 123456789), P.UnknownMessage),
-    ("transitionMessage unknown", lambda d, c: d.transitionMessage(c["app"], 123456789, State.Accepted, State.Done),
-     P.UnknownMessage),
+    (
+        "transitionMessage unknown",
+        lambda d, c: d.transitionMessage(c["app"], 123456789, State.Accepted, State.Done),
+        P.UnknownMessage,
+    ),
     ("recordStats unknown msg", lambda d, c: d.recordStats(123456789, "b", P.StatsDelta(1, 1, 0)), P.UnknownMessage),
     ("recordStats negative", lambda d, c: d.recordStats(123456789, "b", P.StatsDelta(-1, 0, 0)), P.InvalidArgument),
     ("recordReceipts bad id", lambda d, c: d.recordReceipts(c["app"], 123456789, ["bad id"]), P.InvalidArgument),
-    ("getStats too many", lambda d, c: d.getStats(c["app"], list(range(1, limits.MSG_IDS_PER_REPORT + 2))),
-     P.InvalidArgument),
+    (
+        "getStats too many",
+        lambda d, c: d.getStats(c["app"], list(range(1, limits.MSG_IDS_PER_REPORT + 2))),
+        P.InvalidArgument,
+    ),
 ]
 
 TAGALIAS_CASES = [
@@ -84,9 +98,11 @@ TAGALIAS_CASES = [
     ("addTags bad chars", lambda t, c: t.addTags(c["app"], c["rid"], ["fine", "no spaces"]), P.InvalidArgument),
     ("addTags newline", lambda t, c: t.addTags(c["app"], c["rid"], ["fine", "nl\n"]), P.InvalidArgument),
     ("addTags empty tag", lambda t, c: t.addTags(c["app"], c["rid"], [""]), P.InvalidArgument),
-    ("addTags too many in one call", lambda t, c: t.addTags(c["app"], c["rid"],
-                                                             [f"t{i}" for i in range(limits.TAGS_PER_CALL + 1)]),
-     P.LimitExceeded),
+    (
+        "addTags too many in one call",
+        lambda t, c: t.addTags(c["app"], c["rid"], [f"t{i}" for i in range(limits.TAGS_PER_CALL + 1)]),
+        P.LimitExceeded,
+    ),
     ("removeTags long tag", lambda t, c: t.removeTags(c["app"], c["rid"], [LONG]), P.InvalidArgument),
     ("clearTags bad regid", lambda t, c: t.clearTags(c["app"], "-"), P.InvalidArgument),
     ("getTags bad app", lambda t, c: t.getTags("", c["rid"]), P.InvalidArgument),
@@ -105,15 +121,23 @@ TAGALIAS_CASES = [
     ("checkAudience empty", lambda t, c: t.checkAudience(A()), P.InvalidArgument),
     ("checkAudience all plus tags", lambda t, c: t.checkAudience(A(all=True, tags=["keep"])), P.InvalidArgument),
     ("checkAudience 21 tags", lambda t, c: t.checkAudience(A(tags=[f"t{i}" for i in range(21)])), P.LimitExceeded),
-    ("checkAudience 1001 aliases", lambda t, c: t.checkAudience(A(aliases=[f"a{i}" for i in range(1001)])),
-     P.LimitExceeded),
-    ("checkAudience 1001 regids", lambda t, c: t.checkAudience(A(registrationIds=[f"r{i}" for i in range(1001)])),
-     P.LimitExceeded),
+    (
+        "checkAudience 1001 aliases",
+        lambda t, c: t.checkAudience(A(aliases=[f"a{i}" for i in range(1001)])),
+        P.LimitExceeded,
+    ),
+    (
+        "checkAudience 1001 regids",
+        lambda t, c: t.checkAudience(A(registrationIds=[f"r{i}" for i in range(1001)])),
+        P.LimitExceeded,
+    ),
     ("resolve bad tag", lambda t, c: t.resolve(c["app"], A(tags=[LONG]), [], "", 10), P.InvalidArgument),
-    ("resolve garbage cursor", lambda t, c: t.resolve(c["app"], A(tags=["keep"]), [], "9|x|y", 10),
-     P.InvalidArgument),
-    ("resolve 21 tag_and", lambda t, c: t.resolve(c["app"], A(tagsAnd=[f"t{i}" for i in range(21)]), [], "", 10),
-     P.LimitExceeded),
+    ("resolve garbage cursor", lambda t, c: t.resolve(c["app"], A(tags=["keep"]), [], "9|x|y", 10), P.InvalidArgument),
+    (
+        "resolve 21 tag_and",
+        lambda t, c: t.resolve(c["app"], A(tagsAnd=[f"t{i}" for i in range(21)]), [], "", 10),
+        P.LimitExceeded,
+    ),
 ]
 
 

@@ -2,6 +2,7 @@
 
 A dead MySQL is in test_outages.py, a replica stopping under load in test_grid.py.
 """
+
 from __future__ import annotations
 
 import time
@@ -51,9 +52,17 @@ def test_devices_and_messages_over_ice(dbagent):
     request.notification.alert = "hello"
     now = int(time.time() * 1000)
     msg_id = uuid.uuid4().int >> 65
-    dbagent.recordMessage(PushGrid.MessageRecord(msgId=msg_id, appKey=creds.appKey, request=request,
-                                                 state=State.Accepted, createdAt=now, sendAt=now,
-                                                 expiresAt=now + 1000))
+    dbagent.recordMessage(
+        PushGrid.MessageRecord(
+            msgId=msg_id,
+            appKey=creds.appKey,
+            request=request,
+            state=State.Accepted,
+            createdAt=now,
+            sendAt=now,
+            expiresAt=now + 1000,
+        )
+    )
     stored = dbagent.getMessage(creds.appKey, msg_id)
     assert stored.request.notification.alert == "hello" and stored.request.audience.all
     assert list(stored.request.platforms) == [] and dict(stored.request.notification.extras) == {}
@@ -61,5 +70,10 @@ def test_devices_and_messages_over_ice(dbagent):
     dbagent.recordStats(msg_id, "b1", PushGrid.StatsDelta(3, 2, 1))
     assert dbagent.recordReceipts(creds.appKey, msg_id, [dev.registrationId]) == 1
     (stats,) = dbagent.getStats(creds.appKey, [msg_id])
-    assert (stats.targets, stats.sentOnline, stats.storedOffline, stats.received, stats.state) == \
-        (3, 2, 1, 1, State.Dispatching)
+    assert (stats.targets, stats.sentOnline, stats.storedOffline, stats.received, stats.state) == (
+        3,
+        2,
+        1,
+        1,
+        State.Dispatching,
+    )

@@ -3,6 +3,7 @@
 The database is shared by the whole session, so every test makes its own apps (uuid names) and
 msg ids, and looks only at its own rows.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,11 +15,11 @@ import uuid
 import pytest
 
 from services.common import limits
+from services.common.clock import now_ms
 from services.common.contract import PushGrid
 from services.dbagent.migrations import migrate
 from services.dbagent.servant import DBAgentI
 from services.dbagent.store import Store
-from services.common.clock import now_ms
 from tools.grid.rundir import free_port
 
 pytestmark = pytest.mark.integration
@@ -52,11 +53,18 @@ def new_msg_id() -> int:
 
 def full_request() -> PushGrid.PushRequest:
     return PushGrid.PushRequest(
-        audience=PushGrid.Audience(all=False, tags=["vip", "北京"], tagsAnd=["beta"], tagsNot=["churned"],
-                                   aliases=["alice"], registrationIds=["0123abc"]),
+        audience=PushGrid.Audience(
+            all=False,
+            tags=["vip", "北京"],
+            tagsAnd=["beta"],
+            tagsNot=["churned"],
+            aliases=["alice"],
+            registrationIds=["0123abc"],
+        ),
         platforms=[PushGrid.Platform.Android, PushGrid.Platform.Web],
-        notification=PushGrid.Notification(alert="Hello ☃ \"quoted\"", title="Greeting",
-                                           extras={"k": "v", "emoji": "🎉"}),
+        notification=PushGrid.Notification(
+            alert='Hello ☃ "quoted"', title="Greeting", extras={"k": "v", "emoji": "🎉"}
+        ),
         message=PushGrid.Message(content="payload\n", title="t", contentType="text/plain", extras={"a": "b"}),
         options=PushGrid.PushOptions(sendno=7, timeToLive=3600, overrideMsgId=12345678901234, bigPushDuration=5),
     )
@@ -65,16 +73,25 @@ def full_request() -> PushGrid.PushRequest:
 def broadcast() -> PushGrid.PushRequest:
     return PushGrid.PushRequest(
         audience=PushGrid.Audience(all=True, tags=[], tagsAnd=[], tagsNot=[], aliases=[], registrationIds=[]),
-        platforms=[], notification=PushGrid.Notification(alert="hi", title="", extras={}),
+        platforms=[],
+        notification=PushGrid.Notification(alert="hi", title="", extras={}),
         message=PushGrid.Message(content="", title="", contentType="", extras={}),
-        options=PushGrid.PushOptions())
+        options=PushGrid.PushOptions(),
+    )
 
 
 def record(app_key: str, state=State.Accepted, send_at: int | None = None, request=None) -> PushGrid.MessageRecord:
     now = now_ms()
     send_at = now if send_at is None else send_at
-    return PushGrid.MessageRecord(msgId=new_msg_id(), appKey=app_key, request=request or broadcast(), state=state,
-                                  createdAt=now, sendAt=send_at, expiresAt=send_at + 86_400_000)
+    return PushGrid.MessageRecord(
+        msgId=new_msg_id(),
+        appKey=app_key,
+        request=request or broadcast(),
+        state=state,
+        createdAt=now,
+        sendAt=send_at,
+        expiresAt=send_at + 86_400_000,
+    )
 
 
 # ---------------------------------------------------------------- schema
@@ -151,15 +168,19 @@ def test_duplicate_app_name_is_already_exists(store):
     assert err.value.id == name
 
 
-@pytest.mark.parametrize("call", [
-    lambda s, k: s.get_app(k),
-    lambda s, k: s.rotate_secret(k),
-    lambda s, k: s.set_quota(k, 5),
-    lambda s, k: s.set_app_enabled(k, True),
-    lambda s, k: s.device_count(k),
-    lambda s, k: s.register_device(k, PushGrid.Platform.Web),
-    lambda s, k: s.record_message(record(k)),
-], ids=["getApp", "rotateSecret", "setQuota", "setAppEnabled", "deviceCount", "registerDevice", "recordMessage"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s, k: s.get_app(k),
+        lambda s, k: s.rotate_secret(k),
+        lambda s, k: s.set_quota(k, 5),
+        lambda s, k: s.set_app_enabled(k, True),
+        lambda s, k: s.device_count(k),
+        lambda s, k: s.register_device(k, PushGrid.Platform.Web),
+        lambda s, k: s.record_message(record(k)),
+    ],
+    ids=["getApp", "rotateSecret", "setQuota", "setAppEnabled", "deviceCount", "registerDevice", "recordMessage"],
+)
 def test_unknown_app(store, call):
     key = uuid.uuid4().hex[:24]
     with pytest.raises(PushGrid.UnknownApp) as err:
@@ -175,21 +196,29 @@ def test_register_and_verify_device(store):
     dev = store.register_device(creds.appKey, PushGrid.Platform.Android)
     assert dev.registrationId.isalnum() and len(dev.registrationId) <= limits.REGID_MAX_BYTES
     created = store.get_device(creds.appKey, dev.registrationId)
-    assert (created.appKey, created.platform, created.lastSeen) == (creds.appKey, PushGrid.Platform.Android,
-                                                                    created.createdAt)
+    assert (created.appKey, created.platform, created.lastSeen) == (
+        creds.appKey,
+        PushGrid.Platform.Android,
+        created.createdAt,
+    )
     verified = store.verify_device(creds.appKey, dev.registrationId, dev.deviceToken)
-    assert (verified.appKey, verified.registrationId, verified.platform) == \
-        (creds.appKey, dev.registrationId, PushGrid.Platform.Android)
+    assert (verified.appKey, verified.registrationId, verified.platform) == (
+        creds.appKey,
+        dev.registrationId,
+        PushGrid.Platform.Android,
+    )
 
 
 def test_verify_device_rejects_wrong_token_other_app_and_unknown_id(store):
     creds, other = new_app(store), new_app(store)
     dev = store.register_device(creds.appKey, PushGrid.Platform.Web)
     wrong = dev.deviceToken[:-1] + ("1" if dev.deviceToken.endswith("0") else "0")  # always differs
-    for app_key, reg_id, token in [(creds.appKey, dev.registrationId, wrong),
-                                   (creds.appKey, dev.registrationId, ""),
-                                   (other.appKey, dev.registrationId, dev.deviceToken),
-                                   (creds.appKey, "0" * 20, dev.deviceToken)]:
+    for app_key, reg_id, token in [
+        (creds.appKey, dev.registrationId, wrong),
+        (creds.appKey, dev.registrationId, ""),
+        (other.appKey, dev.registrationId, dev.deviceToken),
+        (creds.appKey, "0" * 20, dev.deviceToken),
+    ]:
         with pytest.raises(PushGrid.AuthenticationFailed):
             store.verify_device(app_key, reg_id, token)
     with pytest.raises(PushGrid.UnknownDevice):
@@ -272,8 +301,14 @@ def test_racing_transitions_have_one_winner(store):
     rec = record(creds.appKey, state=State.Scheduled)
     store.record_message(rec)
     results: list[bool] = []
-    threads = [threading.Thread(target=lambda: results.append(
-        store.transition_message(creds.appKey, rec.msgId, State.Scheduled, State.Accepted))) for _ in range(8)]
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(
+                store.transition_message(creds.appKey, rec.msgId, State.Scheduled, State.Accepted)
+            )
+        )
+        for _ in range(8)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -375,7 +410,11 @@ def _bad_record(app_key: str, **change) -> PushGrid.MessageRecord:
 BAD_CALLS = [
     ("createApp empty name", lambda s, k, r, m: s.createApp("", 10), PushGrid.InvalidArgument),
     ("createApp long name", lambda s, k, r, m: s.createApp("n" * 101, 10), PushGrid.InvalidArgument),
-    ("createApp quota", lambda s, k, r, m: s.createApp(app_name(), limits.PUSH_QUOTA_MAX + 1), PushGrid.InvalidArgument),
+    (
+        "createApp quota",
+        lambda s, k, r, m: s.createApp(app_name(), limits.PUSH_QUOTA_MAX + 1),
+        PushGrid.InvalidArgument,
+    ),
     ("createApp negative quota", lambda s, k, r, m: s.createApp(app_name(), -1), PushGrid.InvalidArgument),
     ("getApp malformed", lambda s, k, r, m: s.getApp("nothex"), PushGrid.UnknownApp),
     ("verifyApp malformed", lambda s, k, r, m: s.verifyApp("X" * 24, "secret"), PushGrid.AuthenticationFailed),
@@ -385,7 +424,11 @@ BAD_CALLS = [
     ("setQuota malformed", lambda s, k, r, m: s.setQuota("abc", 5), PushGrid.InvalidArgument),
     ("setQuota unknown", lambda s, k, r, m: s.setQuota("0" * 24, 5), PushGrid.UnknownApp),
     ("setAppEnabled malformed", lambda s, k, r, m: s.setAppEnabled(None, True), PushGrid.UnknownApp),
-    ("registerDevice malformed", lambda s, k, r, m: s.registerDevice(k.upper(), PushGrid.Platform.Ios), PushGrid.UnknownApp),
+    (
+        "registerDevice malformed",
+        lambda s, k, r, m: s.registerDevice(k.upper(), PushGrid.Platform.Ios),
+        PushGrid.UnknownApp,
+    ),
     ("verifyDevice bad regid", lambda s, k, r, m: s.verifyDevice(k, "no spaces", "t"), PushGrid.AuthenticationFailed),
     ("verifyDevice huge token", lambda s, k, r, m: s.verifyDevice(k, r, "t" * 5000), PushGrid.AuthenticationFailed),
     ("getDevice bad regid", lambda s, k, r, m: s.getDevice(k, "r" * 65), PushGrid.InvalidArgument),
@@ -397,22 +440,52 @@ BAD_CALLS = [
     ("deviceCount malformed", lambda s, k, r, m: s.deviceCount("zz"), PushGrid.UnknownApp),
     ("recordMessage no record", lambda s, k, r, m: s.recordMessage(None), PushGrid.InvalidArgument),
     ("recordMessage msgId", lambda s, k, r, m: s.recordMessage(_bad_record(k, msgId=0)), PushGrid.InvalidArgument),
-    ("recordMessage state", lambda s, k, r, m: s.recordMessage(_bad_record(k, state=State.Done)), PushGrid.InvalidArgument),
+    (
+        "recordMessage state",
+        lambda s, k, r, m: s.recordMessage(_bad_record(k, state=State.Done)),
+        PushGrid.InvalidArgument,
+    ),
     ("recordMessage expiry", lambda s, k, r, m: s.recordMessage(_bad_record(k, expiresAt=1)), PushGrid.InvalidArgument),
-    ("recordMessage audience", lambda s, k, r, m: s.recordMessage(_bad_record(
-        k, request=PushGrid.PushRequest(audience=PushGrid.Audience(all=False)))), PushGrid.InvalidArgument),
+    (
+        "recordMessage audience",
+        lambda s, k, r, m: s.recordMessage(
+            _bad_record(k, request=PushGrid.PushRequest(audience=PushGrid.Audience(all=False)))
+        ),
+        PushGrid.InvalidArgument,
+    ),
     ("recordMessage dup", lambda s, k, r, m: s.recordMessage(_bad_record(k, msgId=m)), PushGrid.AlreadyExists),
     ("getMessage msgId", lambda s, k, r, m: s.getMessage(k, -1), PushGrid.UnknownMessage),
     ("getMessage unknown", lambda s, k, r, m: s.getMessage(k, new_msg_id()), PushGrid.UnknownMessage),
-    ("transitionMessage malformed", lambda s, k, r, m: s.transitionMessage("x", m, State.Accepted, State.Done),
-     PushGrid.UnknownMessage),
-    ("recordStats msgId", lambda s, k, r, m: s.recordStats(0, "b", PushGrid.StatsDelta(1, 1, 1)), PushGrid.InvalidArgument),
-    ("recordStats batchKey", lambda s, k, r, m: s.recordStats(m, "", PushGrid.StatsDelta(1, 1, 1)), PushGrid.InvalidArgument),
-    ("recordStats long batchKey", lambda s, k, r, m: s.recordStats(m, "b" * 129, PushGrid.StatsDelta(1, 1, 1)),
-     PushGrid.InvalidArgument),
-    ("recordStats negative", lambda s, k, r, m: s.recordStats(m, "b", PushGrid.StatsDelta(1, -1, 1)), PushGrid.InvalidArgument),
-    ("recordStats unknown", lambda s, k, r, m: s.recordStats(new_msg_id(), "b", PushGrid.StatsDelta(1, 1, 1)),
-     PushGrid.UnknownMessage),
+    (
+        "transitionMessage malformed",
+        lambda s, k, r, m: s.transitionMessage("x", m, State.Accepted, State.Done),
+        PushGrid.UnknownMessage,
+    ),
+    (
+        "recordStats msgId",
+        lambda s, k, r, m: s.recordStats(0, "b", PushGrid.StatsDelta(1, 1, 1)),
+        PushGrid.InvalidArgument,
+    ),
+    (
+        "recordStats batchKey",
+        lambda s, k, r, m: s.recordStats(m, "", PushGrid.StatsDelta(1, 1, 1)),
+        PushGrid.InvalidArgument,
+    ),
+    (
+        "recordStats long batchKey",
+        lambda s, k, r, m: s.recordStats(m, "b" * 129, PushGrid.StatsDelta(1, 1, 1)),
+        PushGrid.InvalidArgument,
+    ),
+    (
+        "recordStats negative",
+        lambda s, k, r, m: s.recordStats(m, "b", PushGrid.StatsDelta(1, -1, 1)),
+        PushGrid.InvalidArgument,
+    ),
+    (
+        "recordStats unknown",
+        lambda s, k, r, m: s.recordStats(new_msg_id(), "b", PushGrid.StatsDelta(1, 1, 1)),
+        PushGrid.UnknownMessage,
+    ),
     ("recordReceipts too many", lambda s, k, r, m: s.recordReceipts(k, m, ["a"] * 10001), PushGrid.InvalidArgument),
     ("recordReceipts bad regid", lambda s, k, r, m: s.recordReceipts(k, m, ["ok", "not ok"]), PushGrid.InvalidArgument),
     ("getStats too many", lambda s, k, r, m: s.getStats(k, list(range(1, 102))), PushGrid.InvalidArgument),
@@ -443,8 +516,11 @@ def test_bad_input_changes_nothing(store, servant, known):
 def _assert_unavailable_soon(settings, seconds: float) -> None:
     dead = Store(settings)
     try:
-        for call in (lambda: dead.get_app("a" * 24), lambda: dead.create_app(app_name(), 5),
-                     lambda: dead.verify_app("a" * 24, "secret")):
+        for call in (
+            lambda: dead.get_app("a" * 24),
+            lambda: dead.create_app(app_name(), 5),
+            lambda: dead.verify_app("a" * 24, "secret"),
+        ):
             started = time.monotonic()
             with pytest.raises(PushGrid.Unavailable) as err:
                 call()
@@ -469,8 +545,7 @@ def test_silent_server_is_unavailable_within_the_timeout(mysql_settings):
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
         port = silent.getsockname()[1]
-        settings = dataclasses.replace(mysql_settings, port=port, read_port=port, connect_timeout=1,
-                                       query_timeout=2)
+        settings = dataclasses.replace(mysql_settings, port=port, read_port=port, connect_timeout=1, query_timeout=2)
         _assert_unavailable_soon(settings, seconds=4)
 
 

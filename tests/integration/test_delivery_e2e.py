@@ -4,6 +4,7 @@ Each audience kind reaches exactly its devices; a queued message past its TTL is
 a throttled broadcast is spread over its big_push_duration and still reaches every device once
 when the dispatcher running it is killed midway.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,10 +17,10 @@ import pytest
 from kafka.partitioner.default import murmur2
 
 from services.common.contract import PushGrid
+from tests.integration.waiting import until_async as until
 from tools.device.sdk import Device, Message, register
 from tools.grid import icegrid, kafka, lifecycle
 from tools.grid.rundir import RunDir
-from tests.integration.waiting import until_async as until
 
 pytestmark = pytest.mark.integration
 
@@ -28,10 +29,12 @@ A = PushGrid.Audience
 
 def request(audience: PushGrid.Audience, alert: str, ttl: int = 600, big_push_minutes: int = 0) -> PushGrid.PushRequest:
     return PushGrid.PushRequest(
-        audience=audience, platforms=[],
+        audience=audience,
+        platforms=[],
         notification=PushGrid.Notification(alert=alert, title="", extras={}),
         message=PushGrid.Message(content="", title="", contentType="", extras={}),
-        options=PushGrid.PushOptions(sendno=7, timeToLive=ttl, overrideMsgId=0, bigPushDuration=big_push_minutes))
+        options=PushGrid.PushOptions(sendno=7, timeToLive=ttl, overrideMsgId=0, bigPushDuration=big_push_minutes),
+    )
 
 
 class Phones:
@@ -46,8 +49,12 @@ class Phones:
         creds = await register(self.grid.device_urls[len(self.devices) % 2], self.app)
         rid = creds.registration_id
         self.shown[rid] = []
-        d = Device(creds, self.grid.device_urls, backoff=(0.3, 2.0),
-                   on_message=lambda m, rid=rid: self.shown[rid].append((m, time.time())))
+        d = Device(
+            creds,
+            self.grid.device_urls,
+            backoff=(0.3, 2.0),
+            on_message=lambda m, rid=rid: self.shown[rid].append((m, time.time())),
+        )
         self.devices.append(d)
         if connect:
             await self.connect(d)
@@ -71,6 +78,7 @@ def run(coro_fn: Callable[[Phones], object], grid: RunDir, app: str) -> None:
             await coro_fn(phones)
         finally:
             await phones.close()
+
     asyncio.run(main())
 
 
@@ -100,8 +108,10 @@ def test_each_audience_kind_reaches_exactly_its_devices(grid, app, push, tagalia
             for i in want:
                 await until(lambda i=i, name=name: sent[name] in phones.ids(d[i]), f"{name} to reach device {i}")
         for name in cases:  # every message done: nothing more can arrive
-            await until(lambda name=name: push.report(app, [sent[name]])[0].state == PushGrid.MessageState.Done,
-                        f"{name} to be done")
+            await until(
+                lambda name=name: push.report(app, [sent[name]])[0].state == PushGrid.MessageState.Done,
+                f"{name} to be done",
+            )
         await asyncio.sleep(0.5)
         for i in range(5):
             got = {name for name, mid in sent.items() if mid in phones.ids(d[i])}
@@ -110,6 +120,7 @@ def test_each_audience_kind_reaches_exactly_its_devices(grid, app, push, tagalia
         for name, (_, want) in cases.items():
             s = report[sent[name]]
             assert (s.targets, s.sentOnline) == (len(want), len(want)), name
+
     run(t, grid, app)
 
 
@@ -126,6 +137,7 @@ def test_a_queued_message_past_its_ttl_is_not_replayed(grid, app, push) -> None:
         await until(lambda: long_ in phones.ids(late), "the long-lived message to be replayed")
         await asyncio.sleep(1)
         assert phones.ids(late) == {long_}
+
     run(t, grid, app)
 
 
@@ -139,6 +151,7 @@ def test_throttled_broadcast_is_spread_and_survives_its_dispatcher_dying(grid, a
     """big_push_duration 1 minute to 12 devices (about two per STC process): arrivals spread over
     tens of seconds; the dispatcher running it is killed after the first arrival, and still every
     device shows it exactly once and the report counts each device once."""
+
     async def t(phones: Phones) -> None:
         d = [await phones.new() for _ in range(12)]
         victim = _dispatcher_of(mailbox, app)
@@ -158,4 +171,5 @@ def test_throttled_broadcast_is_spread_and_survives_its_dispatcher_dying(grid, a
         # leave the grid as found: the killed dispatcher back, the consumer group settled
         await asyncio.to_thread(lifecycle.wait_servers_active, grid, 60, lambda *_: None)
         await asyncio.to_thread(lifecycle.wait_dispatchers, grid, 120)
+
     run(t, grid, app)

@@ -17,6 +17,7 @@ operator puts it on the public interface. From the partner host then:
 The namespace itself is checked first: it reaches its veth peer and nothing else, and it is
 removed afterwards, also when interrupted.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -63,6 +64,7 @@ def partner_host() -> Iterator[Netns]:
 
 # ---------------------------------------------------------------- the namespace alone
 
+
 def test_the_partner_host_reaches_only_its_veth_peer(partner_host: Netns) -> None:
     ns = partner_host
     addrs = ns.run(["ip", "-br", "-4", "addr"], check=True).stdout
@@ -71,17 +73,20 @@ def test_the_partner_host_reaches_only_its_veth_peer(partner_host: Netns) -> Non
     assert "UP" in lo["flags"], lo
     routes = ns.run(["ip", "-4", "route"], check=True).stdout.strip().splitlines()
     assert routes == [f"{ns.subnet} dev veth0 proto kernel scope link src {ns.address}"], routes
-    assert ns.run(["ip", "-6", "addr"], check=True).stdout.strip() == ""   # no way around over IPv6
+    assert ns.run(["ip", "-6", "addr"], check=True).stdout.strip() == ""  # no way around over IPv6
 
     assert ns.ping(ns.host_address)
     host_ip = subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
     elsewhere = [a for a in host_ip if ":" not in a][:1] or ["192.0.2.1"]
-    assert not ns.ping(elsewhere[0], timeout=1)            # this host's other addresses: no route
+    assert not ns.ping(elsewhere[0], timeout=1)  # this host's other addresses: no route
 
-    with listening(ns.host_address) as port:                # a server on the veth's host end: reached
+    with listening(ns.host_address) as port:  # a server on the veth's host end: reached
         got = ns.probe([(ns.host_address, port), ("127.0.0.1", port), (elsewhere[0], port)])
-    assert got == {(ns.host_address, port): "open", ("127.0.0.1", port): "refused",
-                   (elsewhere[0], port): "unreachable"}, got
+    assert got == {
+        (ns.host_address, port): "open",
+        ("127.0.0.1", port): "refused",
+        (elsewhere[0], port): "unreachable",
+    }, got
 
 
 def test_an_interrupted_run_leaves_no_namespace(tmp_path) -> None:
@@ -98,8 +103,13 @@ def test_an_interrupted_run_leaves_no_namespace(tmp_path) -> None:
         except KeyboardInterrupt:
             sys.exit(3)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": ROOT})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
     try:
         first = proc.stdout.readline().split()
         if first[:1] == ["unavailable"]:
@@ -141,6 +151,7 @@ class listening:
 
 # ---------------------------------------------------------------- the grid behind the router
 
+
 def router_endpoints(partner_cfg: str) -> list[tuple[str, str, int]]:
     """(transport, host, port) of the router's client endpoints, from the partner's Ice config."""
     import Ice
@@ -152,7 +163,7 @@ def router_endpoints(partner_cfg: str) -> list[tuple[str, str, int]]:
     found = []
     for ep in router.split(":")[1:]:
         words = ep.split()
-        opts = dict(zip(words[1::2], words[2::2])) if len(words) % 2 == 1 else {}
+        opts = dict(zip(words[1::2], words[2::2], strict=True)) if len(words) % 2 == 1 else {}
         if "-h" in opts and "-p" in opts:
             found.append((words[0], opts["-h"], int(opts["-p"])))
     assert found, f"no endpoints with a host and port in {router!r}"
@@ -237,16 +248,25 @@ def test_from_the_partner_host_only_the_router_is_reachable(grid: RunDir, door: 
     targets += [("127.0.0.1", p) for p in every | set(named.values()) | router_ports]
     got = ns.probe(targets, timeout=1.0)
 
-    assert {t: got[t] for t in [(h, p) for _, h, p in door.router]} == \
-        {(h, p): "open" for _, h, p in door.router}
+    assert {t: got[t] for t in [(h, p) for _, h, p in door.router]} == {(h, p): "open" for _, h, p in door.router}
     reached = {t: r for t, r in got.items() if r == "open" and t not in {(h, p) for _, h, p in door.router}}
     names_of = {p: n for n, p in named.items()}
     assert not reached, {f"{h}:{p} ({names_of.get(p, 'grid process')})": r for (h, p), r in reached.items()}
     # by name, what the issue lists: the registries, DBAgent, Push, TagAlias and STC (Ice and devices)
     closed = {"refused", "timeout", "unreachable"}
-    for name in ("registry-master", "registry-replica", "adapter DBAgent-1.DBAgent", "adapter Push-1.Push",
-                 "adapter TagAlias-1.TagAlias", "adapter STC-node1-1.STC", "stc-node1", "stc-node2",
-                 "mysql", "redis1", "kafka"):
+    for name in (
+        "registry-master",
+        "registry-replica",
+        "adapter DBAgent-1.DBAgent",
+        "adapter Push-1.Push",
+        "adapter TagAlias-1.TagAlias",
+        "adapter STC-node1-1.STC",
+        "stc-node1",
+        "stc-node2",
+        "mysql",
+        "redis1",
+        "kafka",
+    ):
         assert name in named, sorted(named)
         for host in (ns.host_address, "127.0.0.1"):
             assert got[(host, named[name])] in closed, f"{name} at {host}:{named[name]}: {got[(host, named[name])]}"
@@ -273,8 +293,8 @@ def test_the_grid_locator_cannot_be_called_from_the_partner_host(grid: RunDir, d
     result = door.ns.python(script, grid.client_config, direct, timeout=60)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.split()
-    assert len(lines) == 3 and not any(l.startswith("reached") for l in lines), result.stdout
-    assert all(l in ("::Ice::ConnectionRefusedException", "::Ice::ConnectTimeoutException") for l in lines), lines
+    assert len(lines) == 3 and not any(line.startswith("reached") for line in lines), result.stdout
+    assert all(line in ("::Ice::ConnectionRefusedException", "::Ice::ConnectTimeoutException") for line in lines), lines
 
 
 @pytest.fixture(scope="module")
@@ -288,8 +308,11 @@ def partner_cli(door: Door, creds, *command: str, timeout: float = 60) -> subpro
     the master secret in the environment as its help advises."""
     exe = os.path.join(ROOT, ".venv", "bin", "pushgrid-partner")
     base = [exe] if os.path.exists(exe) else [sys.executable, "-m", "tools.partner.cli"]
-    return door.ns.run([*base, "--config", door.partner_cfg, "--app-key", creds.appKey, "--json", *command],
-                       timeout=timeout, env={"PYTHONPATH": ROOT, "PUSHGRID_MASTER_SECRET": creds.masterSecret})
+    return door.ns.run(
+        [*base, "--config", door.partner_cfg, "--app-key", creds.appKey, "--json", *command],
+        timeout=timeout,
+        env={"PYTHONPATH": ROOT, "PUSHGRID_MASTER_SECRET": creds.masterSecret},
+    )
 
 
 def test_a_push_from_the_partner_host_reaches_the_device(grid: RunDir, door: Door, partner_app) -> None:
@@ -302,11 +325,12 @@ def test_a_push_from_the_partner_host_reaches_the_device(grid: RunDir, door: Doo
         device.start()
         try:
             await asyncio.wait_for(device.connected.wait(), 20)
-            cli = await asyncio.to_thread(partner_cli, door, partner_app, "push",
-                                          "--rid", creds.registration_id, "--alert", alert)
+            cli = await asyncio.to_thread(
+                partner_cli, door, partner_app, "push", "--rid", creds.registration_id, "--alert", alert
+            )
             assert cli.returncode == 0, f"pushgrid-partner failed:\n{cli.stdout}\n{cli.stderr}"
             await until(lambda: shown, "the push to reach the device", timeout=30)
-            await asyncio.sleep(1.0)   # anything else it would get arrives by now
+            await asyncio.sleep(1.0)  # anything else it would get arrives by now
             return cli, shown
         finally:
             await device.close()
@@ -321,9 +345,19 @@ def test_internal_objects_through_the_router_are_refused(grid: RunDir, door: Doo
     own session at the router gets ObjectNotExistException for each; its own session answers."""
     with icegrid.admin_session(grid) as admin:
         dbagent_proxy = admin.getAdapterInfo("DBAgentGroup")[0].proxy
-    forged = ["DBAgent", "Push", "TagAlias", "STC-node1-1", "PushGrid/Query", "PushGrid/Locator",
-              "PushGrid/Registry", "PushGrid/AdminSessionManager", "PartnerVerifier", "PartnerSessionManager",
-              "DBAgent:" + dbagent_proxy.ice_getEndpoints()[0].toString()]
+    forged = [
+        "DBAgent",
+        "Push",
+        "TagAlias",
+        "STC-node1-1",
+        "PushGrid/Query",
+        "PushGrid/Locator",
+        "PushGrid/Registry",
+        "PushGrid/AdminSessionManager",
+        "PartnerVerifier",
+        "PartnerSessionManager",
+        "DBAgent:" + dbagent_proxy.ice_getEndpoints()[0].toString(),
+    ]
     script = textwrap.dedent("""
         import json, sys, Ice
         from services.common.contract import Glacier2, PushGrid
@@ -348,8 +382,9 @@ def test_internal_objects_through_the_router_are_refused(grid: RunDir, door: Doo
             router.destroySession()
         print(json.dumps(out))
     """)
-    result = door.ns.python(script, door.partner_cfg, partner_app.appKey, partner_app.masterSecret,
-                            json.dumps(forged), timeout=90)
+    result = door.ns.python(
+        script, door.partner_cfg, partner_app.appKey, partner_app.masterSecret, json.dumps(forged), timeout=90
+    )
     assert result.returncode == 0, result.stderr
     got = json.loads(result.stdout)
     assert got.pop("own session") == partner_app.appKey

@@ -1,4 +1,5 @@
 """The deployed grid as operators and internal clients see it: replica groups, failover, restarts."""
+
 from __future__ import annotations
 
 import subprocess
@@ -17,19 +18,25 @@ pytestmark = pytest.mark.integration
 
 # every server of icegrid/pushgrid.xml: its node and replica group ("-" for none)
 EXPECTED_SERVERS = {
-    "DBAgent-1": ("node1", "DBAgentGroup"), "DBAgent-2": ("node2", "DBAgentGroup"),
-    "TagAlias-1": ("node1", "TagAliasGroup"), "TagAlias-2": ("node2", "TagAliasGroup"),
-    "Push-1": ("node1", "PushGroup"), "Push-2": ("node2", "PushGroup"),
-    "Dispatcher-1": ("node1", "-"), "Dispatcher-2": ("node2", "-"),
+    "DBAgent-1": ("node1", "DBAgentGroup"),
+    "DBAgent-2": ("node2", "DBAgentGroup"),
+    "TagAlias-1": ("node1", "TagAliasGroup"),
+    "TagAlias-2": ("node2", "TagAliasGroup"),
+    "Push-1": ("node1", "PushGroup"),
+    "Push-2": ("node2", "PushGroup"),
+    "Dispatcher-1": ("node1", "-"),
+    "Dispatcher-2": ("node2", "-"),
     **{f"STC-{node}-{i}": (node, "-") for node in ("node1", "node2") for i in (1, 2, 3)},
-    "PartnerGateway-1": ("node1", "PartnerGatewayGroup"), "PartnerGateway-2": ("node2", "PartnerGatewayGroup"),
+    "PartnerGateway-1": ("node1", "PartnerGatewayGroup"),
+    "PartnerGateway-2": ("node2", "PartnerGatewayGroup"),
     "Glacier2Router": ("node1", "-"),
 }
 
 
 def _pushgrid(run, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tools.cli", "--run-dir", run.path, *args],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tools.cli", "--run-dir", run.path, *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_status_shows_every_server_active_with_node_and_group(grid):
@@ -64,8 +71,15 @@ def test_icegridadmin_lists_application_groups_and_servers(grid):
     for sid in servers:
         assert icegrid.icegridadmin(grid, f"server state {sid}").startswith("active")
     objects = icegrid.icegridadmin(grid, "object list")
-    assert {"DBAgent", "TagAlias", "Push", "STC-node1-1", "STC-node2-3",
-            "PartnerVerifier", "PartnerSessionManager"} <= set(objects.split())
+    assert {
+        "DBAgent",
+        "TagAlias",
+        "Push",
+        "STC-node1-1",
+        "STC-node2-3",
+        "PartnerVerifier",
+        "PartnerSessionManager",
+    } <= set(objects.split())
     assert sorted(icegrid.icegridadmin(grid, "registry list").split()) == ["Master", "Replica"]
 
 
@@ -89,8 +103,9 @@ def test_every_call_succeeds_while_a_dbagent_replica_stops(grid, dbagent):
         while not stop.is_set():
             try:
                 dev = dbagent.ice_locatorCacheTimeout(1).registerDevice(creds.appKey, PushGrid.Platform.Android)
-                info = dbagent.ice_locatorCacheTimeout(1).verifyDevice(creds.appKey, dev.registrationId,
-                                                                        dev.deviceToken)
+                info = dbagent.ice_locatorCacheTimeout(1).verifyDevice(
+                    creds.appKey, dev.registrationId, dev.deviceToken
+                )
                 assert info.registrationId == dev.registrationId
                 calls += 2
             except BaseException as e:  # noqa: BLE001 - every failure is a test failure

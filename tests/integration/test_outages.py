@@ -1,4 +1,5 @@
 """A backend that dies gives callers a prompt Unavailable, and service resumes when it returns."""
+
 from __future__ import annotations
 
 import time
@@ -28,8 +29,11 @@ def test_dead_mysql_is_unavailable_then_dbagent_recovers(grid, dbagent):
     creds = dbagent.createApp("outage-" + uuid.uuid4().hex[:8], 600)
     mariadb.stop(grid)
     try:
-        for call in (lambda: dbagent.getApp(creds.appKey), lambda: dbagent.createApp("x" + uuid.uuid4().hex, 1),
-                     lambda: dbagent.registerDevice(creds.appKey, PushGrid.Platform.Web)):
+        for call in (
+            lambda: dbagent.getApp(creds.appKey),
+            lambda: dbagent.createApp("x" + uuid.uuid4().hex, 1),
+            lambda: dbagent.registerDevice(creds.appKey, PushGrid.Platform.Web),
+        ):
             started = time.monotonic()
             with pytest.raises(PushGrid.Unavailable) as err:
                 call()

@@ -4,6 +4,7 @@ limits. Each abuse gets its named error and leaves the other app's data as it wa
 The clients here are raw Ice clients configured by the run directory's partner.cfg (the router
 and nothing else), so tests can forge identities and proxies as an attacker would.
 """
+
 from __future__ import annotations
 
 import time
@@ -15,8 +16,8 @@ import pytest
 from services.common import limits
 from services.common.contract import Glacier2, PushGrid
 from services.common.ice import client_communicator
-from tools.grid.rundir import ROUTER_INSTANCE_NAME, RunDir
 from tests.integration.waiting import until
+from tools.grid.rundir import ROUTER_INSTANCE_NAME, RunDir
 
 pytestmark = pytest.mark.integration
 
@@ -26,10 +27,12 @@ WRONG = "app key or master secret is wrong"
 
 def request(audience: PushGrid.Audience, alert: str = "hi", ttl: int = 600) -> PushGrid.PushRequest:
     return PushGrid.PushRequest(
-        audience=audience, platforms=[],
+        audience=audience,
+        platforms=[],
         notification=PushGrid.Notification(alert=alert, title="", extras={}),
         message=PushGrid.Message(content="", title="", contentType="", extras={}),
-        options=PushGrid.PushOptions(sendno=1, timeToLive=ttl, overrideMsgId=0, bigPushDuration=0))
+        options=PushGrid.PushOptions(sendno=1, timeToLive=ttl, overrideMsgId=0, bigPushDuration=0),
+    )
 
 
 class Partner:
@@ -38,8 +41,10 @@ class Partner:
     def __init__(self, grid: RunDir, app_key: str, secret: str, source: str | None = None) -> None:
         extra = []
         if source:  # plain TCP from a chosen loopback address: another partner host for the router
-            extra.append(f"--Ice.Default.Router={ROUTER_INSTANCE_NAME}/router:tcp -h 127.0.0.1 -p "
-                         f"{grid.ports['partner-tcp']} --sourceAddress {source}")
+            extra.append(
+                f"--Ice.Default.Router={ROUTER_INSTANCE_NAME}/router:tcp -h 127.0.0.1 -p "
+                f"{grid.ports['partner-tcp']} --sourceAddress {source}"
+            )
         self.comm = client_communicator(grid.partner_config, *extra)
         try:
             self.router = Glacier2.RouterPrx.checkedCast(self.comm.getDefaultRouter())
@@ -99,6 +104,7 @@ def device(dbagent, tagalias, app_key: str, tags: list[str] = (), alias: str = "
 
 # ---------------------------------------------------------------- logging in
 
+
 def test_a_partner_logs_in_and_its_session_is_its_apps(partner, creds) -> None:
     assert partner.session.appKey() == creds.appKey
     assert partner.devices.deviceCount() == 0
@@ -118,7 +124,7 @@ def test_failed_logins_are_limited_per_app_key(grid, dbagent, creds, other) -> N
         assert login_error(grid, creds.appKey, "bad", source) == WRONG
     reason = login_error(grid, creds.appKey, creds.masterSecret, source)  # even the right secret now
     assert "too many failed logins for this app key" in reason and "retry in" in reason
-    Partner(grid, other.appKey, other.masterSecret, source).close()         # other apps are not touched
+    Partner(grid, other.appKey, other.masterSecret, source).close()  # other apps are not touched
 
 
 def test_failed_logins_are_limited_per_address(grid, creds) -> None:
@@ -127,7 +133,7 @@ def test_failed_logins_are_limited_per_address(grid, creds) -> None:
         assert login_error(grid, f"guess{i:020d}", "bad", source) == WRONG
     reason = login_error(grid, creds.appKey, creds.masterSecret, source)
     assert "too many failed logins for this address" in reason
-    Partner(grid, creds.appKey, creds.masterSecret, "127.0.9.3").close()    # another address gets in
+    Partner(grid, creds.appKey, creds.masterSecret, "127.0.9.3").close()  # another address gets in
 
 
 def test_a_rotated_secret_works_for_new_sessions_at_once(grid, dbagent, creds, partner) -> None:
@@ -136,21 +142,24 @@ def test_a_rotated_secret_works_for_new_sessions_at_once(grid, dbagent, creds, p
     fresh = Partner(grid, creds.appKey, new)
     assert fresh.session.appKey() == creds.appKey
     fresh.close()
-    assert partner.devices.deviceCount() == 0   # a session opened before keeps working
+    assert partner.devices.deviceCount() == 0  # a session opened before keeps working
 
 
 # ---------------------------------------------------------------- a session reaches its own app only
 
+
 def test_a_session_cannot_touch_another_apps_devices(grid, dbagent, tagalias, partner, other) -> None:
     theirs = device(dbagent, tagalias, other.appKey, tags=["vip"], alias="bob")
-    for call in (lambda: partner.devices.addTags(theirs, ["mine"]),
-                 lambda: partner.devices.removeTags(theirs, ["vip"]),
-                 lambda: partner.devices.getTags(theirs),
-                 lambda: partner.devices.setAlias(theirs, "eve"),
-                 lambda: partner.devices.getAlias(theirs)):
+    for call in (
+        lambda: partner.devices.addTags(theirs, ["mine"]),
+        lambda: partner.devices.removeTags(theirs, ["vip"]),
+        lambda: partner.devices.getTags(theirs),
+        lambda: partner.devices.setAlias(theirs, "eve"),
+        lambda: partner.devices.getAlias(theirs),
+    ):
         with pytest.raises(PushGrid.UnknownDevice):
             call()
-    partner.devices.deleteTag("vip")            # acts on its own app's tag "vip" (none)
+    partner.devices.deleteTag("vip")  # acts on its own app's tag "vip" (none)
     partner.devices.deleteAlias("bob")
     assert partner.devices.aliasDevices("bob") == [] and not partner.devices.isMember("vip", theirs)
     assert tagalias.getTags(other.appKey, theirs) == ["vip"]
@@ -165,11 +174,14 @@ def test_a_session_cannot_reach_another_apps_messages(grid, dbagent, tagalias, p
     assert partner.push.report([their_msg, scheduled]) == []
     with pytest.raises(PushGrid.UnknownMessage):
         partner.push.cancel(scheduled)
-    mine = partner.push.push(request(A(registrationIds=[theirs]))).msgId   # names their device
+    mine = partner.push.push(request(A(registrationIds=[theirs]))).msgId  # names their device
     for app_key, msg_id in ((partner.session.appKey(), mine), (other.appKey, their_msg)):
-        until(lambda: _stats(push, app_key, msg_id).state == PushGrid.MessageState.Done,
-              "the dispatcher to finish the message", 30)
-    assert _stats(push, partner.session.appKey(), mine).targets == 0      # ... which is not its own
+        until(
+            lambda app_key=app_key, msg_id=msg_id: _stats(push, app_key, msg_id).state == PushGrid.MessageState.Done,
+            "the dispatcher to finish the message",
+            30,
+        )
+    assert _stats(push, partner.session.appKey(), mine).targets == 0  # ... which is not its own
     assert _stats(push, other.appKey, scheduled).state == PushGrid.MessageState.Scheduled
     assert _stats(push, other.appKey, their_msg).targets == 1
 
@@ -188,17 +200,21 @@ def test_forged_identities_and_proxies_are_refused_by_the_router(grid, creds, ot
     me = Partner(grid, creds.appKey, creds.masterSecret)
     try:
         category = me.session.ice_getIdentity().category
-        forged = [theirs.session, theirs.push, theirs.devices,
-                  # the right shape and adapter, another session's category
-                  me.push.ice_identity(theirs.push.ice_getIdentity()),
-                  # its own category, an object that is not one of its three
-                  me.push.ice_identity(Ice.Identity(name="dbagent", category=category)),
-                  *internal_objects(communicator)]
+        forged = [
+            theirs.session,
+            theirs.push,
+            theirs.devices,
+            # the right shape and adapter, another session's category
+            me.push.ice_identity(theirs.push.ice_getIdentity()),
+            # its own category, an object that is not one of its three
+            me.push.ice_identity(Ice.Identity(name="dbagent", category=category)),
+            *internal_objects(communicator),
+        ]
         for proxy in forged:
             with pytest.raises(Ice.ObjectNotExistException):
                 me.routed(proxy).ice_ping()
-        assert theirs.session.appKey() == other.appKey   # B's session is untouched
-        assert me.session.appKey() == creds.appKey       # and A's own objects still answer
+        assert theirs.session.appKey() == other.appKey  # B's session is untouched
+        assert me.session.appKey() == creds.appKey  # and A's own objects still answer
     finally:
         me.close()
         theirs.close()
@@ -222,12 +238,23 @@ def internal_objects(communicator) -> list[str]:
     process, the gateway's verifier and session manager, and DBAgent by its replica's adapter id."""
     locator = communicator.getDefaultLocator()
     instance = locator.ice_getIdentity().category
-    return ["DBAgent", "Push", "TagAlias", "STC-node1-1", "PartnerVerifier", "PartnerSessionManager",
-            f"{instance}/Query", f"{instance}/Locator", f"{instance}/Registry", "DBAgent @ DBAgent-1.DBAgent",
-            "PushGridRouter/admin"]
+    return [
+        "DBAgent",
+        "Push",
+        "TagAlias",
+        "STC-node1-1",
+        "PartnerVerifier",
+        "PartnerSessionManager",
+        f"{instance}/Query",
+        f"{instance}/Locator",
+        f"{instance}/Registry",
+        "DBAgent @ DBAgent-1.DBAgent",
+        "PushGridRouter/admin",
+    ]
 
 
 # ---------------------------------------------------------------- bad and oversized requests
+
 
 def test_bad_requests_get_named_errors_and_change_nothing(grid, dbagent, tagalias, partner, push) -> None:
     app = partner.session.appKey()
@@ -239,7 +266,7 @@ def test_bad_requests_get_named_errors_and_change_nothing(grid, dbagent, tagalia
     with pytest.raises(PushGrid.LimitExceeded):
         partner.push.push(request(A(registrationIds=[f"r{i}" for i in range(limits.AUDIENCE_MAX_REGIDS + 1)])))
     with pytest.raises(PushGrid.InvalidArgument):
-        partner.push.push(request(A()))                             # no audience at all
+        partner.push.push(request(A()))  # no audience at all
     with pytest.raises(PushGrid.InvalidArgument):
         partner.devices.addTags(rid, [""])
     with pytest.raises(PushGrid.InvalidArgument):
@@ -262,6 +289,7 @@ def test_a_request_larger_than_the_router_takes_is_refused_and_the_router_stays_
 
 # ---------------------------------------------------------------- rate limit
 
+
 def fresh_quota_window() -> None:
     """Quotas count per calendar minute: start a flood well inside one, so it is one window."""
     left = 60 - time.time() % 60
@@ -283,14 +311,15 @@ def test_a_push_flood_past_the_quota_gets_rate_limited_with_a_retry_time(grid, d
             limited.append(err)
     assert accepted == 20 and len(limited) == 10
     assert all(0 < e.retryAfterMs <= 60_000 and "20 times a minute" in e.reason for e in limited)
-    partner.push.validate(request(A(registrationIds=[rid])))   # validate is not a push: never limited
+    partner.push.validate(request(A(registrationIds=[rid])))  # validate is not a push: never limited
 
 
 def test_the_quota_is_shared_by_every_push_replica(communicator, dbagent, tagalias, app) -> None:
     dbagent.setQuota(app, 12)
     rid = device(dbagent, tagalias, app)
-    replicas = [PushGrid.PushServicePrx.uncheckedCast(communicator.stringToProxy(f"Push@Push-{i}.Push"))
-                for i in (1, 2)]
+    replicas = [
+        PushGrid.PushServicePrx.uncheckedCast(communicator.stringToProxy(f"Push@Push-{i}.Push")) for i in (1, 2)
+    ]
     fresh_quota_window()
     outcomes = []
     for i in range(24):  # alternate between the two replicas
@@ -325,16 +354,22 @@ def test_a_silent_partner_loses_its_session_and_a_heartbeating_one_keeps_it(grid
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    procs = [subprocess.Popen([sys.executable, "-c", PARTNER_SCRIPT, grid.partner_config, creds.appKey,
-                               creds.masterSecret], cwd=root, stdout=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PARTNER_SCRIPT, grid.partner_config, creds.appKey, creds.masterSecret],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     try:
         # the session proxies point straight at the gateway: this internal client can ping them
         sessions = [communicator.stringToProxy(p.stdout.readline().strip()) for p in procs]
         for s in sessions:
             s.ice_ping()
-        silent, alive = procs[0], procs[1]
-        silent.send_signal(signal.SIGSTOP)   # hung or cut off: its connection stays open, quiet
+        silent = procs[0]  # procs[1] stays alive and talking
+        silent.send_signal(signal.SIGSTOP)  # hung or cut off: its connection stays open, quiet
         started = time.monotonic()
 
         def gone() -> bool:
@@ -346,7 +381,7 @@ def test_a_silent_partner_loses_its_session_and_a_heartbeating_one_keeps_it(grid
 
         until(gone, "the silent partner's session to end", 3 * limits.PARTNER_SESSION_TIMEOUT_SECONDS)
         assert time.monotonic() - started >= limits.PARTNER_SESSION_TIMEOUT_SECONDS / 2
-        sessions[1].ice_ping()               # heartbeats kept the other one for as long
+        sessions[1].ice_ping()  # heartbeats kept the other one for as long
     finally:
         for p in procs:
             p.kill()

@@ -5,6 +5,7 @@ A push by registration id reaches the device and its report counts it; tags and 
 named errors arrive unchanged; the session outlives the router's idle timeout and a router
 restart (killed, or stopped and started) without the caller doing anything; the CLI pushes.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,12 +23,12 @@ import pytest
 
 from services.common import limits
 from services.common.contract import Glacier2, PushGrid
+from tests.integration.waiting import until, until_async
 from tools.device.sdk import Device, Message, register
 from tools.grid import icegrid
 from tools.grid.rundir import RunDir
 from tools.partner import PartnerClient
 from tools.partner import builders as b
-from tests.integration.waiting import until, until_async
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +37,7 @@ CLI = os.path.join(os.path.dirname(sys.executable), "pushgrid-partner")
 
 
 # ---------------------------------------------------------------- fixtures and helpers
+
 
 @pytest.fixture
 def creds(dbagent) -> PushGrid.AppCredentials:
@@ -58,7 +60,7 @@ class Phone:
         self.shown: list[Message] = []
         self.device: Device | None = None
 
-    async def __aenter__(self) -> "Phone":
+    async def __aenter__(self) -> Phone:
         creds = await register(self.grid.device_urls[0], self.app_key)
         self.device = Device(creds, self.grid.device_urls, on_message=self.shown.append, backoff=(0.3, 2.0))
         self.device.start()
@@ -77,8 +79,11 @@ class Phone:
 
 
 def to(rid: str, alert: str = "hello") -> PushGrid.PushRequest:
-    return b.push_request(b.audience(registration_ids=[rid]), notification=b.notification(alert, "pushgrid"),
-                          options=b.options(ttl=600, sendno=5))
+    return b.push_request(
+        b.audience(registration_ids=[rid]),
+        notification=b.notification(alert, "pushgrid"),
+        options=b.options(ttl=600, sendno=5),
+    )
 
 
 def stats(client: PartnerClient, msg_id: int) -> PushGrid.MessageStats:
@@ -99,6 +104,7 @@ def router_state(admin: IceGrid.AdminPrx) -> tuple[IceGrid.ServerState, int]:
 
 # ---------------------------------------------------------------- pushing through the router
 
+
 def test_push_by_registration_id_reaches_the_device_and_is_reported(grid, creds, client) -> None:
     async def main() -> None:
         async with Phone(grid, creds.appKey) as phone:
@@ -107,9 +113,11 @@ def test_push_by_registration_id_reaches_the_device_and_is_reported(grid, creds,
             await until_async(lambda: phone.got(res.msgId), "the device to show the push", 30)
             m = phone.got(res.msgId)
             assert m.notification["alert"] == "hello partner" and not m.replay
-            s = await asyncio.to_thread(until, lambda: (s := stats(client, res.msgId)).received == 1 and s,
-                                        "the receipt to be counted", 30)
+            s = await asyncio.to_thread(
+                until, lambda: (s := stats(client, res.msgId)).received == 1 and s, "the receipt to be counted", 30
+            )
             assert (s.targets, s.sentOnline, s.received) == (1, 1, 1)
+
     asyncio.run(main())
 
 
@@ -132,28 +140,31 @@ def test_tags_and_aliases_of_the_apps_own_devices(grid, creds, client) -> None:
             assert client.get_alias(rid) == "user-1" and client.alias_devices("user-1") == [rid]
             assert client.device_count() == 1
             # a tag push and an alias push reach it too
-            res = await asyncio.to_thread(client.push, b.push_request(b.audience(tags=["vip"], tag_not=["muted"]),
-                                                                     notification="by tag"))
+            res = await asyncio.to_thread(
+                client.push, b.push_request(b.audience(tags=["vip"], tag_not=["muted"]), notification="by tag")
+            )
             await until_async(lambda: phone.got(res.msgId), "the tag push", 30)
-            res = await asyncio.to_thread(client.push, b.push_request(b.audience(aliases="user-1"),
-                                                                     message=b.message("{}", content_type="json")))
+            res = await asyncio.to_thread(
+                client.push, b.push_request(b.audience(aliases="user-1"), message=b.message("{}", content_type="json"))
+            )
             await until_async(lambda: phone.got(res.msgId), "the alias push", 30)
             assert phone.got(res.msgId).message["content"] == "{}"
             client.delete_alias("user-1")
             client.delete_tag("vip")
             assert client.get_alias(rid) == "" and client.get_tags(rid) == [] and not client.is_member("vip", rid)
+
     asyncio.run(main())
 
 
 def test_schedule_and_cancel(client) -> None:
-    res = client.schedule(b.push_request(b.broadcast(), notification="later"),
-                          int(time.time() * 1000) + 3_600_000)
+    res = client.schedule(b.push_request(b.broadcast(), notification="later"), int(time.time() * 1000) + 3_600_000)
     assert stats(client, res.msgId).state == PushGrid.MessageState.Scheduled
     client.cancel(res.msgId)
     assert stats(client, res.msgId).state == PushGrid.MessageState.Cancelled
 
 
 # ---------------------------------------------------------------- named errors arrive unchanged
+
 
 def test_a_wrong_secret_is_refused_at_login(grid, creds) -> None:
     with pytest.raises(Glacier2.PermissionDeniedException) as e:
@@ -184,6 +195,7 @@ def test_rate_limited_says_when_to_retry(grid, dbagent) -> None:
 
 
 # ---------------------------------------------------------------- the session stays and comes back
+
 
 def test_an_idle_session_outlives_the_routers_session_timeout(client) -> None:
     client.device_count()
@@ -235,22 +247,42 @@ def test_the_same_client_survives_router_restarts(grid, creds, client) -> None:
                 finally:
                     starter.join()
                 assert client.reopened == 2
+
     asyncio.run(main())
 
 
 # ---------------------------------------------------------------- the CLI
 
+
 def cli(grid: RunDir, creds, *argv: str, secret: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PUSHGRID_MASTER_SECRET": secret or creds.masterSecret}
-    return subprocess.run([CLI, "--config", grid.partner_config, "--app-key", creds.appKey, *argv],
-                          capture_output=True, text=True, timeout=60, env=env)
+    return subprocess.run(
+        [CLI, "--config", grid.partner_config, "--app-key", creds.appKey, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
 
 
 def test_the_cli_pushes_and_prints_the_msg_id(grid, creds, client) -> None:
     async def main() -> None:
         async with Phone(grid, creds.appKey) as phone:
-            done = await asyncio.to_thread(cli, grid, creds, "--json", "push", "--rid", phone.rid,
-                                           "--alert", "from the cli", "--extra", "k=v", "--sendno", "9")
+            done = await asyncio.to_thread(
+                cli,
+                grid,
+                creds,
+                "--json",
+                "push",
+                "--rid",
+                phone.rid,
+                "--alert",
+                "from the cli",
+                "--extra",
+                "k=v",
+                "--sendno",
+                "9",
+            )
             assert done.returncode == 0, done.stderr
             res = json.loads(done.stdout)
             assert res["sendno"] == 9
@@ -264,6 +296,7 @@ def test_the_cli_pushes_and_prints_the_msg_id(grid, creds, client) -> None:
 
             done = await asyncio.to_thread(cli, grid, creds, "report", str(msg_id))
             assert done.returncode == 0 and str(msg_id) in done.stdout
+
     asyncio.run(main())
 
 

@@ -3,6 +3,7 @@ broker, fan-out into the real Redis Cluster, devices (tools/device/sdk.py) on th
 
 Every test makes its own app, so the shared session grid never mixes their messages.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -17,15 +18,15 @@ import IceGrid
 import pytest
 
 from services.common import kafka, limits
+from services.common.clock import now_ms
 from services.common.contract import PushGrid
 from services.common.ice import push as push_proxy
 from services.common.tasks import Task
 from services.dbagent.pool import connector
+from tests.integration.waiting import until, until_async
 from tools.device.sdk import Device, Message, register
 from tools.grid import icegrid, lifecycle
 from tools.grid.rundir import RunDir
-from services.common.clock import now_ms
-from tests.integration.waiting import until, until_async
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +36,7 @@ PLATFORM = PushGrid.Platform.Android
 
 
 # ---------------------------------------------------------------- fixtures and helpers
+
 
 @pytest.fixture(scope="module")
 def push(communicator) -> PushGrid.PushServicePrx:
@@ -51,10 +53,13 @@ def tasks(kafka_settings, grid: RunDir):
 
 
 def request(audience: A, alert: str = "hello", **options: Any) -> PushGrid.PushRequest:
-    return PushGrid.PushRequest(audience=audience, platforms=[],
-                                notification=PushGrid.Notification(alert=alert, title="", extras={}),
-                                message=PushGrid.Message(content="", title="", contentType="", extras={}),
-                                options=PushGrid.PushOptions(**options))
+    return PushGrid.PushRequest(
+        audience=audience,
+        platforms=[],
+        notification=PushGrid.Notification(alert=alert, title="", extras={}),
+        message=PushGrid.Message(content="", title="", contentType="", extras={}),
+        options=PushGrid.PushOptions(**options),
+    )
 
 
 def stats(push: PushGrid.PushServicePrx, app: str, msg_id: int) -> PushGrid.MessageStats:
@@ -62,8 +67,9 @@ def stats(push: PushGrid.PushServicePrx, app: str, msg_id: int) -> PushGrid.Mess
     return s
 
 
-def wait_state(push: PushGrid.PushServicePrx, app: str, msg_id: int, state: PushGrid.MessageState,
-               timeout: float = 60.0) -> PushGrid.MessageStats:
+def wait_state(
+    push: PushGrid.PushServicePrx, app: str, msg_id: int, state: PushGrid.MessageState, timeout: float = 60.0
+) -> PushGrid.MessageStats:
     return until(lambda: (s := stats(push, app, msg_id)).state == state and s, f"message {msg_id} {state}", timeout)
 
 
@@ -81,7 +87,7 @@ def tagged_only(tagalias, app: str, count: int, tag: str) -> list[str]:
     """Many tag members quickly (TagAlias only): enough for a tag push of several pages."""
     rids = [f"bulk{uuid.uuid4().hex[:16]}" for _ in range(count)]
     for i in range(0, count, 200):
-        for f in [tagalias.addTagsAsync(app, r, [tag]) for r in rids[i:i + 200]]:
+        for f in [tagalias.addTagsAsync(app, r, [tag]) for r in rids[i : i + 200]]:
             f.result()
     return rids
 
@@ -110,17 +116,25 @@ def published(reader, msg_ids: Collection[int] = (), timeout: float = 5.0) -> li
 
 # ---------------------------------------------------------------- accepting
 
+
 def test_bad_requests_are_refused_by_name_and_leave_nothing(push, app, tasks, mysql_settings) -> None:
     good = request(A(tags=["t"]))
     cases = [
         (request(A()), PushGrid.InvalidArgument, "audience"),
         (request(A(tags=["no spaces"])), PushGrid.InvalidArgument, "audience.tags"),
-        (request(A(registrationIds=[f"r{i}" for i in range(1001)])), PushGrid.LimitExceeded, "audience.registrationIds"),
+        (
+            request(A(registrationIds=[f"r{i}" for i in range(1001)])),
+            PushGrid.LimitExceeded,
+            "audience.registrationIds",
+        ),
         (request(A(tags=["t"]), alert=""), PushGrid.InvalidArgument, "request"),
         (request(A(tags=["t"]), alert="x" * 5000), PushGrid.LimitExceeded, "payload"),
         (request(A(tags=["t"]), timeToLive=limits.TTL_MAX_SECONDS + 1), PushGrid.InvalidArgument, "options.timeToLive"),
-        (request(A(tags=["t"]), bigPushDuration=limits.BIG_PUSH_MAX_MINUTES + 1), PushGrid.InvalidArgument,
-         "options.bigPushDuration"),
+        (
+            request(A(tags=["t"]), bigPushDuration=limits.BIG_PUSH_MAX_MINUTES + 1),
+            PushGrid.InvalidArgument,
+            "options.bigPushDuration",
+        ),
         (request(A(tags=["t"]), overrideMsgId=-3), PushGrid.InvalidArgument, "options.overrideMsgId"),
         (request(A(tags=["t"]), overrideMsgId=123456789), PushGrid.InvalidArgument, "options.overrideMsgId"),
     ]
@@ -164,6 +178,7 @@ def test_msg_ids_increase_across_replicas(push, app) -> None:
 
 
 # ---------------------------------------------------------------- fan-out and counting
+
 
 def test_tag_push_to_offline_devices_is_queued_and_counted(push, app, dbagent, tagalias, mailbox) -> None:
     rids = offline_devices(dbagent, tagalias, app, 30)
@@ -227,9 +242,11 @@ def test_receipts_on_kafka_update_the_report(push, app, dbagent, tagalias, kafka
     wait_state(push, app, msg, S.Done)
     producer = kafka.producer(kafka_settings, "test-receipts")
     try:
-        for value in ({"acks": [[msg + 1, app, rids[0]]]},  # unknown msg id: skipped
-                      {"acks": [[msg, app, r] for r in rids[:3]]},
-                      {"acks": [[msg, app, rids[0]], [msg, "f" * 24, rids[3]]]}):  # repeat; another app's
+        for value in (
+            {"acks": [[msg + 1, app, rids[0]]]},  # unknown msg id: skipped
+            {"acks": [[msg, app, r] for r in rids[:3]]},
+            {"acks": [[msg, app, rids[0]], [msg, "f" * 24, rids[3]]]},
+        ):  # repeat; another app's
             producer.send(kafka_settings.receipts_topic, key=app, value=value).get(timeout=10)
         producer.send(kafka_settings.receipts_topic, key=app, value={"acks": [[msg, app, rids[3]]]}).get(timeout=10)
     finally:
@@ -241,6 +258,7 @@ def test_receipts_on_kafka_update_the_report(push, app, dbagent, tagalias, kafka
 
 # ---------------------------------------------------------------- real devices
 
+
 def test_devices_online_get_it_now_offline_ones_on_connect(push, app, grid: RunDir) -> None:
     async def main() -> None:
         shown: dict[str, list[Message]] = {}
@@ -248,22 +266,31 @@ def test_devices_online_get_it_now_offline_ones_on_connect(push, app, grid: RunD
         devices = []
 
         def connect(c) -> Device:
-            d = Device(c, grid.device_urls, on_message=shown.setdefault(c.registration_id, []).append,
-                       backoff=(0.3, 2.0))
+            d = Device(
+                c, grid.device_urls, on_message=shown.setdefault(c.registration_id, []).append, backoff=(0.3, 2.0)
+            )
             d.start()
             devices.append(d)
             return d
+
         try:
             for c in creds[:2]:
                 await asyncio.wait_for(connect(c).connected.wait(), 15)
-            res = await asyncio.to_thread(push.push, app, request(A(registrationIds=[c.registration_id for c in creds])))
+            res = await asyncio.to_thread(
+                push.push, app, request(A(registrationIds=[c.registration_id for c in creds]))
+            )
             bc = await asyncio.to_thread(push.push, app, request(A(all=True), alert="to all"))
-            now = await asyncio.to_thread(push.push, app, request(A(registrationIds=[c.registration_id for c in creds]),
-                                                                  alert="online only", timeToLive=0))
+            now = await asyncio.to_thread(
+                push.push,
+                app,
+                request(A(registrationIds=[c.registration_id for c in creds]), alert="online only", timeToLive=0),
+            )
             want = {res.msgId, bc.msgId, now.msgId}
             for c in creds[:2]:
-                await until_async(lambda c=c: {m.msg_id for m in shown.get(c.registration_id, [])} == want,
-                                  "online devices to show all three")
+                await until_async(
+                    lambda c=c: {m.msg_id for m in shown.get(c.registration_id, [])} == want,
+                    "online devices to show all three",
+                )
             s = await asyncio.to_thread(wait_state, push, app, res.msgId, S.Done)
             assert (s.targets, s.sentOnline, s.storedOffline) == (3, 2, 1)
             n = await asyncio.to_thread(wait_state, push, app, now.msgId, S.Done)
@@ -272,8 +299,10 @@ def test_devices_online_get_it_now_offline_ones_on_connect(push, app, grid: RunD
             assert (b.targets, b.sentOnline, b.storedOffline) == (3, 2, 1)
             await asyncio.wait_for(connect(creds[2]).connected.wait(), 15)  # the offline one comes back
             late = creds[2].registration_id
-            await until_async(lambda: {m.msg_id for m in shown.get(late, [])} == {res.msgId, bc.msgId},
-                              "the late device to get both by replay (not the online-only one)")
+            await until_async(
+                lambda: {m.msg_id for m in shown.get(late, [])} == {res.msgId, bc.msgId},
+                "the late device to get both by replay (not the online-only one)",
+            )
             assert all(m.replay for m in shown[late])
             await until_async(lambda: stats(push, app, res.msgId).received == 3, "3 receipts")
         finally:
@@ -284,15 +313,20 @@ def test_devices_online_get_it_now_offline_ones_on_connect(push, app, grid: RunD
 
 # ---------------------------------------------------------------- a dispatcher dies mid-task
 
-def test_killed_dispatcher_task_is_finished_without_double_counting(push, app, tagalias, mailbox,
-                                                                    grid: RunDir) -> None:
+
+def test_killed_dispatcher_task_is_finished_without_double_counting(push, app, tagalias, mailbox, grid: RunDir) -> None:
     """A one-minute big push of two pages (at 0 s and 30 s): the worker running it is killed
     after the first page; another one finishes it from the checkpoint."""
     lifecycle.wait_dispatchers(grid, 120)  # start from a settled consumer group
     rids = tagged_only(tagalias, app, 2 * limits.DISPATCH_PAGE, "big")
     res = push.push(app, request(A(tags=["big"]), bigPushDuration=1))
-    owner = until(lambda: mailbox.checkpoint(res.msgId).get("owner")
-                  if mailbox.checkpoint(res.msgId).get("page") == "1" else None, "the first page", 60)
+    owner = until(
+        lambda: (
+            mailbox.checkpoint(res.msgId).get("owner") if mailbox.checkpoint(res.msgId).get("page") == "1" else None
+        ),
+        "the first page",
+        60,
+    )
     with icegrid.admin_session(grid) as admin:
         pid = admin.getServerPid(owner)
         os.kill(pid, signal.SIGKILL)
@@ -304,5 +338,8 @@ def test_killed_dispatcher_task_is_finished_without_double_counting(push, app, t
     cp = mailbox.checkpoint(res.msgId)
     assert cp["done"] == "1" and int(cp["page"]) >= 2
     with icegrid.admin_session(grid) as admin:  # activation="always": IceGrid started it again
-        until(lambda: admin.getServerState(owner) == IceGrid.ServerState.Active
-              and admin.getServerPid(owner) != pid, f"{owner} to restart", 60)
+        until(
+            lambda: admin.getServerState(owner) == IceGrid.ServerState.Active and admin.getServerPid(owner) != pid,
+            f"{owner} to restart",
+            60,
+        )

@@ -1,6 +1,7 @@
 """The Glacier2 router as deployed: on node1 with both gateways behind it, answering partners on
 SSL (checked against the grid CA, name check on) and TCP, refusing wrong secrets and oversized
 requests, and movable to another partner host and back without touching the rest of the grid."""
+
 from __future__ import annotations
 
 import contextlib
@@ -32,8 +33,9 @@ def partner(grid: RunDir, *extra: str):
 
 
 def router_at(comm: Ice.Communicator, endpoint: str) -> Glacier2.RouterPrx:
-    return Glacier2.RouterPrx.uncheckedCast(comm.stringToProxy(f"PushGridRouter/router:{endpoint}")
-                                            .ice_connectionCached(False).ice_router(None))
+    return Glacier2.RouterPrx.uncheckedCast(
+        comm.stringToProxy(f"PushGridRouter/router:{endpoint}").ice_connectionCached(False).ice_router(None)
+    )
 
 
 def deployed_properties(grid: RunDir, server_id: str) -> dict[str, str]:
@@ -50,8 +52,9 @@ def test_router_and_gateways_are_deployed_with_the_run_directorys_values(grid):
             assert admin.getServerState(sid) == IceGrid.ServerState.Active
     props = deployed_properties(grid, "Glacier2Router")
     p = grid.ports
-    assert props["Glacier2.Client.Endpoints"] == (f"ssl -h 127.0.0.1 -p {p['partner-ssl']} : "
-                                                 f"tcp -h 127.0.0.1 -p {p['partner-tcp']}")
+    assert props["Glacier2.Client.Endpoints"] == (
+        f"ssl -h 127.0.0.1 -p {p['partner-ssl']} : tcp -h 127.0.0.1 -p {p['partner-tcp']}"
+    )
     assert props["Glacier2.InstanceName"] == "PushGridRouter"
     assert props["Glacier2.Server.Endpoints"] == "tcp -h 127.0.0.1"
     assert props["Glacier2.PermissionsVerifier"] == "PartnerVerifier"
@@ -133,8 +136,10 @@ def test_moving_the_partner_host_and_back_restarts_only_the_router(grid):
         assert "ssl -h 127.0.0.2" in open(grid.partner_config).read()
         assert "IP:127.0.0.2" in certs.subject_alt_names(certs.CertFiles(grid.certs_dir).server_cert)
         assert open(certs.CertFiles(grid.certs_dir).ca_cert).read() == ca  # partners keep their CA
-        assert set(router.probe(grid)) == {f"ssl -h 127.0.0.2 -p {grid.ports['partner-ssl']}",
-                                           f"tcp -h 127.0.0.2 -p {grid.ports['partner-tcp']}"}
+        assert set(router.probe(grid)) == {
+            f"ssl -h 127.0.0.2 -p {grid.ports['partner-ssl']}",
+            f"tcp -h 127.0.0.2 -p {grid.ports['partner-tcp']}",
+        }
         assert _refused("127.0.0.1", grid.ports["partner-tcp"])
         with icegrid.admin_session(grid) as admin:
             after = {sid: admin.getServerPid(sid) for sid in admin.getAllServerIds()}

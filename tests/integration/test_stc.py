@@ -4,6 +4,7 @@ and broadcasts over Ice, replay from the real Redis Cluster, garbage from device
 Messages are written as a dispatcher would (services.common.mailbox: stored, queued, logged)
 and sent with STC.deliver/broadcast directly, so these tests need no Push or dispatcher.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,15 +22,15 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from services.common import msgid
+from services.common.clock import now_ms
 from services.common.config import KafkaSettings
 from services.common.contract import PushGrid
 from services.common.ice import all_stcs, stc
 from services.common.mailbox import Stored
+from tests.integration.waiting import until_async as until
 from tools.device.sdk import Credentials, Device, Message, register
 from tools.grid import icegrid, lifecycle
 from tools.grid.rundir import RunDir
-from services.common.clock import now_ms
-from tests.integration.waiting import until_async as until
 
 pytestmark = pytest.mark.integration
 
@@ -39,15 +40,24 @@ STC_IDS = {f"STC-{node}-{i}" for node in ("node1", "node2") for i in (1, 2, 3)} 
 
 # ---------------------------------------------------------------- fixtures and helpers
 
+
 def frame(msg_id: int, alert: str) -> str:
-    return json.dumps({"op": "msg", "msg_id": msg_id, "replay": False, "notification": {"alert": alert},
-                       "override_msg_id": 0})
+    return json.dumps(
+        {"op": "msg", "msg_id": msg_id, "replay": False, "notification": {"alert": alert}, "override_msg_id": 0}
+    )
 
 
-def envelope(msg_id: int, app: str, alert: str = "hi", broadcast: bool = False,
-             expires_at: int | None = None) -> PushGrid.Envelope:
-    return PushGrid.Envelope(msgId=msg_id, appKey=app, broadcast=broadcast,
-                             expiresAt=expires_at or now_ms() + 600_000, overrideMsgId=0, body=frame(msg_id, alert))
+def envelope(
+    msg_id: int, app: str, alert: str = "hi", broadcast: bool = False, expires_at: int | None = None
+) -> PushGrid.Envelope:
+    return PushGrid.Envelope(
+        msgId=msg_id,
+        appKey=app,
+        broadcast=broadcast,
+        expiresAt=expires_at or now_ms() + 600_000,
+        overrideMsgId=0,
+        body=frame(msg_id, alert),
+    )
 
 
 def stored(msg_id: int, alert: str = "hi", platforms: tuple[str, ...] = (), ttl_ms: int = 600_000) -> Stored:
@@ -69,7 +79,7 @@ class Fleet:
 
     async def connect(self, creds: Credentials, url_index: int = 0) -> Device:
         shown = self.shown.setdefault(creds.registration_id, [])
-        urls = self.urls[url_index % len(self.urls):] + self.urls[:url_index % len(self.urls)]
+        urls = self.urls[url_index % len(self.urls) :] + self.urls[: url_index % len(self.urls)]
         device = Device(creds, urls, on_message=shown.append, backoff=(0.3, 2.0))
         self.devices.append(device)
         device.start()
@@ -90,6 +100,7 @@ def with_fleet(grid: RunDir, test: Callable[[Fleet], Awaitable[None]]) -> None:
             await test(fleet)
         finally:
             await fleet.close()
+
     asyncio.run(main())
 
 
@@ -100,8 +111,10 @@ async def ice(call: Callable[..., Any], *args: Any) -> Any:
 
 # ---------------------------------------------------------------- delivery
 
-def test_deliver_reaches_exactly_the_target_and_acks_become_receipts(grid, communicator, mailbox, app,
-                                                                     dbagent, kafka_settings) -> None:
+
+def test_deliver_reaches_exactly_the_target_and_acks_become_receipts(
+    grid, communicator, mailbox, app, dbagent, kafka_settings
+) -> None:
     other_app = dbagent.createApp("stc-other-" + uuid.uuid4().hex[:8], 0).appKey
     receipts = _receipts_reader(kafka_settings)
 
@@ -162,7 +175,7 @@ def _read_acks(c: KafkaConsumer) -> list[list[Any]]:
         for r in records:
             acks = json.loads(r.value)["acks"]
             _seen_acks.extend(acks)
-            assert r.key.decode() == acks[0][1]   # keyed by app
+            assert r.key.decode() == acks[0][1]  # keyed by app
     return _seen_acks
 
 
@@ -171,7 +184,7 @@ def test_broadcast_reaches_every_device_of_the_app_on_every_process(grid, commun
 
     async def t(fleet: Fleet) -> None:
         devices: list[Device] = []
-        while {d.stc for d in devices} != STC_IDS:   # the kernel picks the process per connection
+        while {d.stc for d in devices} != STC_IDS:  # the kernel picks the process per connection
             assert len(devices) < 60, f"devices landed only on {sorted({d.stc for d in devices})}"
             devices.append(await fleet.new(app, "ios" if len(devices) % 3 == 0 else "android"))
         stranger = await fleet.new(other_app)
@@ -188,8 +201,9 @@ def test_broadcast_reaches_every_device_of_the_app_on_every_process(grid, commun
 
         ios = [d for d in devices if d.creds.platform == "ios"]
         b2 = IDS.next()
-        spread = [await ice(p.broadcast, envelope(b2, app, "ios", broadcast=True), [PushGrid.Platform.Ios], 500)
-                  for p in stcs]
+        spread = [
+            await ice(p.broadcast, envelope(b2, app, "ios", broadcast=True), [PushGrid.Platform.Ios], 500) for p in stcs
+        ]
         assert sum(spread) == len(ios)
         fence = IDS.next()
         for p in stcs:
@@ -206,6 +220,7 @@ def test_broadcast_reaches_every_device_of_the_app_on_every_process(grid, commun
 
 # ---------------------------------------------------------------- replay
 
+
 def test_offline_device_gets_its_queue_and_newer_broadcasts_once(grid, communicator, mailbox, app, dbagent) -> None:
     async def t(fleet: Fleet) -> None:
         url = fleet.urls[0]
@@ -218,10 +233,10 @@ def test_offline_device_gets_its_queue_and_newer_broadcasts_once(grid, communica
         mailbox.store(old_bc)
         mailbox.log_broadcast(app, old_bc, now)
         q1, q2, b1, b_ios, short = IDS.next(), IDS.next(), IDS.next(), IDS.next(), IDS.next()
-        for m in (q2, q1):   # queue order is by expiry; replay is oldest first
+        for m in (q2, q1):  # queue order is by expiry; replay is oldest first
             mailbox.store(stored(m, ttl_ms=600_000 if m == q1 else 300_000))
             mailbox.enqueue(stored(m, ttl_ms=600_000 if m == q1 else 300_000), [rid])
-        mailbox.store(stored(short, ttl_ms=1000))           # its TTL ends before the device comes back
+        mailbox.store(stored(short, ttl_ms=1000))  # its TTL ends before the device comes back
         mailbox.enqueue(stored(short, ttl_ms=1000), [rid])
         for m, plats in ((b1, ()), (b_ios, ("ios",))):
             mailbox.store(stored(m, platforms=plats))
@@ -230,8 +245,10 @@ def test_offline_device_gets_its_queue_and_newer_broadcasts_once(grid, communica
 
         device = await fleet.connect(creds)
         await until(lambda: len(fleet.ids(device)) >= 3, "the replay")
-        await until(lambda: mailbox.pending(rid, now_ms()) == [] and mailbox.last_broadcast(rid) == b1,
-                    "the acks to reach Redis")
+        await until(
+            lambda: mailbox.pending(rid, now_ms()) == [] and mailbox.last_broadcast(rid) == b1,
+            "the acks to reach Redis",
+        )
         assert fleet.ids(device) == [q1, q2, b1]
         assert all(m.replay for m in fleet.shown[rid])
         await device.close()
@@ -249,9 +266,10 @@ def test_offline_device_gets_its_queue_and_newer_broadcasts_once(grid, communica
 def test_a_newer_connection_takes_over(grid, app) -> None:
     async def t(fleet: Fleet) -> None:
         first = await fleet.new(app)
-        second = await fleet.connect(first.creds, url_index=1)   # likely another process, maybe another node
-        await until(lambda: first.error is not None, "the older connection to be replaced",
-                    timeout=40)  # across processes it is noticed on the next presence refresh
+        second = await fleet.connect(first.creds, url_index=1)  # likely another process, maybe another node
+        await until(
+            lambda: first.error is not None, "the older connection to be replaced", timeout=40
+        )  # across processes it is noticed on the next presence refresh
         assert type(first.error).__name__ == "Replaced" and second.connected.is_set()
 
     with_fleet(grid, t)
@@ -259,15 +277,19 @@ def test_a_newer_connection_takes_over(grid, app) -> None:
 
 # ---------------------------------------------------------------- garbage from devices
 
-@pytest.mark.parametrize("frames, code", [
-    ([b"\x00binary"], 4000),
-    (["not json"], 4000),
-    (["x" * 10_000], 1009),
-    (['{"op":"fly"}'], 4000),
-    (['{"op":"hello","app_key":1,"registration_id":[],"device_token":null}'], 4000),
-    (['{"op":"ack","msg_ids":[1]}'], 4003),
-    (['{"op":"hello","app_key":"%s","registration_id":"nobody","device_token":"x"}' % ("0" * 24)], 4001),
-])
+
+@pytest.mark.parametrize(
+    "frames, code",
+    [
+        ([b"\x00binary"], 4000),
+        (["not json"], 4000),
+        (["x" * 10_000], 1009),
+        (['{"op":"fly"}'], 4000),
+        (['{"op":"hello","app_key":1,"registration_id":[],"device_token":null}'], 4000),
+        (['{"op":"ack","msg_ids":[1]}'], 4003),
+        (['{"op":"hello","app_key":"%s","registration_id":"nobody","device_token":"x"}' % ("0" * 24)], 4001),
+    ],
+)
 def test_garbage_gets_its_close_code_and_stc_keeps_serving(grid, communicator, app, frames, code) -> None:
     async def t(fleet: Fleet) -> None:
         healthy = [await fleet.new(app, url_index=i) for i in range(4)]
@@ -291,8 +313,14 @@ def test_garbage_gets_its_close_code_and_stc_keeps_serving(grid, communicator, a
 def test_double_hello_is_out_of_order(grid, app) -> None:
     async def t(fleet: Fleet) -> None:
         creds = await register(fleet.urls[0], app)
-        hello = json.dumps({"op": "hello", "app_key": app, "registration_id": creds.registration_id,
-                            "device_token": creds.device_token})
+        hello = json.dumps(
+            {
+                "op": "hello",
+                "app_key": app,
+                "registration_id": creds.registration_id,
+                "device_token": creds.device_token,
+            }
+        )
         async with connect(fleet.urls[0]) as ws:
             await ws.send(hello)
             assert json.loads(await ws.recv())["op"] == "welcome"
@@ -307,6 +335,7 @@ def test_double_hello_is_out_of_order(grid, app) -> None:
 
 # ---------------------------------------------------------------- a dying STC process
 
+
 def _same_node(a: str, b: str) -> bool:
     return a.rsplit("-", 1)[0] == b.rsplit("-", 1)[0]
 
@@ -319,7 +348,7 @@ def test_devices_of_a_dead_stc_reconnect_and_miss_nothing(grid, communicator, ma
         ours: list[Device] = []
         while len(ours) < 2:
             assert len(fleet.devices) < 40, "no device landed on the victim"
-            d = await fleet.new(app, url_index=0)   # node1's port: the victim or its sibling
+            d = await fleet.new(app, url_index=0)  # node1's port: the victim or its sibling
             if d.stc == victim:
                 ours.append(d)
         rids = [d.creds.registration_id for d in ours]
@@ -329,11 +358,11 @@ def test_devices_of_a_dead_stc_reconnect_and_miss_nothing(grid, communicator, ma
         try:
             icegrid.icegridadmin(grid, f"server disable {victim}")
             if how == "stop":
-                icegrid.icegridadmin(grid, f"server stop {victim}")   # graceful: devices get 1012
+                icegrid.icegridadmin(grid, f"server stop {victim}")  # graceful: devices get 1012
             else:
                 with icegrid.admin_session(grid) as admin:
                     os.kill(admin.getServerPid(victim), signal.SIGKILL)
-            during = IDS.next()   # queued while the devices are away
+            during = IDS.next()  # queued while the devices are away
             mailbox.store(stored(during))
             mailbox.enqueue(stored(during), rids)
             # stopped, the victim closes with 1012 and its devices come back at once to the same
@@ -345,8 +374,9 @@ def test_devices_of_a_dead_stc_reconnect_and_miss_nothing(grid, communicator, ma
                     assert _same_node(d.stc, victim)
                 await until(lambda d=d: {before, during} <= set(fleet.ids(d)), "the queued messages")
                 assert sorted(fleet.ids(d)) == sorted({before, during})
-            await until(lambda: mailbox.where(rids) == {d.creds.registration_id: d.stc for d in ours},
-                        "presence to move")
+            await until(
+                lambda: mailbox.where(rids) == {d.creds.registration_id: d.stc for d in ours}, "presence to move"
+            )
         finally:
             icegrid.icegridadmin(grid, f"server enable {victim}")
             await asyncio.to_thread(lifecycle.wait_servers_active, grid, 60, lambda *_: None)

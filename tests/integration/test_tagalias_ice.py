@@ -1,4 +1,5 @@
 """TagAlias through the deployed grid: the servant over the wire, replicas taking turns per page."""
+
 from __future__ import annotations
 
 import secrets
@@ -42,9 +43,11 @@ def test_pages_of_one_walk_on_different_replicas(rotating: PushGrid.TagAliasPrx)
     for i, rid in enumerate(devices):
         rotating.addDevice(app, rid, P.Android)  # explicit registration ids count only if added
         rotating.addTags(app, rid, ["even" if i % 2 == 0 else "odd", "all"])
-    for aud, want in [(A(tags=["even"]), set(devices[::2])),
-                      (A(tags=["even", "odd"], tagsNot=["nobody"]), set(devices)),
-                      (A(registrationIds=devices[:50], tagsAnd=["odd"]), set(devices[1:50:2]))]:
+    for aud, want in [
+        (A(tags=["even"]), set(devices[::2])),
+        (A(tags=["even", "odd"], tagsNot=["nobody"]), set(devices)),
+        (A(registrationIds=devices[:50], tagsAnd=["odd"]), set(devices[1:50:2])),
+    ]:
         seen: list[str] = []
         cursor = ""
         while True:

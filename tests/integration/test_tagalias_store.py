@@ -3,6 +3,7 @@
 Every test works in an app key of its own, so tests can share the cluster. Audience results are
 checked against the same audience computed in Python over a few thousand devices in every bucket.
 """
+
 from __future__ import annotations
 
 import random
@@ -57,6 +58,7 @@ def app() -> str:
 
 
 # ---------------------------------------------------------------- the shared world (read-only)
+
 
 @dataclass
 class Device:
@@ -146,8 +148,9 @@ def walk(fetch: Callable[[str], PushGrid.AudiencePage], cursor: str = "") -> lis
     raise AssertionError("walk did not finish")
 
 
-def resolve_all(stores: list[TagAliasStore], app: str, aud: PushGrid.Audience, platforms: list[P] = (),
-                limit: int = 97) -> list[str]:
+def resolve_all(
+    stores: list[TagAliasStore], app: str, aud: PushGrid.Audience, platforms: list[P] = (), limit: int = 97
+) -> list[str]:
     """Resolves page by page, each page on the next store in turn (round-robin replicas)."""
     turn = iter(range(10**9))
     return walk(lambda c: stores[next(turn) % len(stores)].resolve(app, aud, list(platforms), c, limit))
@@ -191,8 +194,14 @@ def _named_audience(world: World, name: str) -> PushGrid.Audience:
 
 
 @pytest.mark.parametrize("name, aud, platforms", AUDIENCES, ids=[a[0] for a in AUDIENCES])
-def test_resolve_matches_python(world: World, store: TagAliasStore, replica: TagAliasStore, name: str,
-                                aud: PushGrid.Audience | None, platforms: list[P]) -> None:
+def test_resolve_matches_python(
+    world: World,
+    store: TagAliasStore,
+    replica: TagAliasStore,
+    name: str,
+    aud: PushGrid.Audience | None,
+    platforms: list[P],
+) -> None:
     aud = aud or _named_audience(world, name)
     want = world.expect(aud, platforms)
     got = resolve_all([store, replica], world.app, aud, platforms)
@@ -268,7 +277,9 @@ def test_tag_members_pages_through_the_tag(world: World, store: TagAliasStore, r
     want = {r for r, d in world.devices.items() if "t0" in d.tags}
     for limit in (7, 1000):
         turn = iter(range(10**9))
-        got = walk(lambda c: (store, replica)[next(turn) % 2].tag_members(world.app, "t0", c, limit))
+        got = walk(
+            lambda c, turn=turn, limit=limit: (store, replica)[next(turn) % 2].tag_members(world.app, "t0", c, limit)
+        )
         assert set(got) == want and len(got) == len(want)
     page = store.tag_members(world.app, "t0", "", 10)
     with pytest.raises(PushGrid.InvalidArgument):
@@ -287,11 +298,13 @@ def test_tag_queries_of_the_world(world: World, store: TagAliasStore) -> None:
     assert store.get_alias(world.app, rid) == dev.alias
     assert store.is_member(world.app, sorted(dev.tags)[0], rid)
     assert not store.is_member(world.app, "nobody", rid)
-    assert store.alias_devices(world.app, dev.alias) == sorted(r for r, d in world.devices.items()
-                                                               if d.alias == dev.alias)
+    assert store.alias_devices(world.app, dev.alias) == sorted(
+        r for r, d in world.devices.items() if d.alias == dev.alias
+    )
 
 
 # ---------------------------------------------------------------- operations (own app each)
+
 
 def test_add_device_moves_between_platforms(store: TagAliasStore, app: str) -> None:
     store.add_device(app, "dev1", P.Ios.value)
@@ -363,10 +376,11 @@ def test_delete_tag_untags_every_member(store: TagAliasStore, app: str) -> None:
 
 # ---------------------------------------------------------------- limits: refused, nothing changed
 
+
 def test_device_tag_limit(store: TagAliasStore, app: str) -> None:
     full = [f"tag{i}" for i in range(limits.DEVICE_MAX_TAGS)]
     for i in range(0, len(full), limits.TAGS_PER_CALL):
-        store.add_tags(app, "dev1", full[i:i + limits.TAGS_PER_CALL])
+        store.add_tags(app, "dev1", full[i : i + limits.TAGS_PER_CALL])
     store.add_tags(app, "dev1", full[:5])  # nothing new: allowed at the limit
     with pytest.raises(PushGrid.LimitExceeded) as e:
         store.add_tags(app, "dev1", ["tag0", "one-more"])
@@ -427,8 +441,7 @@ def test_bad_input_through_the_servant_changes_nothing(store: TagAliasStore, app
         (lambda: servant.removeDevice("NOTANAPP", "dev1"), PushGrid.InvalidArgument),
         (lambda: servant.deleteTag(app, "a b"), PushGrid.InvalidArgument),
         (lambda: servant.resolve(app, A(tags=[f"t{i}" for i in range(21)]), [], "", 10), PushGrid.LimitExceeded),
-        (lambda: servant.resolve(app, A(aliases=[f"a{i}" for i in range(1001)]), [], "", 10),
-         PushGrid.LimitExceeded),
+        (lambda: servant.resolve(app, A(aliases=[f"a{i}" for i in range(1001)]), [], "", 10), PushGrid.LimitExceeded),
         (lambda: servant.resolve(app, A(), [], "", 10), PushGrid.InvalidArgument),
         (lambda: servant.resolve(app, A(tags=["a"]), [], "bogus", 10), PushGrid.InvalidArgument),
     ]
@@ -440,6 +453,7 @@ def test_bad_input_through_the_servant_changes_nothing(store: TagAliasStore, app
 
 
 # ---------------------------------------------------------------- an unreachable cluster
+
 
 def test_unreachable_cluster_is_unavailable_quickly(app: str) -> None:
     dead = TagAliasStore(RedisSettings(nodes=(("127.0.0.1", 1),), timeout=1.0))
@@ -470,8 +484,10 @@ def test_another_apps_devices_never_resolve_by_id_or_alias(store: TagAliasStore)
         store.add_device(app_b, rid, P.Android.value)
     store.add_device(app_a, "mine1", P.Android.value)
     store.set_alias(app_a, theirs[0], "stolen")  # A tags/aliases an id it does not own
-    for aud in (PushGrid.Audience(registrationIds=theirs + ["mine1"]),
-                PushGrid.Audience(aliases=["stolen"]),
-                PushGrid.Audience(registrationIds=theirs, tagsNot=["x"])):
+    for aud in (
+        PushGrid.Audience(registrationIds=theirs + ["mine1"]),
+        PushGrid.Audience(aliases=["stolen"]),
+        PushGrid.Audience(registrationIds=theirs, tagsNot=["x"]),
+    ):
         assert set(resolve_all([store], app_a, aud)) <= {"mine1"}
     assert set(resolve_all([store], app_b, PushGrid.Audience(registrationIds=theirs))) == set(theirs)

@@ -1,6 +1,7 @@
 """The web device page in headless Chromium: served by STC, it registers, connects, shows a
 message delivered over Ice and acknowledges it. Chromium is driven over its DevTools protocol
 with the websockets library the project already has."""
+
 from __future__ import annotations
 
 import asyncio
@@ -20,18 +21,26 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from services.common.clock import now_ms
 from services.common.contract import PushGrid
 from services.common.ice import stc
 from services.common.mailbox import Mailbox, Stored
 from services.common.redis_client import cluster
-from services.common.clock import now_ms
 from tests.integration.test_stc import IDS, envelope, frame
 from tests.integration.waiting import until_async as until
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--remote-debugging-port=0"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--remote-debugging-port=0",
+]
 
 
 class Page:
@@ -43,8 +52,15 @@ class Page:
 
     async def eval(self, expression: str) -> Any:
         call_id = next(self._ids)
-        await self._ws.send(json.dumps({"id": call_id, "method": "Runtime.evaluate",
-                                        "params": {"expression": expression, "returnByValue": True}}))
+        await self._ws.send(
+            json.dumps(
+                {
+                    "id": call_id,
+                    "method": "Runtime.evaluate",
+                    "params": {"expression": expression, "returnByValue": True},
+                }
+            )
+        )
         while True:
             reply = json.loads(await self._ws.recv())
             if reply.get("id") == call_id:
@@ -63,12 +79,18 @@ async def chromium(url: str) -> AsyncIterator[Page]:
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     assert binary, "chromium is not installed (tools/bootstrap.sh installs it)"
     profile = tempfile.mkdtemp(prefix="pushgrid-chromium-")
-    proc = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", url],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         port_file = os.path.join(profile, "DevToolsActivePort")
-        await until(lambda: os.path.exists(port_file) and open(port_file).read().count("\n") >= 1,
-                    "Chromium's DevTools port", timeout=30)
+        await until(
+            lambda: os.path.exists(port_file) and open(port_file).read().count("\n") >= 1,
+            "Chromium's DevTools port",
+            timeout=30,
+        )
         port = int(open(port_file).read().split()[0])
         target = ""
         deadline = time.monotonic() + 20
@@ -111,14 +133,18 @@ def test_web_device_registers_shows_and_acks(grid, communicator, dbagent, redis_
             rid = await page.eval("document.getElementById('rid').textContent")
             stc_id = await page.eval("document.getElementById('stc').textContent")
             assert dbagent.getDevice(app, rid).platform == PushGrid.Platform.Web
-            assert json.loads(await page.eval(f"localStorage.getItem('pushgrid.device.{app}')"))["registration_id"] == rid
+            assert (
+                json.loads(await page.eval(f"localStorage.getItem('pushgrid.device.{app}')"))["registration_id"] == rid
+            )
 
-            msg_id = IDS.next()   # above 2**53: the page must not round it
+            msg_id = IDS.next()  # above 2**53: the page must not round it
             assert msg_id > 2**53
             msg = Stored(msg_id, frame(msg_id, "hello browser"), (), now_ms() + 600_000)
             mailbox.store(msg)
             mailbox.enqueue(msg, [rid])
-            sent = await asyncio.to_thread(stc(communicator, stc_id).deliver, envelope(msg_id, app, "hello browser"), [rid])
+            sent = await asyncio.to_thread(
+                stc(communicator, stc_id).deliver, envelope(msg_id, app, "hello browser"), [rid]
+            )
             assert sent == [rid]
             li = f"document.querySelector('#messages li[data-msg-id=\"{msg_id}\"]')"
             await until_js(page, f"{li} && {li}.dataset.acked === '1'", "the message to be shown and acked")

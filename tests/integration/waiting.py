@@ -1,4 +1,5 @@
 """Waiting for a condition in tests: poll with a deadline, never sleep blindly."""
+
 from __future__ import annotations
 
 import asyncio

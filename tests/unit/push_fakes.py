@@ -3,6 +3,7 @@
 They keep the rules the Push and dispatcher tests rely on (message states with compare-and-set,
 stats once per batch key, paged resolution with cursors) and nothing more.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -19,10 +20,13 @@ def request(**options: Any) -> PushGrid.PushRequest:
     """A valid tag push; options override PushOptions fields, audience= and platforms= the rest."""
     audience = options.pop("audience", PushGrid.Audience(tags=["t"]))
     platforms = options.pop("platforms", [])
-    return PushGrid.PushRequest(audience=audience, platforms=platforms,
-                                notification=PushGrid.Notification(alert="hello", title="", extras={}),
-                                message=PushGrid.Message(content="", title="", contentType="", extras={}),
-                                options=PushGrid.PushOptions(**options))
+    return PushGrid.PushRequest(
+        audience=audience,
+        platforms=platforms,
+        notification=PushGrid.Notification(alert="hello", title="", extras={}),
+        message=PushGrid.Message(content="", title="", contentType="", extras={}),
+        options=PushGrid.PushOptions(**options),
+    )
 
 
 class FakeDB:
@@ -95,17 +99,27 @@ class FakeDB:
 
     def getStats(self, app: str, ids: list[int]) -> list[PushGrid.MessageStats]:
         self._call("getStats")
-        return [PushGrid.MessageStats(msgId=m, state=self.messages[m].state) for m in ids
-                if m in self.messages and self.messages[m].appKey == app]
+        return [
+            PushGrid.MessageStats(msgId=m, state=self.messages[m].state)
+            for m in ids
+            if m in self.messages and self.messages[m].appKey == app
+        ]
 
     def deviceCount(self, app: str) -> int:
         self._call("deviceCount")
         return self.devices
 
-    def add(self, msg_id: int, req: PushGrid.PushRequest, state: PushGrid.MessageState = S.Accepted,
-            send_at: int = 1000, expires_at: int = 10**15) -> PushGrid.MessageRecord:
-        rec = PushGrid.MessageRecord(msgId=msg_id, appKey=APP, request=req, state=state, createdAt=send_at,
-                                     sendAt=send_at, expiresAt=expires_at)
+    def add(
+        self,
+        msg_id: int,
+        req: PushGrid.PushRequest,
+        state: PushGrid.MessageState = S.Accepted,
+        send_at: int = 1000,
+        expires_at: int = 10**15,
+    ) -> PushGrid.MessageRecord:
+        rec = PushGrid.MessageRecord(
+            msgId=msg_id, appKey=APP, request=req, state=state, createdAt=send_at, sendAt=send_at, expiresAt=expires_at
+        )
         self.messages[msg_id] = rec
         return rec
 
@@ -117,7 +131,9 @@ class FakeTagAlias:
         self.tags = tags
         self.resolved: list[str] = []  # cursors asked for, in order
 
-    def resolve(self, app: str, aud: PushGrid.Audience, platforms: list, cursor: str, limit: int) -> PushGrid.AudiencePage:
+    def resolve(
+        self, app: str, aud: PushGrid.Audience, platforms: list, cursor: str, limit: int
+    ) -> PushGrid.AudiencePage:
         self.resolved.append(cursor)
         members = sorted({r for t in aud.tags for r in self.tags.get(t, [])} | set(aud.registrationIds or []))
         start = int(cursor or 0)

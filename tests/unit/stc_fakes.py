@@ -1,4 +1,5 @@
 """In-memory stand-ins for what the STC engine talks to (unit tests only)."""
+
 from __future__ import annotations
 
 import threading
@@ -48,7 +49,7 @@ class FakeMailbox:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.presence: dict[str, str] = {}
-        self.queues: dict[str, dict[int, int]] = {}     # rid -> msg id -> expiry
+        self.queues: dict[str, dict[int, int]] = {}  # rid -> msg id -> expiry
         self.messages: dict[int, Stored] = {}
         self.broadcast_log: dict[str, list[int]] = {}
         self.marks: dict[str, int] = {}

@@ -1,5 +1,6 @@
 """The partner bench's arithmetic: medians over rounds, the router/direct ratio, the added latency,
 and that no phase's errors drop out of the totals (the figure is only honest with them)."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -16,14 +17,18 @@ def phase(per_s: float, p50_ms: float, p99_ms: float, errors: dict[str, int] | N
 
 
 def round_(direct: tuple, router: tuple, errors: dict[str, int] | None = None) -> dict:
-    return {"direct": {"throughput": phase(direct[0], 1, 2), "latency": phase(*direct)},
-            "router": {"throughput": phase(router[0], 1, 2, errors), "latency": phase(*router)}}
+    return {
+        "direct": {"throughput": phase(direct[0], 1, 2), "latency": phase(*direct)},
+        "router": {"throughput": phase(router[0], 1, 2, errors), "latency": phase(*router)},
+    }
 
 
 def test_medians_ratio_and_added_latency() -> None:
-    rounds = [round_((1000, 2.0, 5.0), (600, 3.0, 9.0)),
-              round_((900, 2.2, 6.0), (450, 3.1, 8.0)),
-              round_((1100, 1.8, 4.0), (500, 2.9, 7.0))]
+    rounds = [
+        round_((1000, 2.0, 5.0), (600, 3.0, 9.0)),
+        round_((900, 2.2, 6.0), (450, 3.1, 8.0)),
+        round_((1100, 1.8, 4.0), (500, 2.9, 7.0)),
+    ]
     s = summarize(rounds)
     assert s["direct"]["per_s"] == 1000 and s["router"]["per_s"] == 500
     assert s["ratio"] == pytest.approx(0.5)
@@ -35,8 +40,10 @@ def test_medians_ratio_and_added_latency() -> None:
 
 
 def test_errors_of_every_round_and_phase_are_kept() -> None:
-    rounds = [round_((1000, 2, 5), (500, 3, 9), {"RateLimited": 2}),
-              round_((1000, 2, 5), (500, 3, 9), {"RateLimited": 1, "ConnectionLostException": 1})]
+    rounds = [
+        round_((1000, 2, 5), (500, 3, 9), {"RateLimited": 2}),
+        round_((1000, 2, 5), (500, 3, 9), {"RateLimited": 1, "ConnectionLostException": 1}),
+    ]
     s = summarize(rounds)
     assert s["router"]["errors"] == {"RateLimited": 3, "ConnectionLostException": 1}
     assert not s["direct"]["errors"]

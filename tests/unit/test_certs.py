@@ -1,4 +1,5 @@
 """The partner door's certificates, made with the real openssl: parsable, named right, reused."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,9 @@ from tools.grid import certs
 
 
 def _x509(path: str, *args: str) -> str:
-    return subprocess.run(["openssl", "x509", "-in", path, "-noout", *args],
-                          capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        ["openssl", "x509", "-in", path, "-noout", *args], capture_output=True, text=True, check=True
+    ).stdout
 
 
 def _mode(path: str) -> int:
@@ -115,8 +117,9 @@ def test_check_host_takes_ipv4_and_dns_names(host):
     assert certs.check_host(host) == host
 
 
-@pytest.mark.parametrize("host", ["", "::1", "fe80::1", "bad host", "a:b", "1.2.3", "-x.example", "x" * 254,
-                                  "host;rm -rf"])
+@pytest.mark.parametrize(
+    "host", ["", "::1", "fe80::1", "bad host", "a:b", "1.2.3", "-x.example", "x" * 254, "host;rm -rf"]
+)
 def test_check_host_refuses_what_a_partner_cannot_dial_or_an_endpoint_cannot_hold(host):
     with pytest.raises(certs.InvalidHost):
         certs.check_host(host)

@@ -1,5 +1,6 @@
 """`pushgrid app ...`: argument handling, output, and named errors as one line with exit 1.
 DBAgent is a fake here; tests/integration/test_app_admin.py runs the same commands on a grid."""
+
 from __future__ import annotations
 
 import contextlib
@@ -122,9 +123,16 @@ def test_rotate_set_quota_disable_enable(db, capsys):
     assert pushgrid("app", "enable", KEY) == 0 and db.apps[KEY].enabled is True
 
 
-@pytest.mark.parametrize("args", [
-    ("show", "nope"), ("rotate-secret", "nope"), ("set-quota", "nope", "5"), ("disable", "nope"), ("enable", "nope"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("show", "nope"),
+        ("rotate-secret", "nope"),
+        ("set-quota", "nope", "5"),
+        ("disable", "nope"),
+        ("enable", "nope"),
+    ],
+)
 def test_an_unknown_key_is_one_line_and_exit_1(db, capsys, args):
     assert pushgrid("app", *args) == 1
     out, err = capsys.readouterr()
@@ -146,6 +154,7 @@ def test_a_grid_that_does_not_answer_is_one_line_and_exit_1(monkeypatch, capsys)
         class Dead:
             def listApps(self):
                 raise Ice.ConnectionRefusedException()
+
         yield Dead()
 
     monkeypatch.setattr(apps, "dbagent", down)
@@ -161,10 +170,18 @@ def test_a_run_directory_without_a_grid_is_one_line_and_exit_1(tmp_path, capsys)
     assert not (tmp_path / "none").exists()  # asking did not create a run directory
 
 
-@pytest.mark.parametrize("args", [
-    ("app",), ("app", "create"), ("app", "show"), ("app", "set-quota", KEY), ("app", "set-quota", KEY, "many"),
-    ("app", "create", "shop", "--quota", "x"), ("app", "frobnicate"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("app",),
+        ("app", "create"),
+        ("app", "show"),
+        ("app", "set-quota", KEY),
+        ("app", "set-quota", KEY, "many"),
+        ("app", "create", "shop", "--quota", "x"),
+        ("app", "frobnicate"),
+    ],
+)
 def test_malformed_commands_are_usage_errors(db, capsys, args):
     with pytest.raises(SystemExit) as exit_:
         pushgrid(*args)

@@ -1,4 +1,5 @@
 """Credentials: formats, hashing at rest, and the same work for unknown and wrong."""
+
 from __future__ import annotations
 
 import hashlib

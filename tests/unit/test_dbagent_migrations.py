@@ -1,4 +1,5 @@
 """Migration files: naming, statement splitting, and the rules every table keeps."""
+
 from __future__ import annotations
 
 import re

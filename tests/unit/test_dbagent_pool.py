@@ -1,4 +1,5 @@
 """The connection pool's rules, with fake connections: bounded, broken ones dropped, waits bounded."""
+
 from __future__ import annotations
 
 import pymysql
@@ -74,7 +75,7 @@ def test_a_broken_connection_drops_the_idle_ones_too():
     factory = Factory()
     pool = Pool(factory, size=3)
     with pool.connection(), pool.connection():
-        pass                                  # two idle connections now
+        pass  # two idle connections now
     with pytest.raises(pymysql.OperationalError):
         with pool.connection():
             raise pymysql.OperationalError(2013, "lost")
@@ -97,6 +98,7 @@ def test_a_slice_error_rolls_back_and_keeps_the_connection():
 def test_a_failing_connect_frees_its_slot():
     def refuse():
         raise pymysql.OperationalError(2003, "refused")
+
     pool = Pool(refuse, size=1, acquire_timeout=0.05)
     for _ in range(3):
         with pytest.raises(pymysql.OperationalError):

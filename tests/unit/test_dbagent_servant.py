@@ -1,4 +1,5 @@
 """The DBAgent servant's argument checks, with a fake store that records what reaches it."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,6 +22,7 @@ class FakeStore:
         def call(*args):
             self.calls.append((name, args))
             return f"result of {name}"
+
         return call
 
 
@@ -36,8 +38,14 @@ def servant(store):
 
 def good_record(**change) -> PushGrid.MessageRecord:
     rec = PushGrid.MessageRecord(
-        msgId=1, appKey=KEY, state=State.Accepted, createdAt=10, sendAt=10, expiresAt=20,
-        request=PushGrid.PushRequest(audience=PushGrid.Audience(all=True)))
+        msgId=1,
+        appKey=KEY,
+        state=State.Accepted,
+        createdAt=10,
+        sendAt=10,
+        expiresAt=20,
+        request=PushGrid.PushRequest(audience=PushGrid.Audience(all=True)),
+    )
     for name, value in change.items():
         setattr(rec, name, value)
     return rec
@@ -46,8 +54,10 @@ def good_record(**change) -> PushGrid.MessageRecord:
 def test_create_app_quota_zero_means_default(servant, store):
     assert servant.createApp("App", 0) == "result of create_app"
     servant.createApp("App", limits.PUSH_QUOTA_MAX)
-    assert store.calls == [("create_app", ("App", limits.PUSH_QUOTA_DEFAULT)),
-                           ("create_app", ("App", limits.PUSH_QUOTA_MAX))]
+    assert store.calls == [
+        ("create_app", ("App", limits.PUSH_QUOTA_DEFAULT)),
+        ("create_app", ("App", limits.PUSH_QUOTA_MAX)),
+    ]
 
 
 @pytest.mark.parametrize("name", [None, "", " lead", "trail ", "tab\there", "x" * 101, "é" * 51])
@@ -95,8 +105,9 @@ def test_verify_app_malformed_key_or_huge_secret_fails_like_a_wrong_secret(serva
     assert store.calls == [("verify_app", (KEY, ""))]
 
 
-@pytest.mark.parametrize("args", [("bad", "abc", "t"), (KEY, "bad id", "t"), (KEY, "r" * 65, "t"),
-                                  (KEY, "abc", "t" * 300)])
+@pytest.mark.parametrize(
+    "args", [("bad", "abc", "t"), (KEY, "bad id", "t"), (KEY, "r" * 65, "t"), (KEY, "abc", "t" * 300)]
+)
 def test_verify_device_malformed_is_authentication_failed(servant, store, args):
     with pytest.raises(PushGrid.AuthenticationFailed):
         servant.verifyDevice(*args)
@@ -110,10 +121,15 @@ def test_touch_devices_dedupes_and_skips_empty(servant, store):
     assert store.calls == [("touch_devices", (KEY, ["a", "b"], 5))]
 
 
-@pytest.mark.parametrize("args,field", [((KEY, ["ok", "no!"], 5), "registrationIds"),
-                                        ((KEY, ["a"] * (limits.RECEIPTS_PER_CALL + 1), 5), "registrationIds"),
-                                        ((KEY, ["a"], 0), "seenAt"),
-                                        (("x", ["a"], 5), "appKey")])
+@pytest.mark.parametrize(
+    "args,field",
+    [
+        ((KEY, ["ok", "no!"], 5), "registrationIds"),
+        ((KEY, ["a"] * (limits.RECEIPTS_PER_CALL + 1), 5), "registrationIds"),
+        ((KEY, ["a"], 0), "seenAt"),
+        (("x", ["a"], 5), "appKey"),
+    ],
+)
 def test_touch_devices_rejects_bad_input(servant, store, args, field):
     with pytest.raises(PushGrid.InvalidArgument) as err:
         servant.touchDevices(*args)
@@ -142,20 +158,29 @@ def test_record_message_passes_a_good_record(servant, store):
     assert store.calls == [("record_message", (rec,))]
 
 
-@pytest.mark.parametrize("change,field", [
-    ({"msgId": 0}, "msgId"),
-    ({"appKey": "nope"}, "appKey"),
-    ({"state": State.Done}, "state"),
-    ({"state": None}, "state"),
-    ({"createdAt": 0}, "createdAt"),
-    ({"sendAt": -1}, "sendAt"),
-    ({"expiresAt": 9}, "expiresAt"),
-    ({"request": None}, "request"),
-    ({"request": PushGrid.PushRequest(audience=PushGrid.Audience(all=False))}, "audience"),
-    ({"request": PushGrid.PushRequest(audience=PushGrid.Audience(tags=["t"] * 21))}, "audience.tags"),
-    ({"request": PushGrid.PushRequest(audience=PushGrid.Audience(all=True), notification=PushGrid.Notification(
-        alert="x" * 300_000))}, "request"),
-])
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        ({"msgId": 0}, "msgId"),
+        ({"appKey": "nope"}, "appKey"),
+        ({"state": State.Done}, "state"),
+        ({"state": None}, "state"),
+        ({"createdAt": 0}, "createdAt"),
+        ({"sendAt": -1}, "sendAt"),
+        ({"expiresAt": 9}, "expiresAt"),
+        ({"request": None}, "request"),
+        ({"request": PushGrid.PushRequest(audience=PushGrid.Audience(all=False))}, "audience"),
+        ({"request": PushGrid.PushRequest(audience=PushGrid.Audience(tags=["t"] * 21))}, "audience.tags"),
+        (
+            {
+                "request": PushGrid.PushRequest(
+                    audience=PushGrid.Audience(all=True), notification=PushGrid.Notification(alert="x" * 300_000)
+                )
+            },
+            "request",
+        ),
+    ],
+)
 def test_record_message_rejects_bad_records(servant, store, change, field):
     with pytest.raises(PushGrid.InvalidArgument) as err:
         servant.recordMessage(good_record(**change))
@@ -176,24 +201,29 @@ def test_malformed_message_keys_are_unknown_message(servant, store, key, msg_id)
     assert store.calls == []
 
 
-@pytest.mark.parametrize("limit,expected", [(0, limits.PAGE_DEFAULT), (-1, limits.PAGE_DEFAULT), (5, 5),
-                                            (limits.PAGE_MAX + 1, limits.PAGE_MAX)])
+@pytest.mark.parametrize(
+    "limit,expected",
+    [(0, limits.PAGE_DEFAULT), (-1, limits.PAGE_DEFAULT), (5, 5), (limits.PAGE_MAX + 1, limits.PAGE_MAX)],
+)
 def test_due_messages_limit(servant, store, limit, expected):
     servant.dueMessages(123, limit)
     assert store.calls == [("due_messages", (123, expected))]
 
 
-@pytest.mark.parametrize("args,field", [
-    ((0, "b", PushGrid.StatsDelta(1, 1, 1)), "msgId"),
-    ((1, None, PushGrid.StatsDelta(1, 1, 1)), "batchKey"),
-    ((1, "has space", PushGrid.StatsDelta(1, 1, 1)), "batchKey"),
-    ((1, "é", PushGrid.StatsDelta(1, 1, 1)), "batchKey"),
-    ((1, "b" * 129, PushGrid.StatsDelta(1, 1, 1)), "batchKey"),
-    ((1, "b\n", PushGrid.StatsDelta(1, 1, 1)), "batchKey"),
-    ((1, "b", None), "delta"),
-    ((1, "b", PushGrid.StatsDelta(-1, 0, 0)), "delta.targets"),
-    ((1, "b", PushGrid.StatsDelta(0, 0, -1)), "delta.storedOffline"),
-])
+@pytest.mark.parametrize(
+    "args,field",
+    [
+        ((0, "b", PushGrid.StatsDelta(1, 1, 1)), "msgId"),
+        ((1, None, PushGrid.StatsDelta(1, 1, 1)), "batchKey"),
+        ((1, "has space", PushGrid.StatsDelta(1, 1, 1)), "batchKey"),
+        ((1, "é", PushGrid.StatsDelta(1, 1, 1)), "batchKey"),
+        ((1, "b" * 129, PushGrid.StatsDelta(1, 1, 1)), "batchKey"),
+        ((1, "b\n", PushGrid.StatsDelta(1, 1, 1)), "batchKey"),
+        ((1, "b", None), "delta"),
+        ((1, "b", PushGrid.StatsDelta(-1, 0, 0)), "delta.targets"),
+        ((1, "b", PushGrid.StatsDelta(0, 0, -1)), "delta.storedOffline"),
+    ],
+)
 def test_record_stats_rejects_bad_input(servant, store, args, field):
     with pytest.raises(PushGrid.InvalidArgument) as err:
         servant.recordStats(*args)

@@ -1,4 +1,5 @@
 """The device msg frame and the task format."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,6 @@ import pytest
 from services.common import codec, frames
 from services.common.contract import PushGrid
 from services.common.tasks import Task
-
 from tests.unit.push_fakes import APP, request
 
 
@@ -17,9 +17,13 @@ def test_frame_has_what_the_push_had() -> None:
     req.notification = PushGrid.Notification(alert="Hi ☃", title="T", extras={"k": "v"})
     text = frames.message_frame(123, req)
     assert " " not in text.replace("Hi ☃", "")  # compact, UTF-8 kept
-    assert json.loads(text) == {"op": "msg", "msg_id": 123, "replay": False,
-                                "notification": {"alert": "Hi ☃", "title": "T", "extras": {"k": "v"}},
-                                "override_msg_id": 9}
+    assert json.loads(text) == {
+        "op": "msg",
+        "msg_id": 123,
+        "replay": False,
+        "notification": {"alert": "Hi ☃", "title": "T", "extras": {"k": "v"}},
+        "override_msg_id": 9,
+    }
 
 
 def test_frame_with_message_only() -> None:
@@ -44,8 +48,17 @@ def test_task_round_trip() -> None:
     assert codec.dumps(back.request) == codec.dumps(task.request)
 
 
-@pytest.mark.parametrize("bad", [None, [], {}, {"msgId": 1}, {"msgId": "1", "appKey": APP, "sendAt": 1, "expiresAt": 1},
-                                 {"msgId": 1, "appKey": APP, "sendAt": 1, "expiresAt": 1, "request": "x"}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        None,
+        [],
+        {},
+        {"msgId": 1},
+        {"msgId": "1", "appKey": APP, "sendAt": 1, "expiresAt": 1},
+        {"msgId": 1, "appKey": APP, "sendAt": 1, "expiresAt": 1, "request": "x"},
+    ],
+)
 def test_malformed_tasks_are_value_errors(bad) -> None:
     with pytest.raises(ValueError):
         Task.from_dict(bad)

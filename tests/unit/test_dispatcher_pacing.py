@@ -1,5 +1,8 @@
 """Pacing of big pushes and the checkpoint that keeps its schedule across workers."""
+
 from __future__ import annotations
+
+import itertools
 
 from services.common.contract import PushGrid
 from services.dispatcher import pacing
@@ -24,7 +27,7 @@ def test_no_duration_means_at_once() -> None:
 def test_even_spread_over_the_duration() -> None:
     duration, estimate, page = 10 * 60_000, 10_000, 1000
     times = [pacing.due_at(0, duration, sent, estimate) for sent in range(0, estimate, page)]
-    gaps = {b - a for a, b in zip(times, times[1:])}
+    gaps = {b - a for a, b in itertools.pairwise(times)}
     assert gaps == {duration // 10}
 
 

@@ -1,4 +1,5 @@
 """Receipts grouping and recording, and the scheduler's publish-then-transition order."""
+
 from __future__ import annotations
 
 import threading
@@ -7,15 +8,17 @@ from services.common import limits
 from services.common.contract import PushGrid
 from services.dispatcher import receipts
 from services.dispatcher.scheduler import Scheduler
-
-from tests.unit.push_fakes import APP, S, FakeDB, FakePublisher, request
+from tests.unit.push_fakes import APP, FakeDB, FakePublisher, S, request
 
 
 def test_group_acks_by_msg_id_once_each_skipping_garbage() -> None:
     values = [
         {"acks": [[1, APP, "r1"], [1, APP, "r2"], [2, APP, "r1"], [1, APP, "r1"]]},
         {"acks": [[3, APP, "bad id!"], ["1", APP, "r3"], [True, APP, "r4"], [4, APP], "x", [0, APP, "r5"]]},
-        {"acks": "nope"}, None, [1, 2], {"other": 1},
+        {"acks": "nope"},
+        None,
+        [1, 2],
+        {"other": 1},
     ]
     assert receipts.group_acks(values) == {(APP, 1): ["r1", "r2"], (APP, 2): ["r1"]}
     assert receipts.group_acks([{"acks": [[1, "not-an-app", "r1"]]}]) == {}

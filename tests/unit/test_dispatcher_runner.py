@@ -1,4 +1,5 @@
 """TaskRunner over fakes: pages, stats once per page, checkpoint resume, skips, TTL 0, broadcasts."""
+
 from __future__ import annotations
 
 import threading
@@ -8,8 +9,7 @@ import pytest
 from services.common.contract import PushGrid
 from services.common.tasks import Task
 from services.dispatcher.runner import Interrupted, TaskRunner
-
-from tests.unit.push_fakes import APP, S, FakeDB, FakeDelivery, FakeMailbox, FakeTagAlias, request
+from tests.unit.push_fakes import APP, FakeDB, FakeDelivery, FakeMailbox, FakeTagAlias, S, request
 
 DEVICES = [f"d{i:02d}" for i in range(25)]
 ONLINE = {"d00": "STC-a", "d05": "STC-b", "d20": "STC-a"}
@@ -122,8 +122,7 @@ def test_overridden_while_dispatching_stops_between_pages(world) -> None:
 def test_broadcast_logs_once_and_counts_devices(world) -> None:
     db, _, mailbox, delivery, runner, _ = world
     db.devices = 1000
-    task = _task(db, 70, audience=PushGrid.Audience(all=True), bigPushDuration=2,
-                 platforms=[PushGrid.Platform.Ios])
+    task = _task(db, 70, audience=PushGrid.Audience(all=True), bigPushDuration=2, platforms=[PushGrid.Platform.Ios])
     assert runner.run(task, threading.Event()) == "done"
     assert mailbox.broadcasts[APP] == [70] and 70 in mailbox.stored
     env, platforms, spread = delivery.broadcasted[0]
@@ -158,8 +157,7 @@ def test_resumed_big_push_keeps_the_original_start(world) -> None:
     task = _task(db, 81, bigPushDuration=1)
     start = clock.ms - 30_000  # a worker started it 30 s ago and sent page 0
     db.messages[81].state = S.Dispatching
-    mailbox.checkpoints[81] = {"page": "1", "cursor": "10", "started": str(start), "estimate": "25",
-                               "targets": "10"}
+    mailbox.checkpoints[81] = {"page": "1", "cursor": "10", "started": str(start), "estimate": "25", "targets": "10"}
     stop = threading.Event()
     stop.wait = lambda s: (setattr(clock, "ms", clock.ms + int(s * 1000)), False)[1]
     sent_at: list[int] = []

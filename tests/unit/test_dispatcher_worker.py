@@ -1,4 +1,5 @@
 """The tasks consumer loop with a fake Kafka consumer: pause while busy, commit only finished tasks."""
+
 from __future__ import annotations
 
 import threading
@@ -14,7 +15,6 @@ from services.common.tasks import Task
 from services.dispatcher import worker
 from services.dispatcher.runner import Interrupted
 from services.dispatcher.worker import TaskWorker
-
 from tests.unit.push_fakes import APP, request
 
 TP0, TP1 = TopicPartition("pushgrid.tasks", 0), TopicPartition("pushgrid.tasks", 1)
@@ -112,8 +112,7 @@ def no_backoff(monkeypatch) -> None:
 
 
 def test_finished_tasks_are_committed_one_by_one() -> None:
-    w, consumer, runner, _ = make({TP0: [task(1), task(2)], TP1: [task(3)]},
-                                  {1: ["done"], 2: ["done"], 3: ["done"]})
+    w, consumer, runner, _ = make({TP0: [task(1), task(2)], TP1: [task(3)]}, {1: ["done"], 2: ["done"], 3: ["done"]})
     w.run()
     assert runner.ran == [1, 2, 3]
     assert consumer.committed == {TP0: 2, TP1: 1} and consumer.paused_set == set() and consumer.closed
@@ -132,15 +131,15 @@ def test_partitions_are_paused_and_polled_while_a_task_runs() -> None:
 
 
 def test_failed_task_is_retried_not_committed_first() -> None:
-    w, consumer, runner, _ = make({TP0: [task(1)]},
-                                  {1: [PushGrid.Unavailable(reason="down", backend="mysql"), "done"]})
+    w, consumer, runner, _ = make({TP0: [task(1)]}, {1: [PushGrid.Unavailable(reason="down", backend="mysql"), "done"]})
     w.run()
     assert runner.ran == [1, 1] and consumer.committed == {TP0: 1}
 
 
 def test_malformed_and_permanently_failing_tasks_are_committed() -> None:
-    w, consumer, runner, _ = make({TP0: [{"garbage": True}, None, task(1)]},
-                                  {1: [PushGrid.UnknownMessage(reason="gone", msgId=1)]})
+    w, consumer, runner, _ = make(
+        {TP0: [{"garbage": True}, None, task(1)]}, {1: [PushGrid.UnknownMessage(reason="gone", msgId=1)]}
+    )
     w.run()
     assert runner.ran == [1] and consumer.committed == {TP0: 3}
 
@@ -162,10 +161,11 @@ def run_with_rebalance_mid_task(reset_to_committed: bool):
     def rebalance() -> None:
         if started.is_set() and not rebalanced.is_set() and w._running is not None:
             rebalanced.set()
-            w.revoked({TP0, TP1})   # what kafka-python calls inside poll
+            w.revoked({TP0, TP1})  # what kafka-python calls inside poll
             if reset_to_committed:
                 consumer.position = {tp: consumer.committed.get(tp, 0) for tp in consumer.records}
             w.assigned({TP0, TP1})  # ... and gives the same partitions back
+
     consumer.on_poll = rebalance
     w.run()
     return consumer, runner

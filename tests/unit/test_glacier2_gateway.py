@@ -1,17 +1,18 @@
 """The partner gateway's logic alone: login throttling, the verifier's answers, and sessions
 (their objects, their filters, their end). The integration tests go through a real router."""
+
 from __future__ import annotations
 
 from typing import Any
 
 import Ice
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from glacier2.partner import Backends, PartnerDevicesI, PartnerPushI
 from glacier2.sessions import NAMES, SessionManagerI, SessionTable
 from glacier2.throttle import LoginRefused, LoginThrottle
 from glacier2.verifier import WRONG, PartnerVerifierI, partner_address
-from redis.exceptions import ConnectionError as RedisConnectionError
 from services.common.contract import Glacier2, PushGrid
 from tests.unit.push_fakes import request
 
@@ -37,14 +38,14 @@ class FakeRedis:
         self._up()
         self.data.pop(key, None)
 
-    def pipeline(self, transaction: bool = False) -> "FakeRedis._Pipe":
+    def pipeline(self, transaction: bool = False) -> FakeRedis._Pipe:
         return FakeRedis._Pipe(self)
 
     class _Pipe:
-        def __init__(self, r: "FakeRedis") -> None:
+        def __init__(self, r: FakeRedis) -> None:
             self.r, self.ops = r, []
 
-        def __enter__(self) -> "FakeRedis._Pipe":
+        def __enter__(self) -> FakeRedis._Pipe:
             return self
 
         def __exit__(self, *exc: Any) -> None:
@@ -63,11 +64,13 @@ class FakeRedis:
 
 
 def throttle(redis: FakeRedis, clock: list[int], per_app: int = 3, per_address: int = 5) -> LoginThrottle:
-    return LoginThrottle(lambda: redis, clock=lambda: clock[0], per_app=per_app, per_address=per_address,
-                         window_seconds=WINDOW // 1000)
+    return LoginThrottle(
+        lambda: redis, clock=lambda: clock[0], per_app=per_app, per_address=per_address, window_seconds=WINDOW // 1000
+    )
 
 
 # ---------------------------------------------------------------- throttle
+
 
 def test_an_app_key_is_refused_after_its_failures_until_the_window_ends() -> None:
     redis, clock = FakeRedis(), [10 * WINDOW + 1000]
@@ -76,11 +79,11 @@ def test_an_app_key_is_refused_after_its_failures_until_the_window_ends() -> Non
         t.check("app1", "10.0.0.1")
         t.failed("app1", "10.0.0.1")
     with pytest.raises(LoginRefused) as refused:
-        t.check("app1", "10.0.0.2")           # another address: the app key itself is over
+        t.check("app1", "10.0.0.2")  # another address: the app key itself is over
     assert refused.value.retry_after_ms == WINDOW - 1000
     assert "this app key" in refused.value.reason and "retry in 599 s" in refused.value.reason
-    t.check("app2", "10.0.0.2")               # another app is not affected
-    clock[0] = 11 * WINDOW                    # the next window starts clean
+    t.check("app2", "10.0.0.2")  # another app is not affected
+    clock[0] = 11 * WINDOW  # the next window starts clean
     t.check("app1", "10.0.0.1")
 
 
@@ -103,11 +106,11 @@ def test_success_clears_the_app_count_but_not_the_address_count() -> None:
     t.succeeded("app1")
     for _ in range(2):
         t.failed("app1", "10.0.0.2")
-    t.check("app1", "10.0.0.3")               # 2 since the success, under 3
+    t.check("app1", "10.0.0.3")  # 2 since the success, under 3
     for _ in range(2):
         t.failed("other", "10.0.0.1")
     with pytest.raises(LoginRefused):
-        t.check("app3", "10.0.0.1")           # the address kept its 2 + 2
+        t.check("app3", "10.0.0.1")  # the address kept its 2 + 2
 
 
 def test_keys_do_not_carry_what_the_partner_typed() -> None:
@@ -121,12 +124,13 @@ def test_logins_are_not_throttled_while_redis_is_down() -> None:
     t = throttle(redis, clock, per_app=1)
     t.failed("app1", "")
     redis.down = True
-    t.check("app1", "")                       # fails open: partners keep working
+    t.check("app1", "")  # fails open: partners keep working
     t.failed("app1", "")
     t.succeeded("app1")
 
 
 # ---------------------------------------------------------------- verifier
+
 
 class FakeDB:
     def __init__(self, secrets: dict[str, str]) -> None:
@@ -159,13 +163,15 @@ def test_verifier_says_the_same_for_unknown_app_and_wrong_secret_and_then_refuse
     calls = db.calls
     ok, reason = v.checkPermissions("app1", "s3cret", current("10.0.0.1"))
     assert not ok and "too many failed logins" in reason
-    assert db.calls == calls                  # refused before DBAgent spends a scrypt
+    assert db.calls == calls  # refused before DBAgent spends a scrypt
 
 
 def test_verifier_turns_an_unreachable_dbagent_into_a_try_again() -> None:
     db = FakeDB({"app1": "s3cret"})
     db.down = True
-    ok, reason = PartnerVerifierI(db, throttle(FakeRedis(), [WINDOW])).checkPermissions("app1", "s3cret", current("1.2.3.4"))
+    ok, reason = PartnerVerifierI(db, throttle(FakeRedis(), [WINDOW])).checkPermissions(
+        "app1", "s3cret", current("1.2.3.4")
+    )
     assert not ok and "try again" in reason
 
 
@@ -176,6 +182,7 @@ def test_partner_address_reads_the_routers_context() -> None:
 
 
 # ---------------------------------------------------------------- sessions
+
 
 class FakeSet:
     def __init__(self) -> None:
@@ -193,7 +200,7 @@ class FakeControl:
     def categories(self) -> FakeSet:
         return self.cats
 
-    def ice_invocationTimeout(self, ms: int) -> "FakeControl":
+    def ice_invocationTimeout(self, ms: int) -> FakeControl:
         return self
 
     def ice_ping(self) -> None:
@@ -218,7 +225,7 @@ def test_a_session_gets_its_own_category_and_the_router_filters_on_it(adapter) -
     sa, sb = manager.create("app1", a), manager.create("app2", b)
     cat_a, cat_b = sa.ice_getIdentity().category, sb.ice_getIdentity().category
     assert cat_a != cat_b and len(cat_a) == 32
-    assert a.cats.items == [cat_a] and b.cats.items == [cat_b]   # each partner reaches only its own
+    assert a.cats.items == [cat_a] and b.cats.items == [cat_b]  # each partner reaches only its own
     for name in NAMES:
         assert adapter.find(Ice.Identity(name=name, category=cat_a)) is not None
     session = adapter.find(sa.ice_getIdentity())
@@ -265,6 +272,7 @@ def test_sweep_ends_sessions_their_router_forgot(adapter) -> None:
 
 # ---------------------------------------------------------------- the partner API acts for the session's app
 
+
 class Recorder:
     """Records every call as (operation, args); answers from `answers` or None."""
 
@@ -279,6 +287,7 @@ class Recorder:
             if isinstance(answer, Exception):
                 raise answer
             return answer
+
         return call
 
 
@@ -305,14 +314,19 @@ def test_device_operations_check_the_device_is_the_apps_before_touching_tags() -
     db = Recorder(getDevice=PushGrid.UnknownDevice(reason="no such device", registrationId="r2"))
     ta = Recorder()
     api = PartnerDevicesI("app1", Backends(push=None, tagalias=ta, dbagent=db))
-    for call in (lambda: api.addTags("r2", ["vip"]), lambda: api.removeTags("r2", ["vip"]),
-                 lambda: api.getTags("r2"), lambda: api.setAlias("r2", "bob"), lambda: api.getAlias("r2")):
+    for call in (
+        lambda: api.addTags("r2", ["vip"]),
+        lambda: api.removeTags("r2", ["vip"]),
+        lambda: api.getTags("r2"),
+        lambda: api.setAlias("r2", "bob"),
+        lambda: api.getAlias("r2"),
+    ):
         with pytest.raises(PushGrid.UnknownDevice):
             call()
-    assert ta.calls == []                     # TagAlias never saw another app's device
+    assert ta.calls == []  # TagAlias never saw another app's device
     assert db.calls == [("getDevice", ("app1", "r2"))] * 5
     with pytest.raises(PushGrid.InvalidArgument):
-        api.addTags("not a rid!", ["vip"])    # malformed ids stop before any backend
+        api.addTags("not a rid!", ["vip"])  # malformed ids stop before any backend
 
 
 def test_device_operations_on_own_devices_reach_tagalias_with_the_sessions_app() -> None:

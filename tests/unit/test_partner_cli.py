@@ -1,5 +1,6 @@
 """pushgrid-partner without a router: arguments -> PushRequest, output, and one line per error.
 A fake client stands in for PartnerClient (logic only; the integration test runs the real one)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -21,20 +22,68 @@ def request_of(*argv: str) -> PushGrid.PushRequest:
 
 # ---------------------------------------------------------------- arguments -> PushRequest
 
+
 def test_audience_options_build_the_audience() -> None:
-    req = request_of("--tag", "a", "--tag", "b", "--tag-and", "c", "--tag-not", "d", "--alias", "u1",
-                     "--rid", "r1", "--rid", "r2", "--alert", "hi")
+    req = request_of(
+        "--tag",
+        "a",
+        "--tag",
+        "b",
+        "--tag-and",
+        "c",
+        "--tag-not",
+        "d",
+        "--alias",
+        "u1",
+        "--rid",
+        "r1",
+        "--rid",
+        "r2",
+        "--alert",
+        "hi",
+    )
     a = req.audience
-    assert (a.all, a.tags, a.tagsAnd, a.tagsNot, a.aliases, a.registrationIds) == \
-        (False, ["a", "b"], ["c"], ["d"], ["u1"], ["r1", "r2"])
+    assert (a.all, a.tags, a.tagsAnd, a.tagsNot, a.aliases, a.registrationIds) == (
+        False,
+        ["a", "b"],
+        ["c"],
+        ["d"],
+        ["u1"],
+        ["r1", "r2"],
+    )
     assert request_of("--all", "--alert", "hi").audience.all
 
 
 def test_content_and_options() -> None:
-    req = request_of("--all", "--alert", "Sale", "--title", "Shop", "--message", "{}", "--message-title", "m",
-                     "--content-type", "json", "--extra", "k=v", "--extra", "url=a=b", "--platform", "android,ios",
-                     "--platform", "web", "--ttl", "0", "--sendno", "42", "--override", "77",
-                     "--big-push-minutes", "5")
+    req = request_of(
+        "--all",
+        "--alert",
+        "Sale",
+        "--title",
+        "Shop",
+        "--message",
+        "{}",
+        "--message-title",
+        "m",
+        "--content-type",
+        "json",
+        "--extra",
+        "k=v",
+        "--extra",
+        "url=a=b",
+        "--platform",
+        "android,ios",
+        "--platform",
+        "web",
+        "--ttl",
+        "0",
+        "--sendno",
+        "42",
+        "--override",
+        "77",
+        "--big-push-minutes",
+        "5",
+    )
     assert req.platforms == [PushGrid.Platform.Android, PushGrid.Platform.Ios, PushGrid.Platform.Web]
     n, m, o = req.notification, req.message, req.options
     assert (n.alert, n.title, n.extras) == ("Sale", "Shop", {"k": "v", "url": "a=b"})
@@ -52,8 +101,9 @@ def test_defaults_are_jpushs() -> None:
     assert req.platforms == [] and req.options.timeToLive == -1 and req.options.sendno == 0
 
 
-@pytest.mark.parametrize("argv", [["--extra", "novalue"], ["--platform", "symbian"], ["--at", "tomorrow"],
-                                  ["--ttl", "soon"]])
+@pytest.mark.parametrize(
+    "argv", [["--extra", "novalue"], ["--platform", "symbian"], ["--at", "tomorrow"], ["--ttl", "soon"]]
+)
 def test_malformed_arguments_are_usage_errors(argv, capsys) -> None:
     with pytest.raises(SystemExit) as e:
         cli.parser().parse_args(["push", "--all", "--alert", "x", *argv])
@@ -62,12 +112,13 @@ def test_malformed_arguments_are_usage_errors(argv, capsys) -> None:
 
 def test_at_is_an_iso_time() -> None:
     args = cli.parser().parse_args(["push", "--all", "--alert", "x", "--at", "2030-01-01T09:00:00+08:00"])
-    assert args.at == int(dt.datetime(2030, 1, 1, 1, 0, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    assert args.at == int(dt.datetime(2030, 1, 1, 1, 0, tzinfo=dt.UTC).timestamp() * 1000)
     local = cli.parser().parse_args(["push", "--all", "--alert", "x", "--at", "2030-01-01T09:00"]).at
     assert local == int(dt.datetime(2030, 1, 1, 9, 0).timestamp() * 1000)  # naive: local time
 
 
 # ---------------------------------------------------------------- running commands
+
 
 class FakeClient:
     """PartnerClient's surface: records calls, answers canned results or raises `fail`."""
@@ -87,10 +138,17 @@ class FakeClient:
         answers = {
             "push": PushGrid.PushResult(msgId=7215098231939072, sendno=3),
             "schedule": PushGrid.PushResult(msgId=7215098231939073, sendno=0),
-            "report": [PushGrid.MessageStats(msgId=1, targets=3, sentOnline=2, storedOffline=1, received=2,
-                                             state=PushGrid.MessageState.Done)],
-            "get_tags": ["a", "b"], "list_tags": ["a", "b", "c"], "get_alias": "", "alias_devices": ["r1"],
-            "is_member": True, "device_count": 12,
+            "report": [
+                PushGrid.MessageStats(
+                    msgId=1, targets=3, sentOnline=2, storedOffline=1, received=2, state=PushGrid.MessageState.Done
+                )
+            ],
+            "get_tags": ["a", "b"],
+            "list_tags": ["a", "b", "c"],
+            "get_alias": "",
+            "alias_devices": ["r1"],
+            "is_member": True,
+            "device_count": 12,
         }
 
         def call(*args):
@@ -98,6 +156,7 @@ class FakeClient:
             if self.fail is not None:
                 raise self.fail
             return answers.get(op)
+
         return call
 
 
@@ -129,25 +188,29 @@ def test_report_prints_a_table_or_json(capsys) -> None:
     assert header.split() == ["msg_id", "state", "targets", "online", "offline", "received"]
     assert row.split() == ["1", "Done", "3", "2", "1", "2"]
     _, out, _, _ = run(capsys, "--json", "report", "1")
-    assert json.loads(out) == [{"msg_id": 1, "state": "Done", "targets": 3, "sent_online": 2,
-                                "stored_offline": 1, "received": 2}]
+    assert json.loads(out) == [
+        {"msg_id": 1, "state": "Done", "targets": 3, "sent_online": 2, "stored_offline": 1, "received": 2}
+    ]
 
 
-@pytest.mark.parametrize("argv, call, printed", [
-    (["tags", "add", "r1", "a", "b"], ("add_tags", ("r1", ["a", "b"])), "a, b added to r1"),
-    (["tags", "remove", "r1", "a"], ("remove_tags", ("r1", ["a"])), "a removed from r1"),
-    (["tags", "list", "r1"], ("get_tags", ("r1",)), "a\nb"),
-    (["tags", "all"], ("list_tags", ()), "a\nb\nc"),
-    (["tag", "delete", "a"], ("delete_tag", ("a",)), "deleted tag a"),
-    (["tag", "has", "a", "r1"], ("is_member", ("a", "r1")), "yes"),
-    (["alias", "set", "r1", "u1"], ("set_alias", ("r1", "u1")), "r1 is now u1"),
-    (["alias", "get", "r1"], ("get_alias", ("r1",)), "(no alias)"),
-    (["alias", "devices", "u1"], ("alias_devices", ("u1",)), "r1"),
-    (["alias", "delete", "u1"], ("delete_alias", ("u1",)), "deleted alias u1"),
-    (["devices", "count"], ("device_count", ()), "12"),
-    (["cancel", "99"], ("cancel", (99,)), "cancelled msg_id 99"),
-    (["validate", "--tag", "t", "--alert", "x"], None, "valid"),
-])
+@pytest.mark.parametrize(
+    "argv, call, printed",
+    [
+        (["tags", "add", "r1", "a", "b"], ("add_tags", ("r1", ["a", "b"])), "a, b added to r1"),
+        (["tags", "remove", "r1", "a"], ("remove_tags", ("r1", ["a"])), "a removed from r1"),
+        (["tags", "list", "r1"], ("get_tags", ("r1",)), "a\nb"),
+        (["tags", "all"], ("list_tags", ()), "a\nb\nc"),
+        (["tag", "delete", "a"], ("delete_tag", ("a",)), "deleted tag a"),
+        (["tag", "has", "a", "r1"], ("is_member", ("a", "r1")), "yes"),
+        (["alias", "set", "r1", "u1"], ("set_alias", ("r1", "u1")), "r1 is now u1"),
+        (["alias", "get", "r1"], ("get_alias", ("r1",)), "(no alias)"),
+        (["alias", "devices", "u1"], ("alias_devices", ("u1",)), "r1"),
+        (["alias", "delete", "u1"], ("delete_alias", ("u1",)), "deleted alias u1"),
+        (["devices", "count"], ("device_count", ()), "12"),
+        (["cancel", "99"], ("cancel", (99,)), "cancelled msg_id 99"),
+        (["validate", "--tag", "t", "--alert", "x"], None, "valid"),
+    ],
+)
 def test_device_and_message_commands(capsys, argv, call, printed) -> None:
     code, out, err, client = run(capsys, *argv)
     assert (code, err) == (0, "")
@@ -166,22 +229,36 @@ def test_tags_add_without_tags_is_an_error(capsys) -> None:
 NOW = dt.datetime(2030, 1, 1, 12, 0, 0)
 
 
-@pytest.mark.parametrize("exc, line", [
-    (PushGrid.RateLimited(reason="600 pushes per minute", retryAfterMs=2500),
-     "rate limited: 600 pushes per minute; retry in 2.5 s (at 12:00:02)"),
-    (PushGrid.InvalidArgument(reason="audience is empty", field="audience"), "invalid audience: audience is empty"),
-    (PushGrid.LimitExceeded(reason="too many", limit="audience.tags", max=20),
-     "limit exceeded (audience.tags, at most 20): too many"),
-    (PushGrid.UnknownDevice(reason="not a device of this app", registrationId="r9"),
-     "unknown device r9: not a device of this app"),
-    (PushGrid.UnknownMessage(reason="no such message", msgId=5), "unknown message 5: no such message"),
-    (PushGrid.InvalidState(reason="already sent", msgId=5), "message 5: already sent"),
-    (PushGrid.Unavailable(reason="timed out", backend="kafka"), "kafka unavailable: timed out (nothing was done; try again)"),
-    (Glacier2.PermissionDeniedException(reason="too many failed logins, retry in 600 s"),
-     "login refused: too many failed logins, retry in 600 s"),
-    (Glacier2.CannotCreateSessionException(reason="100 sessions"), "cannot create a session: 100 sessions"),
-    (PartnerConfigError("no router: pass --config FILE"), "no router: pass --config FILE"),
-])
+@pytest.mark.parametrize(
+    "exc, line",
+    [
+        (
+            PushGrid.RateLimited(reason="600 pushes per minute", retryAfterMs=2500),
+            "rate limited: 600 pushes per minute; retry in 2.5 s (at 12:00:02)",
+        ),
+        (PushGrid.InvalidArgument(reason="audience is empty", field="audience"), "invalid audience: audience is empty"),
+        (
+            PushGrid.LimitExceeded(reason="too many", limit="audience.tags", max=20),
+            "limit exceeded (audience.tags, at most 20): too many",
+        ),
+        (
+            PushGrid.UnknownDevice(reason="not a device of this app", registrationId="r9"),
+            "unknown device r9: not a device of this app",
+        ),
+        (PushGrid.UnknownMessage(reason="no such message", msgId=5), "unknown message 5: no such message"),
+        (PushGrid.InvalidState(reason="already sent", msgId=5), "message 5: already sent"),
+        (
+            PushGrid.Unavailable(reason="timed out", backend="kafka"),
+            "kafka unavailable: timed out (nothing was done; try again)",
+        ),
+        (
+            Glacier2.PermissionDeniedException(reason="too many failed logins, retry in 600 s"),
+            "login refused: too many failed logins, retry in 600 s",
+        ),
+        (Glacier2.CannotCreateSessionException(reason="100 sessions"), "cannot create a session: 100 sessions"),
+        (PartnerConfigError("no router: pass --config FILE"), "no router: pass --config FILE"),
+    ],
+)
 def test_named_errors_read_as_one_line(exc, line) -> None:
     assert errors.describe(exc, now=NOW) == line
 
@@ -211,11 +288,13 @@ def test_json_errors_carry_the_slice_fields(capsys) -> None:
 def test_a_refused_login_is_one_line(capsys) -> None:
     def refuse(args):
         raise Glacier2.PermissionDeniedException(reason="wrong app key or secret")
+
     code = cli.main(["--app-key", KEY, "devices", "count"], connect_fn=refuse)
     assert code == 1 and capsys.readouterr().err == "pushgrid-partner: login refused: wrong app key or secret\n"
 
 
 # ---------------------------------------------------------------- connecting
+
 
 def test_the_secret_comes_from_the_environment(tmp_path, monkeypatch) -> None:
     seen = {}
@@ -225,8 +304,9 @@ def test_the_secret_comes_from_the_environment(tmp_path, monkeypatch) -> None:
     args = cli.parser().parse_args(["--config", str(cfg), "--app-key", KEY, "devices", "count"])
     cli.connect(args, environ={cli.SECRET_ENV: "s3cret"})
     assert seen == {"key": KEY, "secret": "s3cret", "config": str(cfg), "router": None, "ca": None}
-    args = cli.parser().parse_args(["--router", "R/router:tcp -p 1", "--app-key", KEY, "--secret", "x",
-                                    "devices", "count"])
+    args = cli.parser().parse_args(
+        ["--router", "R/router:tcp -p 1", "--app-key", KEY, "--secret", "x", "devices", "count"]
+    )
     cli.connect(args, environ={cli.SECRET_ENV: "ignored"})
     assert seen["secret"] == "x" and seen["router"] == "R/router:tcp -p 1"
 

@@ -1,6 +1,7 @@
 """The partner SDK's logic without a router: the retry rule, keeping the session alive, reopening,
 the client's config and request building. A fake router stands in for Glacier2 (logic only;
 tests/integration/test_partner_sdk.py runs the same against the real router)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -14,8 +15,8 @@ from tools.partner import builders as b
 from tools.partner import sdk
 from tools.partner.session import MAX_REPEATS, SESSION_NOT_EXIST_ID, Outcome, Session, SessionClosed, classify
 
-
 # ---------------------------------------------------------------- a fake Glacier2 router
+
 
 class FakeConnection:
     def __init__(self) -> None:
@@ -36,7 +37,7 @@ class FakeConnection:
 class FakeApi:
     """A session's push or devices object: answers from a script of results/exceptions."""
 
-    def __init__(self, router: "FakeRouter", number: int) -> None:
+    def __init__(self, router: FakeRouter, number: int) -> None:
         self.router, self.number = router, number
 
     def __getattr__(self, op: str):
@@ -46,11 +47,12 @@ class FakeApi:
             if isinstance(step, BaseException):
                 raise step
             return step
+
         return call
 
 
 class FakeSession:
-    def __init__(self, router: "FakeRouter", number: int) -> None:
+    def __init__(self, router: FakeRouter, number: int) -> None:
         self.number = number
         self.api = FakeApi(router, number)
 
@@ -69,8 +71,8 @@ class FakeRouter:
         self.logins = 0
         self.destroyed = 0
         self.login_errors: list[BaseException] = []
-        self.script: list = []          # what the next API calls answer, in order
-        self.calls: list[tuple] = []    # (session number, operation, args)
+        self.script: list = []  # what the next API calls answer, in order
+        self.calls: list[tuple] = []  # (session number, operation, args)
         self.connection = FakeConnection()
 
     def createSession(self, user, password):  # noqa: N802
@@ -120,8 +122,9 @@ def clock() -> Clock:
 
 @pytest.fixture
 def session(router, clock) -> Session:
-    s = Session(router, "a" * 24, "secret", reconnect_timeout=5.0, sleep=clock.sleep, clock=clock,
-                as_session=lambda raw: raw)
+    s = Session(
+        router, "a" * 24, "secret", reconnect_timeout=5.0, sleep=clock.sleep, clock=clock, as_session=lambda raw: raw
+    )
     s.open()
     return s
 
@@ -136,34 +139,40 @@ def report(s: Session):
 
 def session_not_exist() -> Ice.UserException:
     """The Slice SessionNotExistException as it arrives from the router (see session.py)."""
+
     class Wire(Ice.UserException):
         def ice_id(self) -> str:
             return SESSION_NOT_EXIST_ID
+
     return Wire()
 
 
 # ---------------------------------------------------------------- the rule
 
-@pytest.mark.parametrize("exc, outcome", [
-    (Ice.ConnectionRefusedException(), Outcome.NOT_EXECUTED),
-    (Ice.ConnectFailedException(), Outcome.NOT_EXECUTED),
-    (Ice.ConnectTimeoutException(), Outcome.NOT_EXECUTED),
-    (Ice.DNSException(), Outcome.NOT_EXECUTED),
-    (Ice.ObjectNotExistException(), Outcome.NOT_EXECUTED),
-    (Ice.CloseConnectionException(), Outcome.NOT_EXECUTED),
-    (session_not_exist(), Outcome.NOT_EXECUTED),
-    (Ice.ConnectionLostException(), Outcome.MAYBE_EXECUTED),
-    (Ice.SocketException(), Outcome.MAYBE_EXECUTED),
-    (Ice.ConnectionTimeoutException(), Outcome.MAYBE_EXECUTED),
-    (Ice.UnknownLocalException("ConnectionLostException"), Outcome.MAYBE_EXECUTED),
-    (Ice.InvocationTimeoutException(), Outcome.RAISE),
-    (Ice.CommunicatorDestroyedException(), Outcome.RAISE),
-    (Ice.UnknownException("a bug in the gateway"), Outcome.RAISE),
-    (PushGrid.RateLimited(reason="quota", retryAfterMs=900), Outcome.RAISE),
-    (PushGrid.InvalidArgument(reason="bad", field="audience"), Outcome.RAISE),
-    (Glacier2.PermissionDeniedException(reason="no"), Outcome.RAISE),
-    (ValueError("x"), Outcome.RAISE),
-])
+
+@pytest.mark.parametrize(
+    "exc, outcome",
+    [
+        (Ice.ConnectionRefusedException(), Outcome.NOT_EXECUTED),
+        (Ice.ConnectFailedException(), Outcome.NOT_EXECUTED),
+        (Ice.ConnectTimeoutException(), Outcome.NOT_EXECUTED),
+        (Ice.DNSException(), Outcome.NOT_EXECUTED),
+        (Ice.ObjectNotExistException(), Outcome.NOT_EXECUTED),
+        (Ice.CloseConnectionException(), Outcome.NOT_EXECUTED),
+        (session_not_exist(), Outcome.NOT_EXECUTED),
+        (Ice.ConnectionLostException(), Outcome.MAYBE_EXECUTED),
+        (Ice.SocketException(), Outcome.MAYBE_EXECUTED),
+        (Ice.ConnectionTimeoutException(), Outcome.MAYBE_EXECUTED),
+        (Ice.UnknownLocalException("ConnectionLostException"), Outcome.MAYBE_EXECUTED),
+        (Ice.InvocationTimeoutException(), Outcome.RAISE),
+        (Ice.CommunicatorDestroyedException(), Outcome.RAISE),
+        (Ice.UnknownException("a bug in the gateway"), Outcome.RAISE),
+        (PushGrid.RateLimited(reason="quota", retryAfterMs=900), Outcome.RAISE),
+        (PushGrid.InvalidArgument(reason="bad", field="audience"), Outcome.RAISE),
+        (Glacier2.PermissionDeniedException(reason="no"), Outcome.RAISE),
+        (ValueError("x"), Outcome.RAISE),
+    ],
+)
 def test_classify_follows_the_retry_rule(exc, outcome) -> None:
     assert classify(exc) is outcome
 
@@ -194,8 +203,15 @@ def test_an_idempotent_call_is_repeated_on_a_new_session(session, router) -> Non
     assert router.destroyed == 0  # the connection was gone, nothing to end
 
 
-@pytest.mark.parametrize("exc", [Ice.ObjectNotExistException(), Ice.ConnectionRefusedException(),
-                                 Ice.CloseConnectionException(), session_not_exist()])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        Ice.ObjectNotExistException(),
+        Ice.ConnectionRefusedException(),
+        Ice.CloseConnectionException(),
+        session_not_exist(),
+    ],
+)
 def test_a_push_that_surely_never_arrived_is_repeated(session, router, exc) -> None:
     router.script = [exc, PushGrid.PushResult(msgId=9, sendno=1)]
     assert push(session).msgId == 9
@@ -211,8 +227,7 @@ def test_a_session_gone_before_the_call_is_reopened_first(session, router) -> No
 
 
 def test_named_errors_reach_the_caller_and_keep_the_session(session, router) -> None:
-    router.script = [PushGrid.RateLimited(reason="600 per minute", retryAfterMs=1500),
-                     Ice.InvocationTimeoutException()]
+    router.script = [PushGrid.RateLimited(reason="600 per minute", retryAfterMs=1500), Ice.InvocationTimeoutException()]
     with pytest.raises(PushGrid.RateLimited) as e:
         push(session)
     assert e.value.retryAfterMs == 1500
@@ -229,6 +244,7 @@ def test_repeats_are_bounded(session, router) -> None:
 
 
 # ---------------------------------------------------------------- reopening and keeping alive
+
 
 def test_reopening_waits_for_the_router_to_come_back(session, router, clock) -> None:
     router.connection.close_now()
@@ -296,6 +312,7 @@ def test_close_after_the_connection_closed_does_not_call_the_router(session, rou
 
 # ---------------------------------------------------------------- the client
 
+
 class RecordingSession:
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple, bool]] = []
@@ -306,6 +323,7 @@ class RecordingSession:
         class Api:
             def __getattr__(self, op):
                 return lambda *args: rec.calls.append((op, args, idempotent)) or []
+
         api = Api()
         return fn(type("A", (), {"push": api, "devices": api})())
 
@@ -344,15 +362,21 @@ def test_only_idempotent_operations_are_marked_repeatable(client) -> None:
 def test_schedule_takes_ms_or_a_datetime(client) -> None:
     c, rec = client
     req = b.push_request(b.audience(tags=["t"]), notification="hi")
-    at = dt.datetime(2031, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    at = dt.datetime(2031, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
     c.schedule(req, at)
     assert rec.calls[-1][1][1] == int(at.timestamp() * 1000)
 
 
 def test_push_takes_the_jpush_like_dict(client) -> None:
     c, rec = client
-    c.push({"platform": ["ios"], "audience": {"tag": ["vip"]}, "notification": {"alert": "hi"},
-            "options": {"time_to_live": 60}})
+    c.push(
+        {
+            "platform": ["ios"],
+            "audience": {"tag": ["vip"]},
+            "notification": {"alert": "hi"},
+            "options": {"time_to_live": 60},
+        }
+    )
     req = rec.calls[-1][1][0]
     assert req.audience.tags == ["vip"] and req.platforms == [PushGrid.Platform.Ios]
     assert req.notification.alert == "hi" and req.options.timeToLive == 60
@@ -363,6 +387,7 @@ def test_push_takes_the_jpush_like_dict(client) -> None:
 
 
 # ---------------------------------------------------------------- config
+
 
 def test_router_properties_from_a_proxy_and_ca(tmp_path) -> None:
     ca = tmp_path / "ca.pem"
@@ -378,8 +403,10 @@ def test_router_properties_from_a_proxy_and_ca(tmp_path) -> None:
 
 def test_router_properties_from_a_config_keep_its_settings(tmp_path) -> None:
     cfg = tmp_path / "partner.cfg"
-    cfg.write_text("Ice.Default.Router=PushGridRouter/router:tcp -h 127.0.0.1 -p 4063\n"
-                   "Ice.Default.InvocationTimeout=5000\nIce.RetryIntervals=0 100\n")
+    cfg.write_text(
+        "Ice.Default.Router=PushGridRouter/router:tcp -h 127.0.0.1 -p 4063\n"
+        "Ice.Default.InvocationTimeout=5000\nIce.RetryIntervals=0 100\n"
+    )
     props = sdk.router_properties(config=str(cfg))
     assert props.getProperty("Ice.Default.Router").endswith("-p 4063")
     assert props.getProperty("Ice.Default.InvocationTimeout") == "5000"
@@ -388,8 +415,7 @@ def test_router_properties_from_a_config_keep_its_settings(tmp_path) -> None:
 
 def test_a_config_with_ssl_prefers_the_ssl_endpoint(tmp_path) -> None:
     cfg = tmp_path / "partner.cfg"
-    cfg.write_text("Ice.Default.Router=R/router:ssl -h h -p 2:tcp -h h -p 1\n"
-                   "Ice.Plugin.IceSSL=IceSSL:createIceSSL\n")
+    cfg.write_text("Ice.Default.Router=R/router:ssl -h h -p 2:tcp -h h -p 1\nIce.Plugin.IceSSL=IceSSL:createIceSSL\n")
     assert sdk.router_properties(config=str(cfg)).getProperty("Ice.Default.PreferSecure") == "1"
     cfg.write_text(cfg.read_text() + "Ice.Default.PreferSecure=0\n")  # the operator's choice stands
     assert sdk.router_properties(config=str(cfg)).getProperty("Ice.Default.PreferSecure") == "0"
@@ -410,16 +436,24 @@ def test_router_properties_refuse_what_cannot_work(tmp_path) -> None:
 
 # ---------------------------------------------------------------- builders
 
+
 def test_builders_make_a_whole_request() -> None:
-    req = b.push_request(b.audience(tags="vip", tag_and=["beta"], tag_not=["muted"], aliases=["u1"],
-                                    registration_ids=["r1", "r2"]),
-                         notification=b.notification("hi", "Shop", {"k": "v"}),
-                         message=b.message("{}", content_type="json"),
-                         platforms=["Android", PushGrid.Platform.Web],
-                         options=b.options(sendno=7, ttl=0, override_msg_id=11, big_push_duration=3))
+    req = b.push_request(
+        b.audience(tags="vip", tag_and=["beta"], tag_not=["muted"], aliases=["u1"], registration_ids=["r1", "r2"]),
+        notification=b.notification("hi", "Shop", {"k": "v"}),
+        message=b.message("{}", content_type="json"),
+        platforms=["Android", PushGrid.Platform.Web],
+        options=b.options(sendno=7, ttl=0, override_msg_id=11, big_push_duration=3),
+    )
     a = req.audience
-    assert (a.all, a.tags, a.tagsAnd, a.tagsNot, a.aliases, a.registrationIds) == \
-        (False, ["vip"], ["beta"], ["muted"], ["u1"], ["r1", "r2"])
+    assert (a.all, a.tags, a.tagsAnd, a.tagsNot, a.aliases, a.registrationIds) == (
+        False,
+        ["vip"],
+        ["beta"],
+        ["muted"],
+        ["u1"],
+        ["r1", "r2"],
+    )
     assert req.platforms == [PushGrid.Platform.Android, PushGrid.Platform.Web]
     assert (req.notification.alert, req.notification.title, req.notification.extras) == ("hi", "Shop", {"k": "v"})
     assert (req.message.content, req.message.contentType) == ("{}", "json")

@@ -1,4 +1,5 @@
 """Msg ids: increasing and unique per worker, also when the clock steps back or one ms overflows."""
+
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,5 @@
 """PushServiceI over fakes: what is recorded and published, in which order, and what is refused."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,8 +9,7 @@ from services.common.contract import PushGrid
 from services.common.msgid import MsgIdGenerator
 from services.push.quota import Quota
 from services.push.servant import PushServiceI
-
-from tests.unit.push_fakes import APP, S, FakeDB, FakePublisher, request
+from tests.unit.push_fakes import APP, FakeDB, FakePublisher, S, request
 
 NOW = 1_800_000_000_000
 
@@ -153,11 +153,11 @@ class FakeRedis:
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
 
-    def pipeline(self, transaction: bool = False) -> "FakeRedis":
+    def pipeline(self, transaction: bool = False) -> FakeRedis:
         self._ops: list[str] = []
         return self
 
-    def __enter__(self) -> "FakeRedis":
+    def __enter__(self) -> FakeRedis:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -177,8 +177,9 @@ class FakeRedis:
 def test_quota_per_minute(db, publisher) -> None:
     clock = [NOW - NOW % 60_000]
     redis = FakeRedis()
-    servant = PushServiceI(db, publisher, MsgIdGenerator(worker=1), Quota(lambda: redis, lambda: clock[0]),
-                           clock=lambda: clock[0])
+    servant = PushServiceI(
+        db, publisher, MsgIdGenerator(worker=1), Quota(lambda: redis, lambda: clock[0]), clock=lambda: clock[0]
+    )
     db.apps[APP].pushQuotaPerMinute = 3
     for _ in range(3):
         servant.push(APP, request())

@@ -1,11 +1,11 @@
 """validation.push_request and friends: every rule of a push, each failure named."""
+
 from __future__ import annotations
 
 import pytest
 
 from services.common import limits, validation
 from services.common.contract import PushGrid
-
 from tests.unit.push_fakes import request
 
 P = PushGrid.Platform
@@ -31,8 +31,11 @@ BAD = [  # (request, exception, field or limit)
     (_with(audience=A(all=True, tags=["t"])), PushGrid.InvalidArgument, "audience"),
     (_with(audience=A(tags=["bad tag"])), PushGrid.InvalidArgument, "audience.tags"),
     (_with(audience=A(tags=[f"t{i}" for i in range(21)])), PushGrid.LimitExceeded, "audience.tags"),
-    (_with(audience=A(registrationIds=[f"r{i}" for i in range(1001)])), PushGrid.LimitExceeded,
-     "audience.registrationIds"),
+    (
+        _with(audience=A(registrationIds=[f"r{i}" for i in range(1001)])),
+        PushGrid.LimitExceeded,
+        "audience.registrationIds",
+    ),
     (_with(platforms=["android"]), PushGrid.InvalidArgument, "platforms"),
     (_with(notification=N(alert=""), message=M(content="")), PushGrid.InvalidArgument, "request"),
     (_with(notification=N(alert="x" * limits.PAYLOAD_MAX_BYTES)), PushGrid.LimitExceeded, "payload"),
@@ -62,8 +65,12 @@ GOOD = [
     _with(),
     _with(notification=N(alert=""), message=M(content="only a message")),
     _with(audience=A(all=True), platforms=[P.Ios, P.Ios, P.Web]),
-    _with(timeToLive=-1), _with(timeToLive=0), _with(timeToLive=limits.TTL_MAX_SECONDS),
-    _with(bigPushDuration=limits.BIG_PUSH_MAX_MINUTES), _with(sendno=-5), _with(overrideMsgId=123),
+    _with(timeToLive=-1),
+    _with(timeToLive=0),
+    _with(timeToLive=limits.TTL_MAX_SECONDS),
+    _with(bigPushDuration=limits.BIG_PUSH_MAX_MINUTES),
+    _with(sendno=-5),
+    _with(overrideMsgId=123),
     _with(notification=N(alert="é" * 100, extras={"ключ": "值"})),
 ]
 

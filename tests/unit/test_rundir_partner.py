@@ -1,5 +1,6 @@
 """The run directory's partner door settings: ports, the kept partner host, partner.cfg and the
 descriptor variables router.xml gets."""
+
 from __future__ import annotations
 
 import json
@@ -46,7 +47,8 @@ def test_partner_config_names_the_router_ssl_first_with_the_grid_ca_and_no_locat
     props.load(path)
     p = run.ports
     assert props.getProperty("Ice.Default.Router") == (
-        f"PushGridRouter/router:ssl -h 10.77.0.1 -p {p['partner-ssl']}:tcp -h 10.77.0.1 -p {p['partner-tcp']}")
+        f"PushGridRouter/router:ssl -h 10.77.0.1 -p {p['partner-ssl']}:tcp -h 10.77.0.1 -p {p['partner-tcp']}"
+    )
     assert props.getProperty("Ice.Default.Locator") == ""
     assert props.getProperty("IceSSL.CAs") == os.path.join(run.certs_dir, "ca.pem")
     assert props.getProperty("IceSSL.CheckCertName") == "1"

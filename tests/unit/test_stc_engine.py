@@ -1,4 +1,5 @@
 """The STC engine with fakes: takeover, replay order and filtering, ack routing, spreading."""
+
 from __future__ import annotations
 
 import asyncio
@@ -25,8 +26,9 @@ def mid(ms_after_epoch_start: int, seq: int = 0) -> int:
 
 
 def body(msg_id: int) -> str:
-    return json.dumps({"op": "msg", "msg_id": msg_id, "replay": False, "notification": {"alert": "a"},
-                      "override_msg_id": 0})
+    return json.dumps(
+        {"op": "msg", "msg_id": msg_id, "replay": False, "notification": {"alert": "a"}, "override_msg_id": 0}
+    )
 
 
 def stored(msg_id: int, platforms: tuple[str, ...] = (), expires_at: int = NOW + 60_000) -> Stored:
@@ -34,8 +36,9 @@ def stored(msg_id: int, platforms: tuple[str, ...] = (), expires_at: int = NOW +
 
 
 def env(msg_id: int, app: str = APP, broadcast: bool = False, expires_at: int = NOW + 60_000) -> PushGrid.Envelope:
-    return PushGrid.Envelope(msgId=msg_id, appKey=app, broadcast=broadcast, expiresAt=expires_at,
-                             overrideMsgId=0, body=body(msg_id))
+    return PushGrid.Envelope(
+        msgId=msg_id, appKey=app, broadcast=broadcast, expiresAt=expires_at, overrideMsgId=0, body=body(msg_id)
+    )
 
 
 class World:
@@ -65,13 +68,19 @@ def test_hello_welcomes_and_marks_presence() -> None:
     async def t(w: World) -> None:
         w.directory.add("r1")
         conn, _ = await w.connect("r1")
-        assert frames(conn)[0] == {"op": "welcome", "heartbeat": limits.HEARTBEAT_SECONDS, "stc": STC, "server_time": NOW}
+        assert frames(conn)[0] == {
+            "op": "welcome",
+            "heartbeat": limits.HEARTBEAT_SECONDS,
+            "stc": STC,
+            "server_time": NOW,
+        }
         assert w.mailbox.presence == {"r1": STC}
         assert w.engine.online_count(APP) == 1 and w.engine.connections == 1
         with pytest.raises(protocol.AuthFailed):
             await w.engine.hello(FakeConn(), protocol.Hello(APP, "r1", "bad", ""))
         with pytest.raises(protocol.AuthFailed):
             await w.engine.hello(FakeConn(), protocol.Hello(OTHER_APP, "r1", "good", ""))
+
     run(t)
 
 
@@ -86,6 +95,7 @@ def test_takeover_closes_the_older_connection_and_keeps_presence() -> None:
         assert w.mailbox.presence == {"r1": STC} and w.engine.connections == 1
         assert await w.engine.deliver(env(mid(1)), ["r1"]) == ["r1"]
         assert len(new.frames) == 2 and len(old.frames) == 1
+
     run(t)
 
 
@@ -99,13 +109,19 @@ def test_takeover_across_processes_is_found_on_refresh() -> None:
         await w.engine.refresh()
         assert c1.closed and c1.closed[0] == 4004 and c2.closed is None
         assert w.engine.connections == 1 and w.mailbox.presence["r1"] == "STC-other-1"
+
     run(t)
 
 
 def test_replay_order_and_filters() -> None:
     a, b, c, d, e = (mid(i * 1000) for i in range(5))
-    msgs = {a: stored(a), b: stored(b, ("ios",)), c: stored(c, expires_at=NOW - 1), d: stored(d, ("android", "web")),
-            e: stored(e)}
+    msgs = {
+        a: stored(a),
+        b: stored(b, ("ios",)),
+        c: stored(c, expires_at=NOW - 1),
+        d: stored(d, ("android", "web")),
+        e: stored(e),
+    }
     plan = replay_order(queued=[e, a, 999], broadcasts=[d, b, c], stored=msgs, platform="android", now=NOW)
     assert [(m.msg_id, bc) for m, bc in plan] == [(a, False), (e, False), (d, True)]
 
@@ -120,12 +136,13 @@ def test_replay_sends_queue_then_broadcasts_newer_than_mark_and_registration() -
         w.mailbox.log(OTHER_APP, stored(mid(2300_000)))
         w.mailbox.marks["r1"] = acked_bc
         q1, q2 = mid(2050_000), mid(2060_000)
-        w.mailbox.queue("r1", stored(q2, expires_at=NOW + 1000))   # expires first, but is newer
+        w.mailbox.queue("r1", stored(q2, expires_at=NOW + 1000))  # expires first, but is newer
         w.mailbox.queue("r1", stored(q1, expires_at=NOW + 9000))
         conn, _ = await w.connect("r1")
         got = frames(conn)[1:]
         assert [f["msg_id"] for f in got] == [q1, q2, new_bc, newer_bc]
         assert all(f["replay"] is True for f in got)
+
     run(t)
 
 
@@ -137,11 +154,12 @@ def test_acks_route_to_queue_or_broadcast_mark_and_become_receipts() -> None:
         w.mailbox.log(APP, stored(b1))
         conn, session = await w.connect("r1")
         assert await w.engine.broadcast(env(b2, broadcast=True), [], 0) == 1
-        w.engine.ack(session, [b2, t1, b1, 424242])   # an id never sent here is ignored
-        w.engine.ack(session, [t1])                    # so is a second ack
+        w.engine.ack(session, [b2, t1, b1, 424242])  # an id never sent here is ignored
+        w.engine.ack(session, [t1])  # so is a second ack
         await w.engine.flush()
         assert w.mailbox.queues["r1"] == {} and w.mailbox.marks["r1"] == b2
         assert w.receipts.records == [(APP, [[b2, APP, "r1"], [t1, APP, "r1"], [b1, APP, "r1"]])]
+
     run(t)
 
 
@@ -160,6 +178,7 @@ def test_deliver_reaches_only_connected_devices_of_the_app() -> None:
         w.directory.add("r3")
         await w.connect("r3", slow)
         assert await w.engine.deliver(env(mid(7)), ["r3"]) == []
+
     run(t)
 
 
@@ -182,7 +201,8 @@ def test_broadcast_filters_platforms_and_spreads_sends() -> None:
         assert await w.engine.broadcast(env(mid(2), broadcast=True), [], 500) == 6
         offsets = [t - start for t in times]
         assert offsets == sorted(offsets)
-        assert offsets[0] < 0.2 and 0.3 < offsets[-1] < 2.0   # 6 sends at 0, 83, ..., 417 ms
+        assert offsets[0] < 0.2 and 0.3 < offsets[-1] < 2.0  # 6 sends at 0, 83, ..., 417 ms
+
     run(t)
 
 
@@ -194,11 +214,12 @@ def test_disconnect_clears_presence_unless_the_device_came_back() -> None:
         _, s2 = await w.connect("r2")
         w.engine.disconnected(s1)
         w.engine.disconnected(s2)
-        await w.connect("r2")          # back before the flush
+        await w.connect("r2")  # back before the flush
         await w.engine.flush()
         assert w.mailbox.presence == {"r2": STC}
         await w.engine.refresh(touch_connected=True)
         assert sorted(r for _, rids, _ in w.directory.touched for r in rids) == ["r1", "r2"]
+
     run(t)
 
 
@@ -206,11 +227,12 @@ def test_a_device_that_connects_is_marked_seen_at_the_next_refresh() -> None:
     async def t(w: World) -> None:
         w.directory.add("r1")
         await w.connect("r1")
-        await w.engine.refresh()       # hello does not write last-seen itself: the refresh batches it
+        await w.engine.refresh()  # hello does not write last-seen itself: the refresh batches it
         assert [(app, list(rids)) for app, rids, _ in w.directory.touched] == [(APP, ["r1"])]
         w.directory.touched.clear()
-        await w.engine.refresh()       # once: a device still connected waits for touch_connected
+        await w.engine.refresh()  # once: a device still connected waits for touch_connected
         assert w.directory.touched == []
+
     run(t)
 
 
@@ -225,6 +247,7 @@ def test_shutdown_closes_with_1012_clears_presence_and_flushes() -> None:
         assert conn.closed == (1012, "STC restarting")
         assert w.mailbox.presence == {} and w.engine.connections == 0
         assert w.receipts.records and w.receipts.flushed == 1
+
     run(t)
 
 
@@ -234,9 +257,11 @@ def test_backend_failure_is_an_internal_error() -> None:
 
         def broken(*_: Any) -> None:
             raise ConnectionError("redis down")
+
         w.mailbox.set_online = broken  # type: ignore[method-assign]
         with pytest.raises(protocol.InternalError):
             await w.connect("r1")
+
     run(t)
 
 
@@ -251,4 +276,5 @@ def test_stopping_ends_a_spread_broadcast_at_once() -> None:
         await asyncio.sleep(0.05)
         w.engine.stop_spreading()
         assert await asyncio.wait_for(task, 5) == 1 and loop.time() - started < 5
+
     run(t)

@@ -1,4 +1,5 @@
 """Device frames: what parses, and the close code every kind of garbage maps to."""
+
 from __future__ import annotations
 
 import json
@@ -21,21 +22,39 @@ def test_valid_frames_parse() -> None:
     assert protocol.parse('{"op":"ack","msg_ids":[],"extra":{"ignored":true}}') == protocol.Ack(())
 
 
-@pytest.mark.parametrize("text", [
-    "", "not json", "[1,2]", '"hello"', "42", "null", "{", "{}",
-    '{"op": 7}', '{"op": "nope"}', '{"op": null}', '{"op": ["ping"]}',
-    '{"op": "hello", "app_key": 1, "registration_id": "r", "device_token": "t"}',
-    '{"op": "hello", "app_key": "k", "registration_id": "r"}',
-    '{"op": "hello", "app_key": "k", "registration_id": "r", "device_token": "t", "sdk": 5}',
-    '{"op": "register", "app_key": "k", "platform": "windows"}',
-    '{"op": "register", "app_key": "k"}',
-    '{"op": "ack", "msg_ids": "1,2"}', '{"op": "ack"}', '{"op": "ack", "msg_ids": [true]}',
-    '{"op": "ack", "msg_ids": [1.5]}', '{"op": "ack", "msg_ids": [0]}', '{"op": "ack", "msg_ids": [-3]}',
-    '{"op": "ack", "msg_ids": ["1"]}', '{"op": "ack", "msg_ids": [9223372036854775808]}',
-    "[" * 5000 + "]" * 5000,
-    '{"op": "ack", "msg_ids": [' + "9" * 5000 + "]}",
-    "NaN",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "not json",
+        "[1,2]",
+        '"hello"',
+        "42",
+        "null",
+        "{",
+        "{}",
+        '{"op": 7}',
+        '{"op": "nope"}',
+        '{"op": null}',
+        '{"op": ["ping"]}',
+        '{"op": "hello", "app_key": 1, "registration_id": "r", "device_token": "t"}',
+        '{"op": "hello", "app_key": "k", "registration_id": "r"}',
+        '{"op": "hello", "app_key": "k", "registration_id": "r", "device_token": "t", "sdk": 5}',
+        '{"op": "register", "app_key": "k", "platform": "windows"}',
+        '{"op": "register", "app_key": "k"}',
+        '{"op": "ack", "msg_ids": "1,2"}',
+        '{"op": "ack"}',
+        '{"op": "ack", "msg_ids": [true]}',
+        '{"op": "ack", "msg_ids": [1.5]}',
+        '{"op": "ack", "msg_ids": [0]}',
+        '{"op": "ack", "msg_ids": [-3]}',
+        '{"op": "ack", "msg_ids": ["1"]}',
+        '{"op": "ack", "msg_ids": [9223372036854775808]}',
+        "[" * 5000 + "]" * 5000,
+        '{"op": "ack", "msg_ids": [' + "9" * 5000 + "]}",
+        "NaN",
+    ],
+)
 def test_garbage_is_a_bad_frame(text: str) -> None:
     with pytest.raises(protocol.BadFrame) as err:
         protocol.parse(text)
@@ -45,13 +64,25 @@ def test_garbage_is_a_bad_frame(text: str) -> None:
 def test_too_many_acks_in_one_frame() -> None:
     with pytest.raises(protocol.BadFrame):
         protocol.parse(json.dumps({"op": "ack", "msg_ids": list(range(1, limits.ACKS_PER_FRAME + 2))}))
-    assert len(protocol.parse(json.dumps({"op": "ack", "msg_ids": list(range(1, limits.ACKS_PER_FRAME + 1))})).msg_ids) == 100
+    assert (
+        len(protocol.parse(json.dumps({"op": "ack", "msg_ids": list(range(1, limits.ACKS_PER_FRAME + 1))})).msg_ids)
+        == 100
+    )
 
 
 def test_close_codes_match_the_protocol() -> None:
-    assert [e.code for e in (protocol.BadFrame("x"), protocol.AuthFailed("x"), protocol.AuthTimeout("x"),
-                             protocol.OutOfOrder("x"), protocol.HeartbeatTimeout("x"), protocol.RateLimited("x"),
-                             protocol.InternalError("x"))] == [4000, 4001, 4002, 4003, 4005, 4008, 4011]
+    assert [
+        e.code
+        for e in (
+            protocol.BadFrame("x"),
+            protocol.AuthFailed("x"),
+            protocol.AuthTimeout("x"),
+            protocol.OutOfOrder("x"),
+            protocol.HeartbeatTimeout("x"),
+            protocol.RateLimited("x"),
+            protocol.InternalError("x"),
+        )
+    ] == [4000, 4001, 4002, 4003, 4005, 4008, 4011]
     assert len(protocol.BadFrame("x" * 500).reason) <= 123  # a close reason fits a control frame
 
 
@@ -66,7 +97,15 @@ def test_bodies_and_replays() -> None:
 
 
 def test_outgoing_frames() -> None:
-    assert json.loads(protocol.welcome(30, "STC-node1-1", 5)) == {"op": "welcome", "heartbeat": 30,
-                                                                  "stc": "STC-node1-1", "server_time": 5}
-    assert json.loads(protocol.registered("r", "t")) == {"op": "registered", "registration_id": "r", "device_token": "t"}
+    assert json.loads(protocol.welcome(30, "STC-node1-1", 5)) == {
+        "op": "welcome",
+        "heartbeat": 30,
+        "stc": "STC-node1-1",
+        "server_time": 5,
+    }
+    assert json.loads(protocol.registered("r", "t")) == {
+        "op": "registered",
+        "registration_id": "r",
+        "device_token": "t",
+    }
     assert json.loads(protocol.PONG) == {"op": "pong"}

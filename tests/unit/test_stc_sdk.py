@@ -1,5 +1,6 @@
 """The device SDK against a scripted server: each msg id shown once, everything acked, 1012
 reconnects at once, 4004 ends the device; plus the servant's input checks."""
+
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +11,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from services.common.contract import PushGrid
 from services.stc.engine import Engine, Settings
-from services.stc.servant import Identity, STCI
+from services.stc.servant import STCI, Identity
 from tests.unit.stc_fakes import APP, FakeDirectory, FakeMailbox, FakeReceipts
 from tests.unit.test_stc_engine import body
 from tools.device.sdk import Credentials, Device, Message, Replaced
@@ -54,13 +55,19 @@ def test_each_message_is_shown_once_acked_and_1012_reconnects_at_once() -> None:
             shown: list[Message] = []
             device = Device(Credentials(APP, "r1", "tok"), [url], on_message=shown.append, backoff=(30, 60))
             async with asyncio.timeout(5):
-                await device.run()   # ends at 4004; a backoff of 30 s would have timed out
+                await device.run()  # ends at 4004; a backoff of 30 s would have timed out
         assert [m.msg_id for m in shown] == [1, 2, 3]
-        assert sorted(server.acks) == [1, 1, 1, 2, 3]      # duplicates are acked too
+        assert sorted(server.acks) == [1, 1, 1, 2, 3]  # duplicates are acked too
         assert device.stats.received == 3 and device.stats.duplicates == 2 and device.stats.connects == 2
         assert isinstance(device.error, Replaced) and server.connections == 2
-        assert server.hellos[1] == {"op": "hello", "app_key": APP, "registration_id": "r1", "device_token": "tok",
-                                    "sdk": "pushgrid-py/1"}
+        assert server.hellos[1] == {
+            "op": "hello",
+            "app_key": APP,
+            "registration_id": "r1",
+            "device_token": "tok",
+            "sdk": "pushgrid-py/1",
+        }
+
     asyncio.run(t())
 
 
@@ -77,10 +84,12 @@ def test_other_closes_back_off_and_rotate_urls() -> None:
                     await asyncio.sleep(0.05)
             await device.close()
         assert device.stats.closes.get(4005, 0) >= 1 and device.stats.closes.get(None, 0) >= 1
+
     asyncio.run(t())
 
 
 # ---------------------------------------------------------------- the servant's input checks
+
 
 def _servant() -> STCI:
     loop = asyncio.new_event_loop()
@@ -94,14 +103,17 @@ def _env(**kw) -> PushGrid.Envelope:
     return PushGrid.Envelope(**args)
 
 
-@pytest.mark.parametrize("env, rids, field", [
-    (_env(appKey="nope"), [], "appKey"),
-    (_env(msgId=0), [], "env.msgId"),
-    (_env(body="{}"), [], "env.body"),
-    (_env(body=body(6)), [], "env.body"),
-    (_env(), ["bad id!"], "registrationIds"),
-    (_env(), ["r"] * 1001, "registrationIds"),
-])
+@pytest.mark.parametrize(
+    "env, rids, field",
+    [
+        (_env(appKey="nope"), [], "appKey"),
+        (_env(msgId=0), [], "env.msgId"),
+        (_env(body="{}"), [], "env.body"),
+        (_env(body=body(6)), [], "env.body"),
+        (_env(), ["bad id!"], "registrationIds"),
+        (_env(), ["r"] * 1001, "registrationIds"),
+    ],
+)
 def test_deliver_refuses_bad_input(env: PushGrid.Envelope, rids: list[str], field: str) -> None:
     with pytest.raises(PushGrid.InvalidArgument) as err:
         _servant().deliver(env, rids)

@@ -1,5 +1,6 @@
 """The WebSocket transport on a loopback port, with the engine over fakes: every protocol
 violation gets its close code, and one device's garbage never disturbs another device."""
+
 from __future__ import annotations
 
 import asyncio
@@ -46,6 +47,7 @@ def run(test: Callable[[Server], Coroutine[Any, Any, None]]) -> None:
             await test(server)
         finally:
             await server.transport.close(timeout=2)
+
     asyncio.run(main())
 
 
@@ -85,6 +87,7 @@ def test_garbage_after_hello_gets_its_close_code_and_others_keep_going() -> None
         await bystander.send('{"op":"ping"}')
         assert json.loads(await bystander.recv()) == {"op": "pong"}
         await bystander.close()
+
     run(t)
 
 
@@ -93,21 +96,25 @@ def test_invalid_utf8_closes_with_1007() -> None:
         ws = await s.hello()
         await ws.send(b"\xff\xfe{}", text=True)
         assert await closed_with(ws) == 1007
+
     run(t)
 
 
 def test_before_hello() -> None:
     async def t(s: Server) -> None:
-        for first, code in [('{"op":"ack","msg_ids":[1]}', 4003), ('{"op":"ping"}', 4003), ("nope", 4000),
-                            (json.dumps({"op": "hello", "app_key": APP, "registration_id": "r1",
-                                         "device_token": "bad"}), 4001),
-                            (json.dumps({"op": "hello", "app_key": APP, "registration_id": "nobody",
-                                         "device_token": "good"}), 4001)]:
+        for first, code in [
+            ('{"op":"ack","msg_ids":[1]}', 4003),
+            ('{"op":"ping"}', 4003),
+            ("nope", 4000),
+            (json.dumps({"op": "hello", "app_key": APP, "registration_id": "r1", "device_token": "bad"}), 4001),
+            (json.dumps({"op": "hello", "app_key": APP, "registration_id": "nobody", "device_token": "good"}), 4001),
+        ]:
             ws = await connect(s.url)
             await ws.send(first)
             assert await closed_with(ws) == code, first
         silent = await connect(s.url)
         assert await closed_with(silent) == 4002
+
     run(t)
 
 
@@ -121,6 +128,7 @@ def test_register_answers_then_closes_normally() -> None:
         ws = await connect(s.url)
         await ws.send(json.dumps({"op": "register", "app_key": "f" * 24, "platform": "web"}))
         assert await closed_with(ws) == 4001
+
     run(t)
 
 
@@ -138,12 +146,14 @@ def test_heartbeats_keep_a_device_and_silence_closes_it() -> None:
             await (await ws_pinger.ping())
             await asyncio.sleep(0.1)
         assert ws_pinger.close_code is None
+
     run(t)
 
 
 def test_too_many_frames_per_second() -> None:
     async def t(s: Server) -> None:
         assert await after_hello(s, *['{"op":"ping"}'] * 40) == 4008
+
     run(t)
 
 
@@ -154,10 +164,11 @@ def test_takeover_and_slow_devices() -> None:
         assert await closed_with(old) == 4004
         env = type("Env", (), dict(msgId=1, appKey=APP, broadcast=False, expiresAt=2**62, body=body(1)))
         sent = 0
-        for i in range(60):   # more than the outbox holds, in one go: the device cannot keep up
+        for _ in range(60):  # more than the outbox holds, in one go: the device cannot keep up
             sent += len(await s.engine.deliver(env, ["r1"]))
         assert sent == LIMITS.outbox_max
         assert await closed_with(new) == 4009
+
     run(t)
 
 
@@ -171,11 +182,13 @@ def test_web_page_is_served_beside_the_device_path() -> None:
                     return r.status, r.headers["Content-Type"], r.read()
             except urllib.error.HTTPError as err:
                 return err.code, "", b""
+
         status, ctype, page = await asyncio.to_thread(get, "/?app_key=" + APP)
         assert status == 200 and ctype.startswith("text/html") and b"device.js" in page
         assert (await asyncio.to_thread(get, "/device.js"))[0] == 200
         assert (await asyncio.to_thread(get, "/device.html"))[0] == 200
         assert (await asyncio.to_thread(get, "/etc/passwd"))[0] == 404
+
     run(t)
 
 
@@ -185,6 +198,7 @@ def test_shutdown_closes_devices_with_1012() -> None:
         await s.transport.close(timeout=2)
         await s.engine.shutdown()
         assert await closed_with(ws) == 1012
+
     run(t)
 
 

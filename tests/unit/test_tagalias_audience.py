@@ -1,4 +1,5 @@
 """The audience query: canonical form, which queries walk a stored set directly."""
+
 from __future__ import annotations
 
 from services.common.contract import PushGrid

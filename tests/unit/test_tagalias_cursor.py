@@ -1,4 +1,5 @@
 """Cursor encode/decode: round trips, and garbage from a client is InvalidArgument."""
+
 from __future__ import annotations
 
 import base64
@@ -16,34 +17,40 @@ def raw(text: str) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-@pytest.mark.parametrize("c", [
-    cursors.Cursor(0, 0, "", CHECK),
-    cursors.Cursor(BUCKETS - 1, 2**64 - 1, "00ff00ff00ff", CHECK),
-    cursors.Cursor(7, 123456, "abcdefabcdef", CHECK),
-])
+@pytest.mark.parametrize(
+    "c",
+    [
+        cursors.Cursor(0, 0, "", CHECK),
+        cursors.Cursor(BUCKETS - 1, 2**64 - 1, "00ff00ff00ff", CHECK),
+        cursors.Cursor(7, 123456, "abcdefabcdef", CHECK),
+    ],
+)
 def test_round_trip(c: cursors.Cursor) -> None:
     text = cursors.encode(c)
     assert text.isascii() and "=" not in text
     assert cursors.decode(text, CHECK) == c
 
 
-@pytest.mark.parametrize("text", [
-    "garbage!!",                       # not base64
-    "%%%%",
-    raw("1:0:0::0a1b2c3d:extra"),      # too many fields
-    raw("1:0:0:0a1b2c3d"),             # too few
-    raw("2:0:0::0a1b2c3d"),            # unknown version
-    raw(f"1:{BUCKETS}:0::0a1b2c3d"),   # bucket out of range
-    raw("1:-1:0::0a1b2c3d"),
-    raw("1:0:-5::0a1b2c3d"),
-    raw(f"1:0:{2**64}::0a1b2c3d"),     # not a 64-bit sscan cursor
-    raw("1:x:0::0a1b2c3d"),
-    raw("1:0:0:ABCDEFABCDEF:0a1b2c3d"),  # run must be lowercase hex
-    raw("1:0:0:abc:0a1b2c3d"),          # run of the wrong length
-    raw("1:0:0::0A1B2C3D"),
-    "A" * 500,                          # oversized
-    base64.urlsafe_b64encode(b"\xff\xfe:0:0::0a1b2c3d").decode(),  # not ascii
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "garbage!!",  # not base64
+        "%%%%",
+        raw("1:0:0::0a1b2c3d:extra"),  # too many fields
+        raw("1:0:0:0a1b2c3d"),  # too few
+        raw("2:0:0::0a1b2c3d"),  # unknown version
+        raw(f"1:{BUCKETS}:0::0a1b2c3d"),  # bucket out of range
+        raw("1:-1:0::0a1b2c3d"),
+        raw("1:0:-5::0a1b2c3d"),
+        raw(f"1:0:{2**64}::0a1b2c3d"),  # not a 64-bit sscan cursor
+        raw("1:x:0::0a1b2c3d"),
+        raw("1:0:0:ABCDEFABCDEF:0a1b2c3d"),  # run must be lowercase hex
+        raw("1:0:0:abc:0a1b2c3d"),  # run of the wrong length
+        raw("1:0:0::0A1B2C3D"),
+        "A" * 500,  # oversized
+        base64.urlsafe_b64encode(b"\xff\xfe:0:0::0a1b2c3d").decode(),  # not ascii
+    ],
+)
 def test_garbage_is_invalid_argument(text: str) -> None:
     with pytest.raises(PushGrid.InvalidArgument) as e:
         cursors.decode(text, CHECK)

@@ -1,4 +1,5 @@
 """Key layout: the sets a script or SINTERSTORE combines share a slot; an app spreads out."""
+
 from __future__ import annotations
 
 import zlib
@@ -25,9 +26,19 @@ def test_every_key_of_a_bucket_shares_the_bucket_slot() -> None:
     d = keys.device(APP, rid)
     b = d.bucket
     want = slot(keys.all_devices(APP, b))
-    same = [d.tags, d.alias, d.all, d.names, d.tag("vip:gold"), d.platform(2),
-            keys.tag(APP, b, "x"), keys.tag_names(APP, b), keys.temp(APP, b, "ab" * 14),
-            keys.temp_scratch(APP, b, "ab" * 14, "u"), keys.temp_scratch(APP, b, "ab" * 14, "p")]
+    same = [
+        d.tags,
+        d.alias,
+        d.all,
+        d.names,
+        d.tag("vip:gold"),
+        d.platform(2),
+        keys.tag(APP, b, "x"),
+        keys.tag_names(APP, b),
+        keys.temp(APP, b, "ab" * 14),
+        keys.temp_scratch(APP, b, "ab" * 14, "u"),
+        keys.temp_scratch(APP, b, "ab" * 14, "p"),
+    ]
     assert {slot(k) for k in same} == {want}
 
 

@@ -1,4 +1,5 @@
 """The servant's validation paths with a fake store: bad input fails, named, before any store call."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -25,8 +26,15 @@ class FakeStore:
             self.calls.append((name, args))
             if name in ("resolve", "tag_members"):
                 return PushGrid.AudiencePage(registrationIds=["r1"], cursor="", done=True)
-            return {"get_tags": ["t"], "get_alias": "al", "alias_devices": ["r1"], "list_tags": ["t"],
-                    "tag_size": 3, "is_member": True}.get(name)
+            return {
+                "get_tags": ["t"],
+                "get_alias": "al",
+                "alias_devices": ["r1"],
+                "list_tags": ["t"],
+                "tag_size": 3,
+                "is_member": True,
+            }.get(name)
+
         return call
 
 
@@ -72,63 +80,72 @@ def test_resolve_passes_cleaned_audience_and_platforms(servant: TagAliasI, fake:
     assert aud.tags == ["b", "a"] and aud.tagsNot == [] and plats == [P.Ios]
 
 
-@pytest.mark.parametrize("call", [
-    lambda s: s.addDevice("NOTHEX", "r1", P.Ios),
-    lambda s: s.addDevice(None, "r1", P.Ios),
-    lambda s: s.addDevice(APP, "bad id!", P.Ios),
-    lambda s: s.addDevice(APP, None, P.Ios),
-    lambda s: s.addDevice(APP, "x" * (limits.REGID_MAX_BYTES + 1), P.Ios),
-    lambda s: s.addDevice(APP, "r1", None),
-    lambda s: s.addDevice(APP, "r1", 1),
-    lambda s: s.removeDevice(APP, ""),
-    lambda s: s.addTags(APP, "r1", ["ok", "not ok"]),
-    lambda s: s.addTags(APP, "r1", ["x" * (limits.TAG_MAX_BYTES + 1)]),
-    lambda s: s.addTags(APP, "r1", [""]),
-    lambda s: s.addTags(APP, "r1", ["{brace}"]),
-    lambda s: s.addTags(APP, "r1", ["trailing\n"]),
-    lambda s: s.addDevice(APP, "r1\n", P.Ios),
-    lambda s: s.removeTags(APP, "r1", ["a/b"]),
-    lambda s: s.clearTags(APP, None),
-    lambda s: s.getTags("", "r1"),
-    lambda s: s.setAlias(APP, "r1", ""),
-    lambda s: s.setAlias(APP, "r1", None),
-    lambda s: s.setAlias(APP, "r1", "é" * 21),  # 42 bytes
-    lambda s: s.getAlias(APP, "r-1"),
-    lambda s: s.clearAlias(APP, "r 1"),
-    lambda s: s.aliasDevices(APP, "a b"),
-    lambda s: s.deleteAlias(APP, ""),
-    lambda s: s.listTags("0123456789ABCDEF01234567"),
-    lambda s: s.tagSize(APP, "sp ace"),
-    lambda s: s.isMember(APP, "t", "r_1"),
-    lambda s: s.tagMembers(APP, "", "", 10),
-    lambda s: s.deleteTag(APP, None),
-    lambda s: s.resolve(APP, None, [], "", 10),
-    lambda s: s.resolve(APP, A(), [], "", 10),
-    lambda s: s.resolve(APP, A(all=True, tags=["a"]), [], "", 10),
-    lambda s: s.resolve(APP, A(tags=["bad tag"]), [], "", 10),
-    lambda s: s.resolve(APP, A(aliases=["bad alias"]), [], "", 10),
-    lambda s: s.resolve(APP, A(registrationIds=["bad-id"]), [], "", 10),
-    lambda s: s.resolve(APP, A(all=True), [7], "", 10),
-    lambda s: s.resolve(APP, A(all=True), [], 5, 10),
-    lambda s: s.resolve("x", A(all=True), [], "", 10),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.addDevice("NOTHEX", "r1", P.Ios),
+        lambda s: s.addDevice(None, "r1", P.Ios),
+        lambda s: s.addDevice(APP, "bad id!", P.Ios),
+        lambda s: s.addDevice(APP, None, P.Ios),
+        lambda s: s.addDevice(APP, "x" * (limits.REGID_MAX_BYTES + 1), P.Ios),
+        lambda s: s.addDevice(APP, "r1", None),
+        lambda s: s.addDevice(APP, "r1", 1),
+        lambda s: s.removeDevice(APP, ""),
+        lambda s: s.addTags(APP, "r1", ["ok", "not ok"]),
+        lambda s: s.addTags(APP, "r1", ["x" * (limits.TAG_MAX_BYTES + 1)]),
+        lambda s: s.addTags(APP, "r1", [""]),
+        lambda s: s.addTags(APP, "r1", ["{brace}"]),
+        lambda s: s.addTags(APP, "r1", ["trailing\n"]),
+        lambda s: s.addDevice(APP, "r1\n", P.Ios),
+        lambda s: s.removeTags(APP, "r1", ["a/b"]),
+        lambda s: s.clearTags(APP, None),
+        lambda s: s.getTags("", "r1"),
+        lambda s: s.setAlias(APP, "r1", ""),
+        lambda s: s.setAlias(APP, "r1", None),
+        lambda s: s.setAlias(APP, "r1", "é" * 21),  # 42 bytes
+        lambda s: s.getAlias(APP, "r-1"),
+        lambda s: s.clearAlias(APP, "r 1"),
+        lambda s: s.aliasDevices(APP, "a b"),
+        lambda s: s.deleteAlias(APP, ""),
+        lambda s: s.listTags("0123456789ABCDEF01234567"),
+        lambda s: s.tagSize(APP, "sp ace"),
+        lambda s: s.isMember(APP, "t", "r_1"),
+        lambda s: s.tagMembers(APP, "", "", 10),
+        lambda s: s.deleteTag(APP, None),
+        lambda s: s.resolve(APP, None, [], "", 10),
+        lambda s: s.resolve(APP, A(), [], "", 10),
+        lambda s: s.resolve(APP, A(all=True, tags=["a"]), [], "", 10),
+        lambda s: s.resolve(APP, A(tags=["bad tag"]), [], "", 10),
+        lambda s: s.resolve(APP, A(aliases=["bad alias"]), [], "", 10),
+        lambda s: s.resolve(APP, A(registrationIds=["bad-id"]), [], "", 10),
+        lambda s: s.resolve(APP, A(all=True), [7], "", 10),
+        lambda s: s.resolve(APP, A(all=True), [], 5, 10),
+        lambda s: s.resolve("x", A(all=True), [], "", 10),
+    ],
+)
 def test_bad_input_is_invalid_argument_and_touches_nothing(servant: TagAliasI, fake: FakeStore, call: Any) -> None:
     with pytest.raises(PushGrid.InvalidArgument):
         call(servant)
     assert fake.calls == []
 
 
-@pytest.mark.parametrize("call, limit", [
-    (lambda s: s.addTags(APP, "r1", [f"t{i}" for i in range(limits.TAGS_PER_CALL + 1)]), "tags"),
-    (lambda s: s.resolve(APP, A(tags=[f"t{i}" for i in range(21)]), [], "", 10), "audience.tags"),
-    (lambda s: s.resolve(APP, A(tagsAnd=[f"t{i}" for i in range(21)]), [], "", 10), "audience.tagsAnd"),
-    (lambda s: s.resolve(APP, A(tagsNot=[f"t{i}" for i in range(21)]), [], "", 10), "audience.tagsNot"),
-    (lambda s: s.resolve(APP, A(aliases=[f"a{i}" for i in range(1001)]), [], "", 10), "audience.aliases"),
-    (lambda s: s.resolve(APP, A(registrationIds=[f"r{i}" for i in range(1001)]), [], "", 10),
-     "audience.registrationIds"),
-])
-def test_over_a_limit_is_limit_exceeded_and_touches_nothing(servant: TagAliasI, fake: FakeStore, call: Any,
-                                                            limit: str) -> None:
+@pytest.mark.parametrize(
+    "call, limit",
+    [
+        (lambda s: s.addTags(APP, "r1", [f"t{i}" for i in range(limits.TAGS_PER_CALL + 1)]), "tags"),
+        (lambda s: s.resolve(APP, A(tags=[f"t{i}" for i in range(21)]), [], "", 10), "audience.tags"),
+        (lambda s: s.resolve(APP, A(tagsAnd=[f"t{i}" for i in range(21)]), [], "", 10), "audience.tagsAnd"),
+        (lambda s: s.resolve(APP, A(tagsNot=[f"t{i}" for i in range(21)]), [], "", 10), "audience.tagsNot"),
+        (lambda s: s.resolve(APP, A(aliases=[f"a{i}" for i in range(1001)]), [], "", 10), "audience.aliases"),
+        (
+            lambda s: s.resolve(APP, A(registrationIds=[f"r{i}" for i in range(1001)]), [], "", 10),
+            "audience.registrationIds",
+        ),
+    ],
+)
+def test_over_a_limit_is_limit_exceeded_and_touches_nothing(
+    servant: TagAliasI, fake: FakeStore, call: Any, limit: str
+) -> None:
     with pytest.raises(PushGrid.LimitExceeded) as e:
         call(servant)
     assert e.value.limit == limit and e.value.max > 0
@@ -150,6 +167,7 @@ def test_store_errors_pass_through_unchanged(fake: FakeStore) -> None:
         def __getattr__(self, name: str) -> Any:
             def call(*args: Any) -> Any:
                 raise PushGrid.Unavailable(reason="redis: down", backend="redis")
+
             return call
 
     with pytest.raises(PushGrid.Unavailable) as e:

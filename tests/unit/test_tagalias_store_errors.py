@@ -1,4 +1,5 @@
 """The store's error mapping and page walk, without a cluster (a stub client)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,8 +16,15 @@ from services.tagalias.store import SENTINEL, TagAliasStore, _guarded
 APP = "0123456789abcdef01234567"
 
 
-@pytest.mark.parametrize("exc", [ConnectionError("refused"), TimeoutError("slow"), ClusterDownError("down"),
-                                 RedisClusterException("cannot be connected")])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ConnectionError("refused"),
+        TimeoutError("slow"),
+        ClusterDownError("down"),
+        RedisClusterException("cannot be connected"),
+    ],
+)
 def test_redis_errors_become_unavailable(exc: Exception) -> None:
     @_guarded
     def op() -> None:
@@ -55,7 +63,7 @@ def test_walk_covers_every_bucket_and_drops_the_sentinel() -> None:
     data = {b: [f"b{b}m{i}" for i in range(b % 5)] + [SENTINEL] for b in range(keys.BUCKETS)}
 
     def step(b: int, scan: int, count: int) -> tuple[int, list[str]]:
-        items = data[b][scan:scan + count]
+        items = data[b][scan : scan + count]
         nxt = scan + count
         return (0 if nxt >= len(data[b]) else nxt), items
 

@@ -5,6 +5,7 @@ each msg id shown once, and reconnects as the protocol says (1012: at once to th
 anything else: backoff from 1 s doubling to 60 s with jitter, moving to the next address). One
 task per device and no threads, so thousands of devices run in one process.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -19,8 +20,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 SDK_NAME = "pushgrid-py/1"
-ACKS_PER_FRAME = 100           # PROTOCOL.md: acks go in batches of at most 100 ids
-DEDUPE_WINDOW = 10_000         # msg ids remembered to show each once
+ACKS_PER_FRAME = 100  # PROTOCOL.md: acks go in batches of at most 100 ids
+DEDUPE_WINDOW = 10_000  # msg ids remembered to show each once
 _CONNECT = dict(ping_interval=None, compression=None, open_timeout=10, close_timeout=5)
 
 
@@ -51,7 +52,7 @@ class Credentials:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Credentials":
+    def from_dict(cls, d: dict[str, Any]) -> Credentials:
         return cls(d["app_key"], d["registration_id"], d["device_token"], d.get("platform", "android"))
 
 
@@ -66,9 +67,14 @@ class Message:
     override_msg_id: int
 
     @classmethod
-    def from_frame(cls, f: dict[str, Any]) -> "Message":
-        return cls(int(f["msg_id"]), bool(f.get("replay")), f.get("notification"), f.get("message"),
-                   int(f.get("override_msg_id") or 0))
+    def from_frame(cls, f: dict[str, Any]) -> Message:
+        return cls(
+            int(f["msg_id"]),
+            bool(f.get("replay")),
+            f.get("notification"),
+            f.get("message"),
+            int(f.get("override_msg_id") or 0),
+        )
 
 
 async def register(url: str, app_key: str, platform: str = "android") -> Credentials:
@@ -92,18 +98,24 @@ def _code(exc: ConnectionClosed) -> int | None:
 class Stats:
     """What a device has seen; a simulator sums these over its devices."""
 
-    received: int = 0        # distinct msg ids shown
-    duplicates: int = 0      # msg ids seen again (at least once delivery), not shown
-    acked: int = 0           # msg ids acknowledged
-    connects: int = 0        # welcomes
-    closes: dict[int | None, int] = field(default_factory=dict)   # close code (None: network) -> count
+    received: int = 0  # distinct msg ids shown
+    duplicates: int = 0  # msg ids seen again (at least once delivery), not shown
+    acked: int = 0  # msg ids acknowledged
+    connects: int = 0  # welcomes
+    closes: dict[int | None, int] = field(default_factory=dict)  # close code (None: network) -> count
 
 
 class Device:
     """One device kept connected to STC until close() or a close code that ends it (4001, 4004)."""
 
-    def __init__(self, creds: Credentials, urls: Sequence[str], on_message: Callable[[Message], None] | None = None,
-                 ack_delay: float = 0.05, backoff: tuple[float, float] = (1.0, 60.0)) -> None:
+    def __init__(
+        self,
+        creds: Credentials,
+        urls: Sequence[str],
+        on_message: Callable[[Message], None] | None = None,
+        ack_delay: float = 0.05,
+        backoff: tuple[float, float] = (1.0, 60.0),
+    ) -> None:
         if not urls:
             raise ValueError("a device needs at least one STC url")
         self.creds = creds
@@ -112,8 +124,8 @@ class Device:
         self.ack_delay = ack_delay
         self.backoff = backoff
         self.stats = Stats()
-        self.stc = ""                          # the STC id from the last welcome
-        self.connected = asyncio.Event()       # set between a welcome and the connection's end
+        self.stc = ""  # the STC id from the last welcome
+        self.connected = asyncio.Event()  # set between a welcome and the connection's end
         self.error: DeviceError | None = None  # why run() ended, if STC ended it
         self._seen: OrderedDict[int, None] = OrderedDict()
         self._ws: ClientConnection | None = None
@@ -153,7 +165,7 @@ class Device:
             if code == 1012:
                 continue  # STC restarting: at once, same address (another process takes it)
             index += 1
-            delay = min(self.backoff[1], self.backoff[0] * 2 ** attempt) * random.uniform(0.5, 1.0)
+            delay = min(self.backoff[1], self.backoff[0] * 2**attempt) * random.uniform(0.5, 1.0)
             attempt += 1
             try:
                 await asyncio.wait_for(self._stopping.wait(), delay)
@@ -171,8 +183,17 @@ class Device:
                 if self._stopping.is_set():
                     return False, 1000
                 c = self.creds
-                await ws.send(json.dumps({"op": "hello", "app_key": c.app_key, "registration_id": c.registration_id,
-                                          "device_token": c.device_token, "sdk": SDK_NAME}))
+                await ws.send(
+                    json.dumps(
+                        {
+                            "op": "hello",
+                            "app_key": c.app_key,
+                            "registration_id": c.registration_id,
+                            "device_token": c.device_token,
+                            "sdk": SDK_NAME,
+                        }
+                    )
+                )
                 async with asyncio.timeout(15):
                     welcome = json.loads(await ws.recv())
                 if welcome.get("op") != "welcome":

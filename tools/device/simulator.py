@@ -4,6 +4,7 @@ Registers N devices of app K (or loads them from --credentials, and saves new on
 them through TagAlias, connects them all to the grid's STC ports and prints, every second, how
 many are connected and how many messages they received and acknowledged.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,7 @@ from services.common.ice import client_communicator, tagalias
 from tools.device.sdk import Credentials, Device, register
 from tools.grid.rundir import RunDir
 
-CONNECTS_AT_ONCE = 100   # handshakes in flight; more only makes a 2-core machine thrash
+CONNECTS_AT_ONCE = 100  # handshakes in flight; more only makes a 2-core machine thrash
 
 
 def load_credentials(path: str | None, app_key: str) -> list[Credentials]:
@@ -64,14 +65,16 @@ def summary(devices: list[Device], started: float) -> str:
     acked = sum(d.stats.acked for d in devices)
     dups = sum(d.stats.duplicates for d in devices)
     reconnects = sum(max(d.stats.connects - 1, 0) for d in devices)
-    return (f"[{time.monotonic() - started:6.1f}s] connected {connected}/{len(devices)}  received {received}"
-            f"  acked {acked}  duplicates {dups}  reconnects {reconnects}")
+    return (
+        f"[{time.monotonic() - started:6.1f}s] connected {connected}/{len(devices)}  received {received}"
+        f"  acked {acked}  duplicates {dups}  reconnects {reconnects}"
+    )
 
 
 async def simulate(args: argparse.Namespace) -> int:
     run = RunDir(args.run_dir)
     urls = args.url or run.device_urls
-    creds = load_credentials(args.credentials, args.app_key)[:args.devices]
+    creds = load_credentials(args.credentials, args.app_key)[: args.devices]
     if len(creds) < args.devices:
         started = time.monotonic()
         new = await register_many(urls, args.app_key, args.platform, args.devices - len(creds))
@@ -82,7 +85,7 @@ async def simulate(args: argparse.Namespace) -> int:
         creds += new
         if args.credentials:
             save_credentials(args.credentials, creds)
-    devices = [Device(c, urls[i % len(urls):] + urls[:i % len(urls)]) for i, c in enumerate(creds)]
+    devices = [Device(c, urls[i % len(urls) :] + urls[: i % len(urls)]) for i, c in enumerate(creds)]
     started = time.monotonic()
     for i, d in enumerate(devices):
         d.start()

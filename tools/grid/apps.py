@@ -3,6 +3,7 @@ their answers. DBAgent is reached through the grid (its well-known object) with 
 directory's client config, as every tool does; it does every check, so a bad key or quota comes
 back as the named Slice error the CLI prints.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,13 +37,19 @@ def when(ms: int) -> str:
     """A DBAgent timestamp (ms since the epoch) as operators read it: UTC to the second."""
     if not ms:
         return "-"
-    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def as_dict(info: PushGrid.AppInfo) -> dict:
     """An app as JSON shows it (the master secret is never part of it)."""
-    return {"appKey": info.appKey, "name": info.name, "pushQuotaPerMinute": info.pushQuotaPerMinute,
-            "enabled": info.enabled, "createdAt": info.createdAt, "secretRotatedAt": info.secretRotatedAt}
+    return {
+        "appKey": info.appKey,
+        "name": info.name,
+        "pushQuotaPerMinute": info.pushQuotaPerMinute,
+        "enabled": info.enabled,
+        "createdAt": info.createdAt,
+        "secretRotatedAt": info.secretRotatedAt,
+    }
 
 
 def details(info: PushGrid.AppInfo, devices: int | None = None) -> list[str]:
@@ -65,8 +72,10 @@ def table(apps: list[PushGrid.AppInfo]) -> list[str]:
     name_width = max([len("name"), *(len(a.name) for a in apps)])
     lines = [f"{'app key':<24}  {'name':<{name_width}}  {'quota/min':>9}  {'enabled':<7}  created"]
     for a in apps:
-        lines.append(f"{a.appKey:<24}  {a.name:<{name_width}}  {a.pushQuotaPerMinute:>9}  "
-                     f"{'yes' if a.enabled else 'no':<7}  {when(a.createdAt)}")
+        lines.append(
+            f"{a.appKey:<24}  {a.name:<{name_width}}  {a.pushQuotaPerMinute:>9}  "
+            f"{'yes' if a.enabled else 'no':<7}  {when(a.createdAt)}"
+        )
     return lines
 
 
@@ -74,5 +83,7 @@ def credentials_lines(creds: PushGrid.AppCredentials) -> list[str]:
     return [f"app key:          {creds.appKey}", f"master secret:    {creds.masterSecret}"]
 
 
-SECRET_NOTE = ("The master secret is shown this once: pushgrid keeps only a hash of it. Store it now; "
-               "`pushgrid app rotate-secret KEY` issues a new one and the old one stops working.")
+SECRET_NOTE = (
+    "The master secret is shown this once: pushgrid keeps only a hash of it. Store it now; "
+    "`pushgrid app rotate-secret KEY` issues a new one and the old one stops working."
+)

@@ -14,6 +14,7 @@ so partners keep the CA they already trust. Private keys are mode 0600.
 `glacier2/router.xml` names these files: IceSSL.DefaultDir=${certs}, CertFile=router.pem,
 KeyFile=router.key.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -29,11 +30,13 @@ SERVER_CERT = "router.pem"
 SERVER_KEY = "router.key"
 
 CA_DAYS = 3650
-SERVER_DAYS = 825            # what browsers and most TLS stacks still accept for a leaf
+SERVER_DAYS = 825  # what browsers and most TLS stacks still accept for a leaf
 RENEW_BEFORE_SECONDS = 30 * 86400
 ALWAYS_NAMES = ("127.0.0.1", "localhost")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 
 
 class CertError(RuntimeError):
@@ -136,6 +139,7 @@ def verify_chain(files: CertFiles) -> None:
 
 # ------------------------------------------------------------------ internals
 
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -156,11 +160,28 @@ def _openssl(*args: str) -> str:
 
 
 def _make_ca(files: CertFiles) -> None:
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", files.ca_key, "-out", files.ca_cert, "-days", str(CA_DAYS), "-sha256",
-             "-subj", "/O=pushgrid/CN=pushgrid grid CA",
-             "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        files.ca_key,
+        "-out",
+        files.ca_cert,
+        "-days",
+        str(CA_DAYS),
+        "-sha256",
+        "-subj",
+        "/O=pushgrid/CN=pushgrid grid CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE,pathlen:0",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
     _private(files.ca_key)
     os.chmod(files.ca_cert, 0o644)
 
@@ -171,15 +192,46 @@ def _issue_server_cert(files: CertFiles, host: str, sans: list[str]) -> None:
     with tempfile.TemporaryDirectory(dir=files.dir) as tmp:
         key, csr, cert, ext = (os.path.join(tmp, n) for n in ("key", "csr", "cert", "ext"))
         with open(ext, "w") as f:
-            f.write("basicConstraints=critical,CA:FALSE\n"
-                    "keyUsage=critical,digitalSignature,keyEncipherment\n"
-                    "extendedKeyUsage=serverAuth\n"
-                    f"subjectAltName={','.join(sans)}\n")
-        _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                 "-keyout", key, "-out", csr, "-subj", f"/O=pushgrid/CN={host}")
-        _openssl("x509", "-req", "-in", csr, "-CA", files.ca_cert, "-CAkey", files.ca_key,
-                 "-set_serial", str(int.from_bytes(os.urandom(16), "big") >> 1),
-                 "-days", str(SERVER_DAYS), "-sha256", "-extfile", ext, "-out", cert)
+            f.write(
+                "basicConstraints=critical,CA:FALSE\n"
+                "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                "extendedKeyUsage=serverAuth\n"
+                f"subjectAltName={','.join(sans)}\n"
+            )
+        _openssl(
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            csr,
+            "-subj",
+            f"/O=pushgrid/CN={host}",
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            files.ca_cert,
+            "-CAkey",
+            files.ca_key,
+            "-set_serial",
+            str(int.from_bytes(os.urandom(16), "big") >> 1),
+            "-days",
+            str(SERVER_DAYS),
+            "-sha256",
+            "-extfile",
+            ext,
+            "-out",
+            cert,
+        )
         _private(key)
         os.chmod(cert, 0o644)
         os.replace(key, files.server_key)

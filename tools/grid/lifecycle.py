@@ -6,6 +6,7 @@ is active and the Glacier2 router answers partners on its SSL and TCP endpoints.
 running grid checks it and changes nothing. down stops everything in reverse order and then
 makes sure no process of the run directory is left.
 """
+
 from __future__ import annotations
 
 import time
@@ -39,15 +40,21 @@ def start_backends(run: RunDir, progress: Progress = print) -> None:
     ports = run.ports
     _step(progress, f"MariaDB on 127.0.0.1:{ports['mysql']}", lambda: mariadb.start(run))
     _step(progress, "schema migrations", lambda: _migrate(run))
-    _step(progress, f"Redis Cluster, 3 masters on 127.0.0.1:{ports['redis1']},{ports['redis2']},{ports['redis3']}",
-          lambda: redis_cluster.start(run))
+    _step(
+        progress,
+        f"Redis Cluster, 3 masters on 127.0.0.1:{ports['redis1']},{ports['redis2']},{ports['redis3']}",
+        lambda: redis_cluster.start(run),
+    )
     _step(progress, f"Kafka-compatible broker on 127.0.0.1:{ports['kafka']}", lambda: kafka.start(run))
 
 
 def start_icegrid(run: RunDir, progress: Progress = print) -> None:
     ports = run.ports
-    _step(progress, f"IceGrid registry master :{ports['registry-master']} and replica :{ports['registry-replica']}",
-          lambda: icegrid.start_registries(run))
+    _step(
+        progress,
+        f"IceGrid registry master :{ports['registry-master']} and replica :{ports['registry-replica']}",
+        lambda: icegrid.start_registries(run),
+    )
     for node in NODES:
         _step(progress, f"IceGrid {node}", lambda n=node: icegrid.start_node(run, n))
     _step(progress, "nodes registered", lambda: icegrid.wait_nodes(run))
@@ -78,17 +85,20 @@ def set_partner_host(run: RunDir, host: str, progress: Progress = print, timeout
     _step(progress, "application pushgrid", lambda: icegrid.deploy(run))
     # the old router may still answer where the new host resolves to the same address
     _step(progress, "Glacier2 router restarted", lambda: wait_restarted(run, router.SERVER_ID, old_pid, timeout))
-    _step(progress, f"Glacier2 router answers partners on {run.partner_host}",
-          lambda: router.wait_answering(run, timeout))
+    _step(
+        progress, f"Glacier2 router answers partners on {run.partner_host}", lambda: router.wait_answering(run, timeout)
+    )
     return True
 
 
 def wait_restarted(run: RunDir, server_id: str, old_pid: int, timeout: float = 60) -> str:
     """Waits until server_id is active again with a process other than old_pid."""
     with icegrid.admin_session(run) as admin:
+
         def restarted() -> bool:
-            return (admin.getServerState(server_id) == IceGrid.ServerState.Active
-                    and admin.getServerPid(server_id) not in (0, old_pid))
+            return admin.getServerState(server_id) == IceGrid.ServerState.Active and admin.getServerPid(
+                server_id
+            ) not in (0, old_pid)
 
         procs.wait_for(restarted, f"{server_id} restarted", timeout)
         return f"pid {admin.getServerPid(server_id)}"
@@ -126,8 +136,10 @@ def wait_servers_active(run: RunDir, timeout: float = 90, progress: Progress = p
                 progress(f"    waiting for {', '.join(waiting)}")
                 last = waiting
             if time.monotonic() > deadline:
-                raise procs.StartError(f"servers not active after {timeout:.0f}s: {', '.join(waiting)} "
-                                       f"(logs under {run.path}/icegrid/<node>/logs)")
+                raise procs.StartError(
+                    f"servers not active after {timeout:.0f}s: {', '.join(waiting)} "
+                    f"(logs under {run.path}/icegrid/<node>/logs)"
+                )
             time.sleep(0.3)
 
 
@@ -143,8 +155,10 @@ def up(run: RunDir, progress: Progress = print, partner_host: str | None = None)
     start_icegrid(run, progress)
     progress("[3/3] application")
     deploy(run, progress)
-    progress(f"grid up in {time.monotonic() - started:.1f}s; "
-             f"icegridadmin --Ice.Config={run.client_config}; partners use {run.partner_config}")
+    progress(
+        f"grid up in {time.monotonic() - started:.1f}s; "
+        f"icegridadmin --Ice.Config={run.client_config}; partners use {run.partner_config}"
+    )
 
 
 def down(run: RunDir, progress: Progress = print) -> None:

@@ -1,4 +1,5 @@
 """Starting and stopping the grid's daemons: detached, with a pid file and a log in the run dir."""
+
 from __future__ import annotations
 
 import os
@@ -51,15 +52,23 @@ def read_pid(pid_file: str) -> int | None:
     return pid
 
 
-def start(cmd: Sequence[str], pid_file: str, log_file: str, env: dict[str, str] | None = None,
-          cwd: str | None = None) -> int:
+def start(
+    cmd: Sequence[str], pid_file: str, log_file: str, env: dict[str, str] | None = None, cwd: str | None = None
+) -> int:
     """Starts cmd in its own session unless the pid file names a live process; returns the pid."""
     pid = read_pid(pid_file)
     if pid:
         return pid
     with open(log_file, "ab") as log:
-        proc = subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env={**os.environ, **(env or {})}, cwd=cwd)
+        proc = subprocess.Popen(
+            list(cmd),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+        )
     with open(pid_file, "w") as f:
         f.write(f"{proc.pid} {_start_time(proc.pid) or ''}")
     return proc.pid
@@ -153,8 +162,9 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def wait_for(check: Callable[[], bool], what: str, timeout: float, log_file: str | None = None,
-             pid_file: str | None = None) -> None:
+def wait_for(
+    check: Callable[[], bool], what: str, timeout: float, log_file: str | None = None, pid_file: str | None = None
+) -> None:
     """Polls check until it is true; fails with the tail of the log if the process died or time ran out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -1,4 +1,5 @@
 """A Redis Cluster of three masters on loopback ports, each with its own directory."""
+
 from __future__ import annotations
 
 import os
@@ -19,20 +20,49 @@ def start(run: RunDir) -> None:
     ports = run.ports
     for name in REDIS_NODES:
         base, pid_file, log = _node_paths(run, name)
-        procs.start([
-            "redis-server", "--port", str(ports[name]), "--cluster-port", str(ports[name + "-bus"]),
-            "--bind", "127.0.0.1", "--protected-mode", "yes", "--cluster-enabled", "yes",
-            "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "3000",
-            "--dir", base, "--save", "", "--appendonly", "no", "--daemonize", "no",
-            "--maxclients", "10000",
-        ], pid_file, log)
+        procs.start(
+            [
+                "redis-server",
+                "--port",
+                str(ports[name]),
+                "--cluster-port",
+                str(ports[name + "-bus"]),
+                "--bind",
+                "127.0.0.1",
+                "--protected-mode",
+                "yes",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "3000",
+                "--dir",
+                base,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--maxclients",
+                "10000",
+            ],
+            pid_file,
+            log,
+        )
     for name in REDIS_NODES:
         _, pid_file, log = _node_paths(run, name)
-        procs.wait_for(lambda p=ports[name]: redis.Redis(port=p, socket_timeout=1).ping(),
-                       f"Redis {name}", 30, log, pid_file)
+        procs.wait_for(
+            lambda p=ports[name]: redis.Redis(port=p, socket_timeout=1).ping(), f"Redis {name}", 30, log, pid_file
+        )
     if _cluster_info(ports[REDIS_NODES[0]])["cluster_slots_assigned"] == "0":
-        subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{ports[n]}" for n in REDIS_NODES],
-                        "--cluster-yes"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{ports[n]}" for n in REDIS_NODES], "--cluster-yes"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
     procs.wait_for(lambda: all(_cluster_ok(ports[n]) for n in REDIS_NODES), "Redis Cluster state ok", 30)
 
 

@@ -4,6 +4,7 @@ the partners' config) and whether it answers partners where they dial it.
 The router itself is deployed by IceGrid from glacier2/router.xml like every other server; this
 module only prepares its files and probes it from outside, as a partner would.
 """
+
 from __future__ import annotations
 
 import time
@@ -42,14 +43,14 @@ def probe(run: RunDir, communicator: Ice.Communicator | None = None) -> dict[str
     answer per endpoint. Raises the Ice exception of the first endpoint that fails."""
     own = communicator is None
     # partner.cfg without its default router: these calls go to the router object itself
-    comm = communicator or client_communicator(run.partner_config, "--Ice.Default.Router=",
-                                               "--Ice.RetryIntervals=-1", "--Ice.Default.Timeout=3000")
+    comm = communicator or client_communicator(
+        run.partner_config, "--Ice.Default.Router=", "--Ice.RetryIntervals=-1", "--Ice.Default.Timeout=3000"
+    )
     try:
         answers = {}
         for endpoint in endpoints(run):
             prx = comm.stringToProxy(f"{ROUTER_INSTANCE_NAME}/router:{endpoint}")
-            router = Glacier2.RouterPrx.uncheckedCast(prx.ice_connectionCached(False)
-                                                      .ice_invocationTimeout(5000))
+            router = Glacier2.RouterPrx.uncheckedCast(prx.ice_connectionCached(False).ice_invocationTimeout(5000))
             answers[endpoint] = router.getSessionTimeout()
         return answers
     finally:
@@ -74,6 +75,8 @@ def wait_answering(run: RunDir, timeout: float = 60) -> str:
             return " and ".join(endpoints(run))
         last = RuntimeError(f"session timeout {wrong}, expected {limits.PARTNER_SESSION_TIMEOUT_SECONDS}")
         time.sleep(0.3)
-    raise RouterNotAnswering(f"Glacier2 router not answering on {run.partner_endpoints} after {timeout:.0f}s: "
-                             f"{type(last).__name__}: {str(last).strip()[:300]} "
-                             f"(log: {run.path}/icegrid/node1/logs/{SERVER_ID}.out)")
+    raise RouterNotAnswering(
+        f"Glacier2 router not answering on {run.partner_endpoints} after {timeout:.0f}s: "
+        f"{type(last).__name__}: {str(last).strip()[:300]} "
+        f"(log: {run.path}/icegrid/node1/logs/{SERVER_ID}.out)"
+    )

@@ -3,6 +3,7 @@
 Ports are picked free on first use and kept in ports.json, so a grid comes back on the same
 ports and two grids in two run directories (a developer's and a test run's) never collide.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,12 +14,19 @@ from dataclasses import dataclass, field
 
 PORT_NAMES = (
     "mysql",
-    "redis1", "redis2", "redis3",
-    "redis1-bus", "redis2-bus", "redis3-bus",
+    "redis1",
+    "redis2",
+    "redis3",
+    "redis1-bus",
+    "redis2-bus",
+    "redis3-bus",
     "kafka",
-    "registry-master", "registry-replica",
-    "stc-node1", "stc-node2",
-    "partner-tcp", "partner-ssl",
+    "registry-master",
+    "registry-replica",
+    "stc-node1",
+    "stc-node2",
+    "partner-tcp",
+    "partner-ssl",
 )
 REDIS_NODES = ("redis1", "redis2", "redis3")
 NODES = ("node1", "node2")
@@ -93,16 +101,21 @@ class RunDir:
     @property
     def secrets(self) -> dict[str, str]:
         """Generated passwords of this grid (MySQL user, IceGrid admin); the file is mode 600."""
-        return self._state("secrets.json", lambda: {
-            "mysql": secrets.token_urlsafe(18),
-            "admin": secrets.token_urlsafe(18),
-        })
+        return self._state(
+            "secrets.json",
+            lambda: {
+                "mysql": secrets.token_urlsafe(18),
+                "admin": secrets.token_urlsafe(18),
+            },
+        )
 
     @property
     def locator(self) -> str:
         p = self.ports
-        return (f"{INSTANCE_NAME}/Locator:tcp -h 127.0.0.1 -p {p['registry-master']}"
-                f":tcp -h 127.0.0.1 -p {p['registry-replica']}")
+        return (
+            f"{INSTANCE_NAME}/Locator:tcp -h 127.0.0.1 -p {p['registry-master']}"
+            f":tcp -h 127.0.0.1 -p {p['registry-replica']}"
+        )
 
     @property
     def settings(self) -> dict[str, str]:
@@ -181,7 +194,6 @@ class RunDir:
         }
         write_config(self.client_config, props)
         return self.client_config
-
 
     def partner_properties(self) -> dict[str, str]:
         """What a partner's Ice client needs: the router (SSL first), the CA that signed its

@@ -10,6 +10,7 @@ platform name) and raise ValueError; the rules of what a push may hold (sizes, l
 empty audience) are Push's, which answers them with named Slice errors (`validate` asks it
 without sending).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -40,14 +41,25 @@ def _extras(values: Mapping[str, str] | None, what: str) -> dict[str, str]:
     return out
 
 
-def audience(*, tags: Names | None = None, tag_and: Names | None = None, tag_not: Names | None = None,
-             aliases: Names | None = None, registration_ids: Names | None = None,
-             all: bool = False) -> PushGrid.Audience:  # noqa: A002 (JPush's name for a broadcast)
+def audience(
+    *,
+    tags: Names | None = None,
+    tag_and: Names | None = None,
+    tag_not: Names | None = None,
+    aliases: Names | None = None,
+    registration_ids: Names | None = None,
+    all: bool = False,
+) -> PushGrid.Audience:  # noqa: A002 (JPush's name for a broadcast)
     """JPush's audience: the given parts combine with AND (see slice/Types.ice); all=True alone
     is a broadcast."""
-    return PushGrid.Audience(all=bool(all), tags=_names(tags, "tags"), tagsAnd=_names(tag_and, "tag_and"),
-                             tagsNot=_names(tag_not, "tag_not"), aliases=_names(aliases, "aliases"),
-                             registrationIds=_names(registration_ids, "registration_ids"))
+    return PushGrid.Audience(
+        all=bool(all),
+        tags=_names(tags, "tags"),
+        tagsAnd=_names(tag_and, "tag_and"),
+        tagsNot=_names(tag_not, "tag_not"),
+        aliases=_names(aliases, "aliases"),
+        registrationIds=_names(registration_ids, "registration_ids"),
+    )
 
 
 def broadcast() -> PushGrid.Audience:
@@ -60,19 +72,26 @@ def notification(alert: str, title: str = "", extras: Mapping[str, str] | None =
     return PushGrid.Notification(alert=alert, title=title, extras=_extras(extras, "notification extras"))
 
 
-def message(content: str, title: str = "", content_type: str = "",
-            extras: Mapping[str, str] | None = None) -> PushGrid.Message:
+def message(
+    content: str, title: str = "", content_type: str = "", extras: Mapping[str, str] | None = None
+) -> PushGrid.Message:
     """A pass-through message handed to the app, not shown."""
-    return PushGrid.Message(content=content, title=title, contentType=content_type,
-                            extras=_extras(extras, "message extras"))
+    return PushGrid.Message(
+        content=content, title=title, contentType=content_type, extras=_extras(extras, "message extras")
+    )
 
 
-def options(sendno: int = 0, ttl: int | None = None, override_msg_id: int = 0,
-            big_push_duration: int = 0) -> PushGrid.PushOptions:
+def options(
+    sendno: int = 0, ttl: int | None = None, override_msg_id: int = 0, big_push_duration: int = 0
+) -> PushGrid.PushOptions:
     """sendno is echoed back; ttl in seconds (None: the default, one day; 0: online only);
     override_msg_id replaces an earlier message; big_push_duration spreads it over minutes."""
-    return PushGrid.PushOptions(sendno=sendno, timeToLive=-1 if ttl is None else ttl,
-                                overrideMsgId=override_msg_id, bigPushDuration=big_push_duration)
+    return PushGrid.PushOptions(
+        sendno=sendno,
+        timeToLive=-1 if ttl is None else ttl,
+        overrideMsgId=override_msg_id,
+        bigPushDuration=big_push_duration,
+    )
 
 
 def platforms(values: Iterable[str | PushGrid.Platform] | str | None) -> list[PushGrid.Platform]:
@@ -92,10 +111,14 @@ def platforms(values: Iterable[str | PushGrid.Platform] | str | None) -> list[Pu
 _notification, _message, _platforms = notification, message, platforms
 
 
-def push_request(audience: PushGrid.Audience, *, notification: PushGrid.Notification | str | None = None,
-                 message: PushGrid.Message | str | None = None,
-                 platforms: Iterable[str | PushGrid.Platform] | str | None = None,
-                 options: PushGrid.PushOptions | None = None) -> PushGrid.PushRequest:
+def push_request(
+    audience: PushGrid.Audience,
+    *,
+    notification: PushGrid.Notification | str | None = None,
+    message: PushGrid.Message | str | None = None,
+    platforms: Iterable[str | PushGrid.Platform] | str | None = None,
+    options: PushGrid.PushOptions | None = None,
+) -> PushGrid.PushRequest:
     """A whole request; a plain string stands for a notification alert or a message content."""
     if isinstance(notification, str):
         notification = _notification(notification)
@@ -106,4 +129,5 @@ def push_request(audience: PushGrid.Audience, *, notification: PushGrid.Notifica
         platforms=_platforms(platforms),
         notification=notification or PushGrid.Notification(alert="", title="", extras={}),
         message=message or PushGrid.Message(content="", title="", contentType="", extras={}),
-        options=options or PushGrid.PushOptions())
+        options=options or PushGrid.PushOptions(),
+    )

@@ -11,6 +11,7 @@ optional --ca for SSL. The master secret comes from --secret or $PUSHGRID_MASTER
 environment keeps it out of `ps`). Results print as lines, or as JSON with --json; every named
 error is one line on stderr (JSON with --json) and exit status 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,6 +48,7 @@ class Output:
 
 # ---------------------------------------------------------------- push requests from arguments
 
+
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -75,21 +77,34 @@ def add_request_arguments(p: argparse.ArgumentParser) -> None:
     """The options push and validate share: audience, platforms, content, options."""
     a = p.add_argument_group("audience (the parts combine with AND; --all alone is a broadcast)")
     a.add_argument("--tag", action="append", default=[], metavar="TAG", help="devices with any of these tags (repeat)")
-    a.add_argument("--tag-and", action="append", default=[], metavar="TAG", help="... and with every one of these (repeat)")
+    a.add_argument(
+        "--tag-and", action="append", default=[], metavar="TAG", help="... and with every one of these (repeat)"
+    )
     a.add_argument("--tag-not", action="append", default=[], metavar="TAG", help="... and with none of these (repeat)")
     a.add_argument("--alias", action="append", default=[], help="devices with this alias (repeat)")
     a.add_argument("--rid", action="append", default=[], metavar="RID", help="this registration id (repeat)")
     a.add_argument("--all", action="store_true", help="every device of the app")
     c = p.add_argument_group("content (a notification, a pass-through message, or both)")
-    c.add_argument("--platform", action="append", type=_platform, default=[],
-                   help="android, ios or web (repeat or comma-separate; default: all)")
+    c.add_argument(
+        "--platform",
+        action="append",
+        type=_platform,
+        default=[],
+        help="android, ios or web (repeat or comma-separate; default: all)",
+    )
     c.add_argument("--alert", default="", help="notification text the device shows")
     c.add_argument("--title", default="", help="notification title")
     c.add_argument("--message", default="", help="pass-through message content, handed to the app")
     c.add_argument("--message-title", default="", help="pass-through message title")
     c.add_argument("--content-type", default="", help="pass-through message content type")
-    c.add_argument("--extra", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
-                   help="extras of the notification and of the message, whichever the push has (repeat)")
+    c.add_argument(
+        "--extra",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="extras of the notification and of the message, whichever the push has (repeat)",
+    )
     o = p.add_argument_group("push options")
     o.add_argument("--ttl", type=int, default=None, help="seconds kept for offline devices (0: online only)")
     o.add_argument("--sendno", type=int, default=0, help="a number of yours, echoed back")
@@ -101,17 +116,25 @@ def build_request(args: argparse.Namespace) -> PushGrid.PushRequest:
     """The PushRequest the push/validate options describe."""
     extras = dict(args.extra)
     return builders.push_request(
-        builders.audience(tags=args.tag, tag_and=args.tag_and, tag_not=args.tag_not, aliases=args.alias,
-                          registration_ids=args.rid, all=args.all),
+        builders.audience(
+            tags=args.tag,
+            tag_and=args.tag_and,
+            tag_not=args.tag_not,
+            aliases=args.alias,
+            registration_ids=args.rid,
+            all=args.all,
+        ),
         notification=builders.notification(args.alert, args.title, extras if args.alert else None),
-        message=builders.message(args.message, args.message_title, args.content_type,
-                                 extras if args.message else None),
+        message=builders.message(args.message, args.message_title, args.content_type, extras if args.message else None),
         platforms=[name for group in args.platform for name in group],
-        options=builders.options(sendno=args.sendno, ttl=args.ttl, override_msg_id=args.override,
-                                 big_push_duration=args.big_push_minutes))
+        options=builders.options(
+            sendno=args.sendno, ttl=args.ttl, override_msg_id=args.override, big_push_duration=args.big_push_minutes
+        ),
+    )
 
 
 # ---------------------------------------------------------------- commands
+
 
 def cmd_push(client: PartnerClient, args: argparse.Namespace, out: Output) -> None:
     req = build_request(args)
@@ -121,8 +144,10 @@ def cmd_push(client: PartnerClient, args: argparse.Namespace, out: Output) -> No
     else:
         res = client.schedule(req, args.at)
         when = dt.datetime.fromtimestamp(args.at / 1000).astimezone().isoformat(timespec="seconds")
-        out.emit({"msg_id": res.msgId, "sendno": res.sendno, "send_at_ms": args.at},
-                 f"scheduled msg_id {res.msgId} (sendno {res.sendno}) for {when}")
+        out.emit(
+            {"msg_id": res.msgId, "sendno": res.sendno, "send_at_ms": args.at},
+            f"scheduled msg_id {res.msgId} (sendno {res.sendno}) for {when}",
+        )
 
 
 def cmd_validate(client: PartnerClient, args: argparse.Namespace, out: Output) -> None:
@@ -135,16 +160,27 @@ def cmd_cancel(client: PartnerClient, args: argparse.Namespace, out: Output) -> 
     out.emit({"cancelled": args.msg_id}, f"cancelled msg_id {args.msg_id}")
 
 
-REPORT_FIELDS = (("msgId", "msg_id"), ("state", "state"), ("targets", "targets"), ("sentOnline", "sent_online"),
-                 ("storedOffline", "stored_offline"), ("received", "received"))
+REPORT_FIELDS = (
+    ("msgId", "msg_id"),
+    ("state", "state"),
+    ("targets", "targets"),
+    ("sentOnline", "sent_online"),
+    ("storedOffline", "stored_offline"),
+    ("received", "received"),
+)
 
 
 def cmd_report(client: PartnerClient, args: argparse.Namespace, out: Output) -> None:
-    rows = [{key: (str(getattr(s, f)) if f == "state" else getattr(s, f)) for f, key in REPORT_FIELDS}
-            for s in client.report(args.msg_ids)]
+    rows = [
+        {key: (str(getattr(s, f)) if f == "state" else getattr(s, f)) for f, key in REPORT_FIELDS}
+        for s in client.report(args.msg_ids)
+    ]
     header = f"{'msg_id':>20} {'state':<12} {'targets':>9} {'online':>9} {'offline':>9} {'received':>9}"
-    lines = [header] + [f"{r['msg_id']:>20} {r['state']:<12} {r['targets']:>9} {r['sent_online']:>9} "
-                        f"{r['stored_offline']:>9} {r['received']:>9}" for r in rows]
+    lines = [header] + [
+        f"{r['msg_id']:>20} {r['state']:<12} {r['targets']:>9} {r['sent_online']:>9} "
+        f"{r['stored_offline']:>9} {r['received']:>9}"
+        for r in rows
+    ]
     out.emit(rows, lines)
 
 
@@ -200,9 +236,11 @@ def cmd_devices(client: PartnerClient, args: argparse.Namespace, out: Output) ->
 
 # ---------------------------------------------------------------- parsing
 
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pushgrid-partner", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="pushgrid-partner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     where = p.add_mutually_exclusive_group()
     where.add_argument("--config", help=f"a partner Ice config (default: ./{DEFAULT_CONFIG} if it exists)")
     where.add_argument("--router", help="the router proxy, e.g. 'PushGridRouter/router:ssl -h HOST -p PORT'")
@@ -267,8 +305,9 @@ def connect(args: argparse.Namespace, environ: dict[str, str] | None = None) -> 
     config = args.config
     if config is None and args.router is None:
         if not os.path.isfile(DEFAULT_CONFIG):
-            raise PartnerConfigError(f"no router: pass --config FILE or --router PROXY "
-                                     f"(./{DEFAULT_CONFIG} does not exist)")
+            raise PartnerConfigError(
+                f"no router: pass --config FILE or --router PROXY (./{DEFAULT_CONFIG} does not exist)"
+            )
         config = DEFAULT_CONFIG
     return PartnerClient(args.app_key, secret, config=config, router=args.router, ca=args.ca)
 

@@ -3,6 +3,7 @@
 The SDK raises Slice exceptions unchanged; a tool (the CLI, a partner's logging) turns them into
 words here. `describe` gives the line a person reads, `to_dict` the same for a script.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -30,8 +31,10 @@ def _retry_at(ms: int, now: dt.datetime | None = None) -> str:
 def describe(exc: BaseException, now: dt.datetime | None = None) -> str:
     """One line for a person; now only fixes the clock for tests (RateLimited's retry time)."""
     if isinstance(exc, PushGrid.RateLimited):
-        return (f"rate limited: {exc.reason}; retry in {exc.retryAfterMs / 1000:.1f} s "
-                f"(at {_retry_at(exc.retryAfterMs, now)})")
+        return (
+            f"rate limited: {exc.reason}; retry in {exc.retryAfterMs / 1000:.1f} s "
+            f"(at {_retry_at(exc.retryAfterMs, now)})"
+        )
     if isinstance(exc, PushGrid.InvalidArgument):
         return f"invalid {exc.field}: {exc.reason}"
     if isinstance(exc, PushGrid.LimitExceeded):

@@ -13,6 +13,7 @@ for that app alone. The session is kept alive and reopened after a router restar
 retryAfterMs, `InvalidArgument`, `UnknownDevice`, `Glacier2.PermissionDeniedException` on
 login...) reach the caller unchanged. One client is safe to share between threads.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -44,8 +45,9 @@ class PartnerConfigError(Exception):
     """The client cannot be configured: no router given, or a file named does not exist."""
 
 
-def router_properties(config: str | None = None, router: str | None = None, ca: str | None = None,
-                      extra: Mapping[str, str] | None = None) -> Ice.Properties:
+def router_properties(
+    config: str | None = None, router: str | None = None, ca: str | None = None, extra: Mapping[str, str] | None = None
+) -> Ice.Properties:
     """The client's Ice properties: a partner.cfg, or a router proxy (plus a CA file for SSL).
 
     A config file is read as it is (its router, its IceSSL settings); router and ca given as
@@ -88,9 +90,17 @@ def _ms(when: int | dt.datetime) -> int:
 class PartnerClient:
     """A logged-in partner: the push and device APIs of one app, through the Glacier2 router."""
 
-    def __init__(self, app_key: str, secret: str, *, config: str | None = None, router: str | None = None,
-                 ca: str | None = None, properties: Mapping[str, str] | None = None,
-                 reconnect_timeout: float = 20.0) -> None:
+    def __init__(
+        self,
+        app_key: str,
+        secret: str,
+        *,
+        config: str | None = None,
+        router: str | None = None,
+        ca: str | None = None,
+        properties: Mapping[str, str] | None = None,
+        reconnect_timeout: float = 20.0,
+    ) -> None:
         """Logs in at once: a wrong secret raises Glacier2.PermissionDeniedException here, an
         unreachable router an Ice.ConnectFailedException. reconnect_timeout bounds how long a
         later call waits for a restarting router before it raises."""
@@ -115,7 +125,7 @@ class PartnerClient:
         finally:
             self.communicator.destroy()
 
-    def __enter__(self) -> "PartnerClient":
+    def __enter__(self) -> PartnerClient:
         return self
 
     def __exit__(self, *_exc: object) -> None:

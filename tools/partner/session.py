@@ -31,6 +31,7 @@ to `reconnect_timeout` seconds; a refused login (`Glacier2.PermissionDeniedExcep
 `CannotCreateSessionException`) is never retried. The first login does not wait: a wrong
 address or secret should fail at once.
 """
+
 from __future__ import annotations
 
 import enum
@@ -46,7 +47,7 @@ from services.common.contract import Glacier2, PushGrid
 
 T = TypeVar("T")
 
-MAX_REPEATS = 3                      # repeats of one call after reopening, before giving up
+MAX_REPEATS = 3  # repeats of one call after reopening, before giving up
 BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0)  # waits between logins while the router is away (then 1 s)
 
 # Glacier2's Python package defines a plain Exception named SessionNotExistException over the
@@ -64,8 +65,16 @@ class Outcome(enum.Enum):
 
 def classify(exc: BaseException) -> Outcome:
     """Sorts a failure by the retry rule; order matters (ConnectTimeout is also a Timeout)."""
-    if isinstance(exc, (Ice.ConnectFailedException, Ice.ConnectTimeoutException, Ice.DNSException,
-                        Ice.ObjectNotExistException, Ice.CloseConnectionException)):
+    if isinstance(
+        exc,
+        (
+            Ice.ConnectFailedException,
+            Ice.ConnectTimeoutException,
+            Ice.DNSException,
+            Ice.ObjectNotExistException,
+            Ice.CloseConnectionException,
+        ),
+    ):
         return Outcome.NOT_EXECUTED
     if isinstance(exc, Ice.UserException) and exc.ice_id() == SESSION_NOT_EXIST_ID:
         return Outcome.NOT_EXECUTED
@@ -101,10 +110,16 @@ class Session:
     the lock: waiting there while a login holds the lock and waits for its reply would deadlock.
     """
 
-    def __init__(self, router: Glacier2.RouterPrx, app_key: str, secret: str, reconnect_timeout: float = 20.0,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 as_session: Callable[[object], PushGrid.PartnerSessionPrx] = PushGrid.PartnerSessionPrx.uncheckedCast
-                 ) -> None:
+    def __init__(
+        self,
+        router: Glacier2.RouterPrx,
+        app_key: str,
+        secret: str,
+        reconnect_timeout: float = 20.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        as_session: Callable[[object], PushGrid.PartnerSessionPrx] = PushGrid.PartnerSessionPrx.uncheckedCast,
+    ) -> None:
         """sleep, clock and as_session are seams for unit tests with a fake router."""
         self._router = router
         self._as_session = as_session
@@ -116,7 +131,7 @@ class Session:
         self._lock = threading.Lock()
         self._apis: Apis | None = None
         self._closed = False
-        self.reopened = 0   # logins after the first, for tools and tests to report
+        self.reopened = 0  # logins after the first, for tools and tests to report
 
     # ---- life cycle
 
