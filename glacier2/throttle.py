@@ -14,11 +14,11 @@ import logging
 from collections.abc import Callable
 
 from redis.cluster import RedisCluster
-from redis.exceptions import RedisClusterException, RedisError
 
 from services.common import limits
+from services.common.backends import REDIS
 from services.common.clock import now_ms
-from services.common.redis_client import Lazy
+from services.common.lazy import Lazy
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class LoginThrottle:
             keys["addr"] = _key("addr", address, window)
         try:
             counts = dict(zip(keys, self._client().mget_nonatomic(list(keys.values())), strict=True))
-        except (RedisError, RedisClusterException) as exc:
+        except REDIS.errors as exc:
             log.warning("failed logins not checked, redis failed: %r", exc)
             return
         for kind, count in counts.items():
@@ -81,7 +81,7 @@ class LoginThrottle:
                     p.incr(key)
                     p.pexpire(key, 2 * self._window_ms)
                 p.execute()
-        except (RedisError, RedisClusterException) as exc:
+        except REDIS.errors as exc:
             log.warning("failed login not counted, redis failed: %r", exc)
 
     def succeeded(self, app_key: str) -> None:
@@ -89,5 +89,5 @@ class LoginThrottle:
         window = self._clock() // self._window_ms
         try:
             self._client().delete(_key("app", app_key, window))
-        except (RedisError, RedisClusterException) as exc:
+        except REDIS.errors as exc:
             log.warning("failed logins of an app not cleared, redis failed: %r", exc)

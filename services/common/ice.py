@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import Iterator
 from typing import TypeVar
 
 import Ice
 
+from services.common.backends import Backend
 from services.common.contract import PushGrid
 
 P = TypeVar("P")
@@ -23,14 +23,15 @@ TAGALIAS = "TagAlias"
 PUSH = "Push"
 
 
-@contextlib.contextmanager
-def backend(name: str) -> Iterator[None]:
-    """Turns an Ice failure reaching a backend service into Unavailable(name), the named error
+def service(name: str) -> Backend:
+    """Another pushgrid service as a backend: any Ice failure reaching it means Unavailable(name)."""
+    return Backend(name, (Ice.LocalException,))
+
+
+def backend(name: str) -> contextlib.AbstractContextManager[None]:
+    """Turns an Ice failure reaching service `name` into Unavailable(name), the named error
     partners and internal callers can retry on."""
-    try:
-        yield
-    except Ice.LocalException as exc:
-        raise PushGrid.Unavailable(reason=f"{name} did not answer: {exc.ice_id()}", backend=name) from None
+    return service(name).guard()
 
 
 def client_communicator(config_path: str, *extra: str) -> Ice.Communicator:

@@ -10,12 +10,12 @@ import logging
 from collections.abc import Callable
 
 from redis.cluster import RedisCluster
-from redis.exceptions import RedisClusterException, RedisError
 
 from services.common import limits
+from services.common.backends import REDIS
 from services.common.clock import now_ms
 from services.common.contract import PushGrid
-from services.common.redis_client import Lazy
+from services.common.lazy import Lazy
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Quota:
                 p.incr(_key(app.appKey, window))
                 p.pexpire(_key(app.appKey, window), 2 * WINDOW_MS)
                 count = int(p.execute()[0])
-        except (RedisError, RedisClusterException) as exc:
+        except REDIS.errors as exc:
             log.warning("quota of %s not counted, redis failed: %r", app.appKey, exc)
             return
         if count > allowed:
