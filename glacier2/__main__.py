@@ -16,7 +16,7 @@ from glacier2.sessions import SessionManagerI, Sweeper
 from glacier2.throttle import LoginThrottle
 from glacier2.verifier import PartnerVerifierI
 from services.common import ice, redis_client
-from services.common.config import RedisSettings
+from services.common.config import CallTimeouts, RedisSettings
 
 VERIFIER = "PartnerVerifier"
 SESSION_MANAGER = "PartnerSessionManager"
@@ -33,7 +33,7 @@ def main() -> int:
         backends = Backends(
             push=push,
             tagalias=ice.tagalias(communicator),
-            dbagent=ice.dbagent(communicator).ice_invocationTimeout(10000),
+            dbagent=ice.dbagent(communicator).ice_invocationTimeout(CallTimeouts.from_properties(props).dbagent_ms),
         )
         throttle = LoginThrottle(lambda: redis_client.cluster(RedisSettings.from_properties(props)))
         adapter = communicator.createObjectAdapter("PartnerGateway")

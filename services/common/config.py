@@ -7,10 +7,11 @@ Either way the settings below are built from an `Ice.Properties` by the same cod
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import Ice
+
+from services.common import limits
 
 
 def load_properties(path: str) -> Ice.Properties:
@@ -91,11 +92,6 @@ class KafkaSettings:
         )
 
 
-def run_dir_config(run_dir: str) -> str:
-    """The client config file `pushgrid up` writes into a run directory."""
-    return os.path.join(os.path.abspath(run_dir), "pushgrid.cfg")
-
-
 @dataclass(frozen=True)
 class STCSettings:
     """Who one STC process is (its Ice identity is its id) and where its devices connect."""
@@ -112,4 +108,48 @@ class STCSettings:
             node=props.getProperty("PushGrid.STC.Node"),
             device_host=props.getPropertyWithDefault("PushGrid.STC.DeviceHost", "127.0.0.1"),
             device_port=_int(props, "PushGrid.STC.DevicePort", 8081),
+        )
+
+
+@dataclass(frozen=True)
+class CallTimeouts:
+    """How long a server waits for another service's reply, in ms (Ice invocation timeouts).
+
+    TagAlias gets longer: one audience page may resolve up to limits.PAGE_MAX devices.
+    """
+
+    dbagent_ms: int
+    tagalias_ms: int
+
+    @classmethod
+    def from_properties(cls, props: Ice.Properties) -> CallTimeouts:
+        return cls(
+            dbagent_ms=_int(props, "PushGrid.Timeout.DBAgentMs", 10_000),
+            tagalias_ms=_int(props, "PushGrid.Timeout.TagAliasMs", 30_000),
+        )
+
+
+@dataclass(frozen=True)
+class PushSettings:
+    """One Push replica: worker_id goes into the msg ids it draws, so replicas never collide."""
+
+    worker_id: int
+
+    @classmethod
+    def from_properties(cls, props: Ice.Properties) -> PushSettings:
+        return cls(worker_id=_int(props, "PushGrid.Push.WorkerId", 0))
+
+
+@dataclass(frozen=True)
+class DispatcherSettings:
+    """One dispatcher: its id (Kafka client id, checkpoint owner) and its audience page size."""
+
+    dispatcher_id: str
+    page_size: int
+
+    @classmethod
+    def from_properties(cls, props: Ice.Properties) -> DispatcherSettings:
+        return cls(
+            dispatcher_id=props.getPropertyWithDefault("PushGrid.Dispatcher.Id", "Dispatcher"),
+            page_size=_int(props, "PushGrid.Dispatcher.PageSize", limits.DISPATCH_PAGE),
         )

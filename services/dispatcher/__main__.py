@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import Ice
 
-from services.common import ice, kafka, limits, redis_client
-from services.common.config import KafkaSettings, RedisSettings
+from services.common import ice, kafka, redis_client
+from services.common.config import CallTimeouts, DispatcherSettings, KafkaSettings, RedisSettings
 from services.common.mailbox import Mailbox
 from services.common.tasks import TaskPublisher
 from services.dispatcher import receipts, worker
@@ -45,18 +45,20 @@ def main() -> int:
     logging.getLogger("kafka").setLevel(logging.WARNING)
     with Ice.initialize(sys.argv) as communicator:
         props = communicator.getProperties()
-        name = props.getPropertyWithDefault("PushGrid.Dispatcher.Id", "Dispatcher")
+        me = DispatcherSettings.from_properties(props)
+        timeouts = CallTimeouts.from_properties(props)
+        name = me.dispatcher_id
         settings = KafkaSettings.from_properties(props)
         mailbox = Mailbox(redis_client.cluster(RedisSettings.from_properties(props)))
-        db = ice.dbagent(communicator).ice_invocationTimeout(10_000)
-        tagalias = ice.tagalias(communicator).ice_invocationTimeout(30_000)
+        db = ice.dbagent(communicator).ice_invocationTimeout(timeouts.dbagent_ms)
+        tagalias = ice.tagalias(communicator).ice_invocationTimeout(timeouts.tagalias_ms)
         delivery = Delivery(mailbox, lambda stc_id: ice.stc(communicator, stc_id), lambda: ice.all_stcs(communicator))
         runner = TaskRunner(
             db,
             tagalias,
             mailbox,
             delivery,
-            page_size=props.getPropertyAsIntWithDefault("PushGrid.Dispatcher.PageSize", limits.DISPATCH_PAGE),
+            page_size=me.page_size,
             owner=name,
         )
         publisher = TaskPublisher(settings, client_id=f"{name}-scheduler")

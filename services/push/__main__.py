@@ -8,7 +8,7 @@ import sys
 import Ice
 
 from services.common import ice, redis_client
-from services.common.config import KafkaSettings, RedisSettings
+from services.common.config import CallTimeouts, KafkaSettings, PushSettings, RedisSettings
 from services.common.msgid import MsgIdGenerator
 from services.common.tasks import TaskPublisher
 from services.push.quota import Quota
@@ -20,11 +20,15 @@ def main() -> int:
     logging.getLogger("kafka").setLevel(logging.WARNING)
     with Ice.initialize(sys.argv) as communicator:
         props = communicator.getProperties()
-        worker = props.getPropertyAsInt("PushGrid.Push.WorkerId")
-        publisher = TaskPublisher(KafkaSettings.from_properties(props), client_id=f"push-{worker}")
+        me = PushSettings.from_properties(props)
+        timeouts = CallTimeouts.from_properties(props)
+        publisher = TaskPublisher(KafkaSettings.from_properties(props), client_id=f"push-{me.worker_id}")
         quota = Quota(lambda: redis_client.cluster(RedisSettings.from_properties(props)))
         servant = PushServiceI(
-            ice.dbagent(communicator).ice_invocationTimeout(10000), publisher, MsgIdGenerator(worker=worker), quota
+            ice.dbagent(communicator).ice_invocationTimeout(timeouts.dbagent_ms),
+            publisher,
+            MsgIdGenerator(worker=me.worker_id),
+            quota,
         )
         try:
             ice.serve(communicator, "Push", servant)

@@ -12,8 +12,8 @@ import os
 from collections.abc import Iterator
 
 from services.common import ice
-from services.common.config import run_dir_config
 from services.common.contract import PushGrid
+from tools.grid.rundir import client_config_path
 
 
 class NoGrid(RuntimeError):
@@ -23,7 +23,7 @@ class NoGrid(RuntimeError):
 @contextlib.contextmanager
 def dbagent(run_dir: str) -> Iterator[PushGrid.DBAgentPrx]:
     """DBAgent's well-known proxy through the grid of run_dir, for the length of a command."""
-    config = run_dir_config(run_dir)
+    config = client_config_path(run_dir)
     if not os.path.exists(config):
         raise NoGrid(f"no grid in {os.path.abspath(run_dir)} ({config} is missing): run `pushgrid up` first")
     communicator = ice.client_communicator(config)

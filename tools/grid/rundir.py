@@ -33,6 +33,7 @@ NODES = ("node1", "node2")
 INSTANCE_NAME = "PushGrid"
 ROUTER_INSTANCE_NAME = "PushGridRouter"  # Glacier2.InstanceName in glacier2/router.xml
 DEFAULT_PARTNER_HOST = "127.0.0.1"
+CLIENT_CONFIG = "pushgrid.cfg"
 
 
 def free_port() -> int:
@@ -40,6 +41,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def client_config_path(run_dir: str) -> str:
+    """The client config `pushgrid up` writes into run_dir, named without creating anything."""
+    return os.path.join(os.path.abspath(run_dir), CLIENT_CONFIG)
 
 
 @dataclass
@@ -165,7 +171,7 @@ class RunDir:
     @property
     def client_config(self) -> str:
         """The Ice config tools, tests and icegridadmin use (see services.common.config)."""
-        return os.path.join(self.path, "pushgrid.cfg")
+        return client_config_path(self.path)
 
     def backend_properties(self) -> dict[str, str]:
         """The PushGrid.* properties every service reads; the same values go into the descriptor."""
