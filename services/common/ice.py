@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from typing import TypeVar
+from typing import Any
 
 import Ice
 
 from services.common.backends import Backend
 from services.common.contract import PushGrid
-
-P = TypeVar("P")
 
 # Well-known object identities, resolved through the replicated registry.
 DBAGENT = "DBAgent"
@@ -41,7 +39,7 @@ def client_communicator(config_path: str, *extra: str) -> Ice.Communicator:
     return Ice.initialize(init)
 
 
-def well_known(communicator: Ice.Communicator, identity: str, prx_class: type[P]) -> P:
+def well_known(communicator: Ice.Communicator, identity: str, prx_class: Any) -> Any:
     """A proxy to a well-known object; the locator resolves it to a replica when it is used."""
     return prx_class.uncheckedCast(communicator.stringToProxy(identity))
 

@@ -21,13 +21,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from redis.cluster import RedisCluster
-from redis.exceptions import RedisError
 
 from services.common import limits
-from services.common.contract import PushGrid
+from services.common.backends import REDIS
 from services.common.msgid import floor_for_time
+
+# The client decodes replies (redis_client.cluster sets decode_responses), so the casts below
+# only tell mypy what redis-py's generic reply types cannot: these replies are str.
 
 
 def _presence(rid: str) -> str:
@@ -105,12 +108,11 @@ class Stored:
         return cls(msg_id, d["frame"], tuple(d.get("platforms") or ()), int(d["expiresAt"]), int(d.get("override", 0)))
 
 
-def unavailable(err: RedisError) -> PushGrid.Unavailable:
-    return PushGrid.Unavailable(reason=f"redis: {err}", backend="redis")
-
-
 class Mailbox:
-    """Presence, offline queues, stored messages, broadcast logs and dispatch checkpoints."""
+    """Presence, offline queues, stored messages, broadcast logs and dispatch checkpoints.
+
+    Every method reaching Redis raises Unavailable("redis") when Redis fails (backends.REDIS).
+    """
 
     def __init__(self, redis: RedisCluster) -> None:
         self._r = redis
@@ -119,6 +121,7 @@ class Mailbox:
 
     # ---- presence
 
+    @REDIS.guarded
     def set_online(self, rids: Sequence[str], stc_id: str, ttl_seconds: int) -> None:
         """Marks devices as held by stc_id (also refreshes them: STC calls this on heartbeats)."""
         with self._r.pipeline(transaction=False) as p:
@@ -126,18 +129,22 @@ class Mailbox:
                 p.set(_presence(rid), stc_id, ex=ttl_seconds)
             p.execute()
 
+    @REDIS.guarded
     def set_offline(self, rid: str, stc_id: str) -> None:
         self._clear_presence(keys=[_presence(rid)], args=[stc_id])
 
+    @REDIS.guarded
     def set_offline_many(self, rids: Sequence[str], stc_id: str) -> None:
         """set_offline for many devices in one pipeline (an STC closing its connections)."""
         self._eval_each(_CLEAR_PRESENCE, [(_presence(rid), stc_id) for rid in rids])
 
+    @REDIS.guarded
     def refresh_online(self, rids: Sequence[str], stc_id: str, ttl_seconds: int) -> list[str]:
         """Extends presence of devices stc_id still holds; returns those another STC took over."""
         held = self._eval_each(_REFRESH_PRESENCE, [(_presence(rid), stc_id, ttl_seconds) for rid in rids])
         return [rid for rid, ok in zip(rids, held, strict=True) if not ok]
 
+    @REDIS.guarded
     def where(self, rids: Sequence[str]) -> dict[str, str]:
         """Which STC holds each of rids; devices not online are left out."""
         if not rids:
@@ -147,9 +154,11 @@ class Mailbox:
 
     # ---- stored messages
 
+    @REDIS.guarded
     def store(self, msg: Stored) -> None:
         self._r.set(_message(msg.msg_id), msg.to_json(), pxat=msg.expires_at)
 
+    @REDIS.guarded
     def load(self, msg_ids: Sequence[int]) -> dict[int, Stored]:
         """The stored messages among msg_ids that have not expired."""
         if not msg_ids:
@@ -157,12 +166,14 @@ class Mailbox:
         raws = self._r.mget_nonatomic([_message(m) for m in msg_ids])
         return {m: Stored.from_json(m, raw) for m, raw in zip(msg_ids, raws, strict=True) if raw}
 
+    @REDIS.guarded
     def forget(self, msg_id: int) -> None:
         """Drops a message (overridden or cancelled): queues and logs still naming it skip it."""
         self._r.delete(_message(msg_id))
 
     # ---- targeted queues
 
+    @REDIS.guarded
     def enqueue(self, msg: Stored, rids: Iterable[str]) -> int:
         """Queues msg for each device (bounded, newest kept); drops the message it overrides."""
         count = 0
@@ -179,14 +190,17 @@ class Mailbox:
             p.execute()
         return count
 
+    @REDIS.guarded
     def pending(self, rid: str, now_ms: int) -> list[int]:
         """Queued msg ids of a device that have not expired, oldest first."""
-        return [int(m) for m in self._r.zrangebyscore(_queue(rid), now_ms, "+inf")]
+        return [int(m) for m in cast(list[str], self._r.zrangebyscore(_queue(rid), now_ms, "+inf"))]
 
+    @REDIS.guarded
     def ack(self, rid: str, msg_ids: Sequence[int]) -> None:
         if msg_ids:
             self._r.zrem(_queue(rid), *[str(m) for m in msg_ids])
 
+    @REDIS.guarded
     def ack_many(self, acks: Mapping[str, Sequence[int]]) -> None:
         """ack for many devices in one pipeline (STC batches what its devices acknowledged)."""
         with self._r.pipeline(transaction=False) as p:
@@ -197,6 +211,7 @@ class Mailbox:
 
     # ---- broadcasts
 
+    @REDIS.guarded
     def log_broadcast(self, app: str, msg: Stored, now_ms: int) -> None:
         """Appends a broadcast to the app's log and trims entries past the longest TTL."""
         key = _broadcasts(app)
@@ -209,17 +224,22 @@ class Mailbox:
             p.pexpire(key, limits.TTL_MAX_SECONDS * 1000)
             p.execute()
 
+    @REDIS.guarded
     def broadcasts_after(self, app: str, after_msg_id: int) -> list[int]:
         """Logged broadcast msg ids newer than after_msg_id, oldest first (expired ones included:
         load() skips those)."""
-        return [int(m) for m in self._r.zrangebyscore(_broadcasts(app), f"({after_msg_id}", "+inf")]
+        found = cast(list[str], self._r.zrangebyscore(_broadcasts(app), f"({after_msg_id}", "+inf"))
+        return [int(m) for m in found]
 
+    @REDIS.guarded
     def last_broadcast(self, rid: str) -> int:
         return int(self._r.get(_last_broadcast(rid)) or 0)
 
+    @REDIS.guarded
     def ack_broadcast(self, rid: str, msg_id: int) -> int:
         return int(self._ack_broadcast(keys=[_last_broadcast(rid)], args=[msg_id, limits.TTL_MAX_SECONDS * 1000]))
 
+    @REDIS.guarded
     def ack_broadcasts(self, marks: Mapping[str, int]) -> None:
         """ack_broadcast for many devices in one pipeline."""
         ttl = limits.TTL_MAX_SECONDS * 1000
@@ -241,9 +261,11 @@ class Mailbox:
 
     # ---- dispatch checkpoints
 
+    @REDIS.guarded
     def checkpoint(self, msg_id: int) -> dict[str, str]:
-        return self._r.hgetall(_task(msg_id))
+        return cast(dict[str, str], self._r.hgetall(_task(msg_id)))
 
+    @REDIS.guarded
     def save_checkpoint(self, msg_id: int, fields: dict[str, str | int], expires_at_ms: int) -> None:
         key = _task(msg_id)
         with self._r.pipeline(transaction=False) as p:
@@ -253,10 +275,13 @@ class Mailbox:
 
     # ---- dispatcher assignments (for operators and `pushgrid up`)
 
+    @REDIS.guarded
     def report_partitions(self, owner: str, partitions: Sequence[int]) -> None:
         """Records which task partitions a dispatcher owns now (empty after a revocation)."""
         self._r.hset(_DISPATCHERS, owner, json.dumps(list(partitions)))
 
+    @REDIS.guarded
     def partitions(self) -> dict[str, list[int]]:
         """Task partitions by dispatcher, as they last reported them."""
-        return {owner: json.loads(raw) for owner, raw in self._r.hgetall(_DISPATCHERS).items()}
+        reported = cast(dict[str, str], self._r.hgetall(_DISPATCHERS))
+        return {owner: json.loads(raw) for owner, raw in reported.items()}

@@ -8,19 +8,16 @@ partition, so a busy app is not held to one dispatcher.
 
 from __future__ import annotations
 
-import logging
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
 
-from services.common import codec, kafka, limits
+from services.common import codec, kafka_client, limits
+from services.common.backends import KAFKA
 from services.common.config import KafkaSettings
 from services.common.contract import PushGrid
-
-log = logging.getLogger(__name__)
+from services.common.lazy import Lazy
 
 VERSION = 1
 
@@ -85,27 +82,15 @@ class TaskPublisher:
         self, settings: KafkaSettings, client_id: str, timeout: float = limits.KAFKA_ACK_TIMEOUT_SECONDS
     ) -> None:
         self._settings = settings
-        self._client_id = client_id
         self._timeout = timeout
-        self._lock = threading.Lock()
-        self._producer: KafkaProducer | None = None
+        self._producer: Lazy[KafkaProducer] = Lazy(
+            lambda: kafka_client.producer(settings, client_id), lambda p: p.close(timeout=5)
+        )
 
     def publish(self, task: Task) -> None:
-        try:
-            future = self._get().send(self._settings.tasks_topic, key=task.key, value=task.to_dict())
+        with KAFKA.guard():
+            future = self._producer().send(self._settings.tasks_topic, key=task.key, value=task.to_dict())
             future.get(timeout=self._timeout)
-        except KafkaError as exc:
-            log.warning("publishing task %d failed: %r", task.msg_id, exc)
-            raise PushGrid.Unavailable(reason=f"kafka did not take the task: {exc}", backend="kafka") from None
-
-    def _get(self) -> KafkaProducer:
-        with self._lock:
-            if self._producer is None:
-                self._producer = kafka.producer(self._settings, self._client_id)
-            return self._producer
 
     def close(self) -> None:
-        with self._lock:
-            if self._producer is not None:
-                self._producer.close(timeout=5)
-                self._producer = None
+        self._producer.close()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import Ice
 
-from services.common import ice, kafka, redis_client
+from services.common import ice, kafka_client, redis_client
 from services.common.config import CallTimeouts, DispatcherSettings, KafkaSettings, RedisSettings
 from services.common.mailbox import Mailbox
 from services.common.tasks import TaskPublisher
@@ -67,7 +67,7 @@ def main() -> int:
             _guarded(
                 "tasks",
                 worker.TaskWorker(
-                    lambda listener: kafka.consumer(
+                    lambda listener: kafka_client.consumer(
                         settings,
                         worker.GROUP,
                         settings.tasks_topic,
@@ -86,7 +86,7 @@ def main() -> int:
             _guarded(
                 "receipts",
                 receipts.ReceiptsWorker(
-                    lambda: kafka.consumer(
+                    lambda: kafka_client.consumer(
                         settings, receipts.GROUP, settings.receipts_topic, f"{name}-receipts", max_poll_records=500
                     ),
                     db,

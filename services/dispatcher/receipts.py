@@ -18,7 +18,7 @@ import Ice
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
-from services.common import kafka, limits, validation
+from services.common import kafka_client, limits, validation
 from services.common.contract import PushGrid
 
 log = logging.getLogger(__name__)
@@ -90,4 +90,4 @@ class ReceiptsWorker:
                 except KafkaError as exc:  # partitions moved: the new owner records them again, harmlessly
                     log.warning("receipts offsets not committed: %r", exc)
         finally:
-            kafka.leave(consumer)
+            kafka_client.leave(consumer)

@@ -19,7 +19,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from services.common import kafka
+from services.common import kafka_client
 from services.common.contract import PushGrid
 from services.common.tasks import Task
 from services.dispatcher.runner import Interrupted, TaskRunner
@@ -87,7 +87,7 @@ class TaskWorker:
                 self._handle(*records[0])
         finally:
             self._pool.shutdown(wait=True)
-            kafka.leave(self._consumer)
+            kafka_client.leave(self._consumer)
 
     # ------------------------------------------------------------ one task
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from kafka import KafkaProducer
 
-from services.common import kafka
+from services.common import kafka_client
 from services.common.config import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ class KafkaReceipts:
 
     def _get(self) -> KafkaProducer:
         if self._producer is None:
-            self._producer = kafka.producer(self._settings, self._client_id)
+            self._producer = kafka_client.producer(self._settings, self._client_id)
         return self._producer
 
     def publish(self, app_key: str, acks: list[list[Any]]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import IceGrid
 import pytest
 
-from services.common import kafka, limits
+from services.common import kafka_client, limits
 from services.common.clock import now_ms
 from services.common.contract import PushGrid
 from services.common.ice import push as push_proxy
@@ -47,7 +47,7 @@ def push(communicator) -> PushGrid.PushServicePrx:
 @pytest.fixture
 def tasks(kafka_settings, grid: RunDir):
     """Watches the tasks topic from now on, outside the dispatchers' group."""
-    reader = kafka.reader(kafka_settings, kafka_settings.tasks_topic, "test-push-tasks")
+    reader = kafka_client.reader(kafka_settings, kafka_settings.tasks_topic, "test-push-tasks")
     yield reader
     reader.close()
 
@@ -240,7 +240,7 @@ def test_receipts_on_kafka_update_the_report(push, app, dbagent, tagalias, kafka
     rids = offline_devices(dbagent, tagalias, app, 4)
     msg = push.push(app, request(A(tags=["t"]))).msgId
     wait_state(push, app, msg, S.Done)
-    producer = kafka.producer(kafka_settings, "test-receipts")
+    producer = kafka_client.producer(kafka_settings, "test-receipts")
     try:
         for value in (
             {"acks": [[msg + 1, app, rids[0]]]},  # unknown msg id: skipped
