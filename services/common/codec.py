@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from services.common import platforms
 from services.common.contract import PushGrid
 
 INT32 = (-(2**31), 2**31 - 1)
@@ -24,7 +25,6 @@ _AUDIENCE_LISTS = (  # (JSON key, Audience field)
     ("alias", "aliases"),
     ("registration_id", "registrationIds"),
 )
-_PLATFORMS = {p.name.lower(): p for p in PushGrid.Platform._enumerators.values()}
 
 
 # ---------------------------------------------------------------- encoding
@@ -48,7 +48,7 @@ def _audience_to_json(aud: PushGrid.Audience | None) -> Any:
 def request_to_dict(req: PushGrid.PushRequest) -> dict[str, Any]:
     """The JPush-like dict form of a request; None fields (Ice's empty) are written as empty."""
     out: dict[str, Any] = {
-        "platform": [p.name.lower() for p in req.platforms] if req.platforms else "all",
+        "platform": list(platforms.names(req.platforms)) or "all",
         "audience": _audience_to_json(req.audience),
     }
     n = req.notification
@@ -113,9 +113,9 @@ def _platforms_from_json(value: Any) -> list[PushGrid.Platform]:
         return []
     out = []
     for name in _str_list(value, "platform"):
-        if name not in _PLATFORMS:
-            raise ValueError(f"platform {name!r} is not one of {sorted(_PLATFORMS)}")
-        out.append(_PLATFORMS[name])
+        if name not in platforms.BY_NAME:  # exactly as encoded: lowercase
+            raise ValueError(f"platform {name!r} is not one of {sorted(platforms.BY_NAME)}")
+        out.append(platforms.BY_NAME[name])
     return out
 
 

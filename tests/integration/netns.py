@@ -32,7 +32,9 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from services.common import paths
+
+ROOT = str(paths.ROOT)
 POOL = ipaddress.ip_network("10.250.0.0/16")  # /30s are drawn from here, starting at one the pid picks
 IFNAMSIZ = 15  # longest interface name Linux takes
 INSIDE_LINK = "veth0"  # the namespace's end of the veth, inside it

@@ -13,7 +13,7 @@ import uuid
 import Ice
 import pytest
 
-from services.common import limits
+from services.common import limits, paths
 from services.common.contract import Glacier2, PushGrid
 from services.common.ice import client_communicator
 from tests.integration.waiting import until
@@ -348,16 +348,14 @@ time.sleep(600)
 
 
 def test_a_silent_partner_loses_its_session_and_a_heartbeating_one_keeps_it(grid, creds, communicator) -> None:
-    import os
     import signal
     import subprocess
     import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", PARTNER_SCRIPT, grid.partner_config, creds.appKey, creds.masterSecret],
-            cwd=root,
+            cwd=paths.ROOT,
             stdout=subprocess.PIPE,
             text=True,
         )

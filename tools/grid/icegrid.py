@@ -14,16 +14,14 @@ from collections.abc import Iterator
 import Ice
 import IceGrid
 
-from services.common import limits
+from services.common import limits, paths
 from services.common.ice import client_communicator
 from tools.grid import procs, router
 from tools.grid.rundir import INSTANCE_NAME, NODES, RunDir, write_config
 
 REGISTRIES = ("master", "replica")
 APPLICATION = "pushgrid"
-DESCRIPTOR = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "icegrid", "pushgrid.xml"
-)
+DESCRIPTOR = str(paths.ROOT / "icegrid" / "pushgrid.xml")
 
 
 def _files(run: RunDir, name: str) -> tuple[str, str, str]:
@@ -178,8 +176,8 @@ def descriptor_variables(run: RunDir) -> dict[str, str]:
     """The values `application add/update` substitutes into icegrid/pushgrid.xml."""
     props = run.backend_properties()
     return {
-        "python": os.path.join(os.path.dirname(os.path.dirname(DESCRIPTOR)), ".venv", "bin", "python"),
-        "root": os.path.dirname(os.path.dirname(DESCRIPTOR)),
+        "python": str(paths.ROOT / ".venv" / "bin" / "python"),
+        "root": str(paths.ROOT),
         "server.user": "root" if os.geteuid() == 0 else "",
         "mysql.port": props["PushGrid.MySQL.Port"],
         "mysql.password": props["PushGrid.MySQL.Password"],

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from services.common import platforms as platform_names
 from services.common.contract import PushGrid
-
-PLATFORMS: dict[str, PushGrid.Platform] = {p.name.lower(): p for p in PushGrid.Platform._enumerators.values()}
 
 Names = Iterable[str] | str
 
@@ -100,10 +99,10 @@ def platforms(values: Iterable[str | PushGrid.Platform] | str | None) -> list[Pu
     for v in [values] if isinstance(values, str) else list(values or []):
         if isinstance(v, PushGrid.Platform):
             out.append(v)
-        elif isinstance(v, str) and v.lower() in PLATFORMS:
-            out.append(PLATFORMS[v.lower()])
+        elif isinstance(v, str) and v.lower() in platform_names.BY_NAME:
+            out.append(platform_names.parse(v))
         else:
-            raise ValueError(f"unknown platform {v!r}: one of {', '.join(PLATFORMS)}")
+            raise ValueError(f"unknown platform {v!r}: one of {', '.join(platform_names.NAMES)}")
     return out
 
 

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from services.common import platforms
 from services.common.contract import PushGrid
 from tools.partner import builders, errors
 from tools.partner.sdk import PartnerClient, PartnerConfigError
@@ -68,8 +69,8 @@ def _send_at(text: str) -> int:
 def _platform(text: str) -> list[str]:
     names = [p.strip() for p in text.split(",") if p.strip()]
     for n in names:
-        if n.lower() not in builders.PLATFORMS:
-            raise argparse.ArgumentTypeError(f"unknown platform {n!r}: one of {', '.join(builders.PLATFORMS)}")
+        if n.lower() not in platforms.BY_NAME:
+            raise argparse.ArgumentTypeError(f"unknown platform {n!r}: one of {', '.join(platforms.NAMES)}")
     return names
 
 
