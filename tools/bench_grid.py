@@ -16,6 +16,9 @@ import statistics
 import threading
 import time
 import uuid
+from collections.abc import Callable
+
+import Ice
 
 from services.common.contract import PushGrid
 from services.common.ice import client_communicator, dbagent, tagalias
@@ -36,7 +39,7 @@ def _setup(config: str) -> dict:
         comm.destroy()
 
 
-def _operation(name: str, comm, ctx: dict):
+def _operation(name: str, comm: Ice.Communicator, ctx: dict[str, str]) -> Callable[[], Ice.Future]:
     db = dbagent(comm).ice_locatorCacheTimeout(2)
     ta = tagalias(comm).ice_locatorCacheTimeout(2)
     ops = {
@@ -48,7 +51,7 @@ def _operation(name: str, comm, ctx: dict):
     return ops[name]
 
 
-def _client(config: str, op: str, ctx: dict, seconds: float, window: int, out: mp.Queue) -> None:
+def _client(config: str, op: str, ctx: dict[str, str], seconds: float, window: int, out: mp.Queue) -> None:
     comm = client_communicator(config, "--Ice.ThreadPool.Client.Size=2")
     call = _operation(op, comm, ctx)
     latencies: list[float] = []
@@ -57,7 +60,7 @@ def _client(config: str, op: str, ctx: dict, seconds: float, window: int, out: m
     slots = threading.Semaphore(window)
     deadline = time.monotonic() + seconds
 
-    def done(started: float, fut) -> None:
+    def done(started: float, fut: Ice.Future) -> None:
         nonlocal errors
         with lock:
             if fut.exception() is None:

@@ -48,6 +48,7 @@ import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import Ice
 import IceGrid
@@ -219,8 +220,8 @@ def _throughput_client(
     window: int,
     warmup: float,
     seconds: float,
-    start,
-    out,
+    start: threading.Barrier,
+    out: mp.Queue[tuple[str, Any]],
 ) -> None:
     """Keeps `window` pushes in flight; counts those answered inside the measured interval only,
     so the warm-up and the final drain of the window are not in the rate."""

@@ -6,11 +6,19 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from tools.grid import lifecycle
 from tools.grid.certs import InvalidHost
 from tools.grid.procs import StartError
 from tools.grid.rundir import RunDir
+
+# PushGrid is generated from slice/ when it is first imported (slow for a CLI), and it is Any to
+# mypy anyway: the DBAgent proxy is typed by name only.
+DBAgentPrx = Any
+AppCommand = Callable[[DBAgentPrx, argparse.Namespace], int]
+Subparsers = Any  # argparse's _SubParsersAction, private
 
 
 def _run_dir(args: argparse.Namespace) -> RunDir:
@@ -65,11 +73,11 @@ def print_status(st: dict) -> None:
 # ------------------------------------------------------------------ pushgrid app ...
 
 
-def _print_json(value) -> None:
+def _print_json(value: object) -> None:
     print(json.dumps(value, indent=2))
 
 
-def app_create(db, args: argparse.Namespace) -> int:
+def app_create(db: DBAgentPrx, args: argparse.Namespace) -> int:
     from tools.grid import apps
 
     creds = db.createApp(args.name, args.quota)
@@ -82,7 +90,7 @@ def app_create(db, args: argparse.Namespace) -> int:
     return 0
 
 
-def app_list(db, args: argparse.Namespace) -> int:
+def app_list(db: DBAgentPrx, args: argparse.Namespace) -> int:
     from tools.grid import apps
 
     infos = db.listApps()
@@ -95,7 +103,7 @@ def app_list(db, args: argparse.Namespace) -> int:
     return 0
 
 
-def app_show(db, args: argparse.Namespace) -> int:
+def app_show(db: DBAgentPrx, args: argparse.Namespace) -> int:
     from tools.grid import apps
 
     info = db.getApp(args.key)
@@ -107,7 +115,7 @@ def app_show(db, args: argparse.Namespace) -> int:
     return 0
 
 
-def app_rotate_secret(db, args: argparse.Namespace) -> int:
+def app_rotate_secret(db: DBAgentPrx, args: argparse.Namespace) -> int:
     from tools.grid import apps
 
     creds = db.rotateSecret(args.key)
@@ -119,14 +127,14 @@ def app_rotate_secret(db, args: argparse.Namespace) -> int:
     return 0
 
 
-def app_set_quota(db, args: argparse.Namespace) -> int:
+def app_set_quota(db: DBAgentPrx, args: argparse.Namespace) -> int:
     db.setQuota(args.key, args.quota)
     print(f"app {args.key}: push quota {args.quota} per minute")
     return 0
 
 
-def app_set_enabled(enabled: bool):
-    def run(db, args: argparse.Namespace) -> int:
+def app_set_enabled(enabled: bool) -> AppCommand:
+    def run(db: DBAgentPrx, args: argparse.Namespace) -> int:
         db.setAppEnabled(args.key, enabled)
         print(f"app {args.key} {'enabled' if enabled else 'disabled: logins, pushes and new devices are refused'}")
         return 0
@@ -157,7 +165,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     return 1
 
 
-def _add_app_parser(sub) -> None:
+def _add_app_parser(sub: Subparsers) -> None:
     app = sub.add_parser(
         "app",
         help="create and administer apps (partners' credentials and quotas)",
@@ -167,7 +175,9 @@ def _add_app_parser(sub) -> None:
     app.set_defaults(fn=cmd_app)
     cmds = app.add_subparsers(dest="app_command", required=True, metavar="COMMAND")
 
-    def command(name: str, fn, help: str, key: bool = True, json_out: bool = False) -> argparse.ArgumentParser:
+    def command(
+        name: str, fn: AppCommand, help: str, key: bool = True, json_out: bool = False
+    ) -> argparse.ArgumentParser:
         p = cmds.add_parser(name, help=help, description=help)
         if key:
             p.add_argument("key", metavar="KEY", help="the app key (24 hex characters)")

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import sys
 import time
+from collections.abc import Callable
 
 from services.common.contract import PushGrid
 from services.common.ice import client_communicator, dbagent, push, tagalias
@@ -37,12 +39,20 @@ def _request(audience: PushGrid.Audience, alert: str, sendno: int) -> PushGrid.P
     )
 
 
-async def _wait(predicate, timeout: float, what: str) -> None:
+async def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+def _arrived(inbox: list[tuple[Message, float]], message: Message) -> None:
+    inbox.append((message, time.time()))
+
+
+def _alert(message: Message) -> str:
+    return str((message.notification or {}).get("alert", ""))
 
 
 async def demo(run: RunDir) -> None:
@@ -58,9 +68,7 @@ async def demo(run: RunDir) -> None:
         for name, platform, tags in DEVICES:
             creds = await register(run.device_urls[0], app.appKey, platform)
             await loop.run_in_executor(None, ta.addTags, app.appKey, creds.registration_id, tags)
-            devices[name] = Device(
-                creds, run.device_urls, on_message=lambda m, n=name: received[n].append((m, time.time()))
-            )
+            devices[name] = Device(creds, run.device_urls, on_message=functools.partial(_arrived, received[name]))
             print(f"device {name:<9} registered: {creds.registration_id} ({platform}), tags {', '.join(tags)}")
 
         for name in ("phone-A", "phone-B"):
@@ -77,7 +85,7 @@ async def demo(run: RunDir) -> None:
         await _wait(lambda: all(received[n] for n in ("phone-A", "phone-B")), 20, "the sports push")
         for name in ("phone-A", "phone-B"):
             m, at = received[name][0]
-            print(f"  {name:<9} received msg {m.msg_id}: {m.notification['alert']!r} after {(at - sent) * 1000:.0f} ms")
+            print(f"  {name:<9} received msg {m.msg_id}: {_alert(m)!r} after {(at - sent) * 1000:.0f} ms")
 
         news = await loop.run_in_executor(
             None, api.push, app.appKey, _request(PushGrid.Audience(tags=["news"]), "Morning briefing is ready", 2)
@@ -87,7 +95,7 @@ async def demo(run: RunDir) -> None:
         devices["browser-C"].start()
         await _wait(lambda: bool(received["browser-C"]), 20, "the replay")
         m, _ = received["browser-C"][0]
-        print(f"  browser-C came back and received msg {m.msg_id} (replay={m.replay}): {m.notification['alert']!r}")
+        print(f"  browser-C came back and received msg {m.msg_id} (replay={m.replay}): {_alert(m)!r}")
 
         print("\nreport (targets / sent online / stored offline / received):")
 

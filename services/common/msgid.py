@@ -7,6 +7,7 @@ turned into the first broadcast id it is owed.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from services.common.clock import now_ms
 
@@ -31,7 +32,7 @@ def time_of(msg_id: int) -> int:
 class MsgIdGenerator:
     """Snowflake-style ids; each Push replica has its own worker number (0..1023)."""
 
-    def __init__(self, worker: int, clock=now_ms) -> None:
+    def __init__(self, worker: int, clock: Callable[[], int] = now_ms) -> None:
         if not 0 <= worker <= MAX_WORKER:
             raise ValueError(f"worker must be 0..{MAX_WORKER}")
         self._worker = worker

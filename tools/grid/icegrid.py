@@ -7,9 +7,10 @@ module uses the same registry through IceGrid's Admin interface for deploy and s
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import Ice
 import IceGrid
@@ -92,9 +93,8 @@ def start_registries(run: RunDir) -> None:
         cfg, pid_file, log = _files(run, name)
         write_config(cfg, _registry_config(run, name))
         procs.start(["icegridregistry", f"--Ice.Config={cfg}"], pid_file, log)
-        procs.wait_for(
-            lambda n=name: procs.port_open(run.ports[f"registry-{n}"]), f"IceGrid registry {name}", 30, log, pid_file
-        )
+        port = run.ports[f"registry-{name}"]
+        procs.wait_for(functools.partial(procs.port_open, port), f"IceGrid registry {name}", 30, log, pid_file)
 
 
 def start_node(run: RunDir, node: str) -> None:
@@ -103,11 +103,11 @@ def start_node(run: RunDir, node: str) -> None:
     procs.start(["icegridnode", f"--Ice.Config={cfg}"], pid_file, log)
 
 
-def wait_nodes(run: RunDir, nodes=NODES, timeout: float = 30) -> None:
+def wait_nodes(run: RunDir, nodes: Sequence[str] = NODES, timeout: float = 30) -> None:
     with admin_session(run) as admin:
         for node in nodes:
             _, pid_file, log = _files(run, node)
-            procs.wait_for(lambda n=node: admin.pingNode(n), f"IceGrid node {node}", timeout, log, pid_file)
+            procs.wait_for(functools.partial(admin.pingNode, node), f"IceGrid node {node}", timeout, log, pid_file)
 
 
 def stop_node(run: RunDir, node: str) -> bool:

@@ -9,6 +9,7 @@ makes sure no process of the run directory is left.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 
@@ -56,7 +57,7 @@ def start_icegrid(run: RunDir, progress: Progress = print) -> None:
         lambda: icegrid.start_registries(run),
     )
     for node in NODES:
-        _step(progress, f"IceGrid {node}", lambda n=node: icegrid.start_node(run, n))
+        _step(progress, f"IceGrid {node}", functools.partial(icegrid.start_node, run, node))
     _step(progress, "nodes registered", lambda: icegrid.wait_nodes(run))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 
@@ -53,9 +54,7 @@ def start(run: RunDir) -> None:
         )
     for name in REDIS_NODES:
         _, pid_file, log = _node_paths(run, name)
-        procs.wait_for(
-            lambda p=ports[name]: redis.Redis(port=p, socket_timeout=1).ping(), f"Redis {name}", 30, log, pid_file
-        )
+        procs.wait_for(functools.partial(_pings, ports[name]), f"Redis {name}", 30, log, pid_file)
     if _cluster_info(ports[REDIS_NODES[0]])["cluster_slots_assigned"] == "0":
         subprocess.run(
             ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{ports[n]}" for n in REDIS_NODES], "--cluster-yes"],
@@ -85,3 +84,7 @@ def stop(run: RunDir) -> bool:
     for name in REDIS_NODES:
         stopped |= stop_node(run, name)
     return stopped
+
+
+def _pings(port: int) -> bool:
+    return bool(redis.Redis(port=port, socket_timeout=1).ping())

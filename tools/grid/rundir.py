@@ -10,7 +10,9 @@ import json
 import os
 import secrets
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 PORT_NAMES = (
     "mysql",
@@ -78,7 +80,7 @@ class RunDir:
             json.dump(self._cache[name], f, indent=2)
         os.replace(tmp, path)
 
-    def _state(self, name: str, make) -> dict:
+    def _state(self, name: str, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """Reads a JSON state file (once per RunDir), creating it with make() the first time."""
         if name in self._cache:
             return self._cache[name]

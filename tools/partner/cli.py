@@ -19,8 +19,8 @@ import datetime as dt
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TextIO
 
 from services.common import platforms
 from services.common.contract import PushGrid
@@ -35,7 +35,7 @@ APP_KEY_ENV = "PUSHGRID_APP_KEY"
 class Output:
     """Where a command's result goes: a readable line per item, or one JSON document."""
 
-    def __init__(self, as_json: bool, out=None) -> None:
+    def __init__(self, as_json: bool, out: TextIO | None = None) -> None:
         self.as_json = as_json
         self.out = out or sys.stdout
 
@@ -295,12 +295,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def connect(args: argparse.Namespace, environ: dict[str, str] | None = None) -> PartnerClient:
+def connect(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> PartnerClient:
     """Logs in as the arguments say (config or router, app key, secret)."""
-    environ = os.environ if environ is None else environ
+    env: Mapping[str, str] = os.environ if environ is None else environ
     if not args.app_key:
         raise PartnerConfigError(f"no app key: pass --app-key or set ${APP_KEY_ENV}")
-    secret = args.secret if args.secret is not None else environ.get(SECRET_ENV)
+    secret = args.secret if args.secret is not None else env.get(SECRET_ENV)
     if not secret:
         raise PartnerConfigError(f"no master secret: set ${SECRET_ENV} (or pass --secret)")
     config = args.config

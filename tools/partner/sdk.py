@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeAlias, TypeVar
 
 import Ice
 
@@ -38,7 +38,10 @@ DEFAULT_PROPERTIES = {
 }
 SSL_PLUGIN = "IceSSL:createIceSSL"
 
-Request = PushGrid.PushRequest | Mapping[str, Any]
+T = TypeVar("T")
+
+# A push as a PushGrid.PushRequest or its JPush-like dict (PushGrid is generated, so Any to mypy).
+Request: TypeAlias = "PushGrid.PushRequest | Mapping[str, Any]"
 
 
 class PartnerConfigError(Exception):
@@ -136,10 +139,10 @@ class PartnerClient:
         """How many times the session was reopened (after router restarts or lost connections)."""
         return self._session.reopened
 
-    def _push(self, fn, idempotent: bool):
+    def _push(self, fn: Callable[[Any], T], idempotent: bool) -> T:
         return self._session.call(lambda a: fn(a.push), idempotent)
 
-    def _devices(self, fn):
+    def _devices(self, fn: Callable[[Any], T]) -> T:
         return self._session.call(lambda a: fn(a.devices), True)  # every device op is idempotent
 
     # ---- push (PartnerPush)
