@@ -58,6 +58,7 @@ from services.common.contract import Glacier2, PushGrid
 from services.common.ice import client_communicator, dbagent, push, tagalias
 from tools.bench_delivery import _pct
 from tools.grid.rundir import INSTANCE_NAME, ROUTER_INSTANCE_NAME, RunDir
+from tools.partner import builders as b
 
 MODES = ("direct", "router")
 PENDING = (PushGrid.MessageState.Accepted, PushGrid.MessageState.Dispatching)
@@ -90,13 +91,7 @@ def setup(run: RunDir, devices: int) -> BenchApp:
 
 def push_request(regid: str, ttl: int) -> PushGrid.PushRequest:
     """A small notification to one device: stored offline for ttl seconds, as no device is online."""
-    return PushGrid.PushRequest(
-        audience=PushGrid.Audience(registrationIds=[regid]),
-        platforms=[],
-        notification=PushGrid.Notification(alert="bench", title="", extras={}),
-        message=PushGrid.Message(content="", title="", contentType="", extras={}),
-        options=PushGrid.PushOptions(sendno=1, timeToLive=ttl, overrideMsgId=0, bigPushDuration=0),
-    )
+    return b.push_request(b.audience(registration_ids=[regid]), notification="bench", options=b.options(1, ttl))
 
 
 class Client:

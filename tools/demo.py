@@ -21,6 +21,7 @@ from services.common.ice import client_communicator, dbagent, push, tagalias
 from tools.device.sdk import Device, Message, register
 from tools.grid import lifecycle
 from tools.grid.rundir import RunDir
+from tools.partner import builders as b
 
 DEVICES = (
     ("phone-A", "android", ["sports", "beijing"]),
@@ -30,12 +31,10 @@ DEVICES = (
 
 
 def _request(audience: PushGrid.Audience, alert: str, sendno: int) -> PushGrid.PushRequest:
-    return PushGrid.PushRequest(
-        audience=audience,
-        platforms=[],
-        notification=PushGrid.Notification(alert=alert, title="pushgrid demo", extras={"from": "demo"}),
-        message=PushGrid.Message(content="", title="", contentType="", extras={}),
-        options=PushGrid.PushOptions(sendno=sendno, timeToLive=3600, overrideMsgId=0, bigPushDuration=0),
+    return b.push_request(
+        audience,
+        notification=b.notification(alert, title="pushgrid demo", extras={"from": "demo"}),
+        options=b.options(sendno=sendno, ttl=3600),
     )
 
 
