@@ -18,6 +18,7 @@ from services.common.contract import Glacier2, PushGrid
 from services.common.ice import client_communicator
 from tests.integration.waiting import until
 from tools.grid.rundir import ROUTER_INSTANCE_NAME, RunDir
+from tools.partner import builders as b
 
 pytestmark = pytest.mark.integration
 
@@ -26,13 +27,7 @@ WRONG = "app key or master secret is wrong"
 
 
 def request(audience: PushGrid.Audience, alert: str = "hi", ttl: int = 600) -> PushGrid.PushRequest:
-    return PushGrid.PushRequest(
-        audience=audience,
-        platforms=[],
-        notification=PushGrid.Notification(alert=alert, title="", extras={}),
-        message=PushGrid.Message(content="", title="", contentType="", extras={}),
-        options=PushGrid.PushOptions(sendno=1, timeToLive=ttl, overrideMsgId=0, bigPushDuration=0),
-    )
+    return b.push_request(audience, notification=alert, options=b.options(sendno=1, ttl=ttl))
 
 
 class Partner:
