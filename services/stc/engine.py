@@ -6,6 +6,10 @@ routes acks. Everything that blocks (DBAgent and TagAlias over Ice, Redis, Kafka
 thread pool so the event loop only moves frames. Acks, presence clears and receipts are written
 in batches by one background loop; presence refreshes and last-seen touches by another.
 
+The engine has its own types at both edges: `Outgoing` is a message as the Ice side hands it
+over (servant.py converts the Slice Envelope), and a backend that cannot be reached is
+`BackendUnavailable`, which the transport turns into a close code of PROTOCOL.md (4011).
+
 All methods run on the engine's event loop; the transport and the Ice servant call them there.
 """
 
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from services.common import limits, msgid
+from services.common.batching import chunks
 from services.common.clock import now_ms
 from services.common.mailbox import Stored
 from services.stc import protocol
@@ -31,6 +36,23 @@ T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- what the engine talks to
+
+
+class BackendUnavailable(Exception):
+    """A backend (DBAgent, TagAlias, Redis, Kafka) could not be reached: the call did nothing and
+    may be tried again. str(self) says what failed; the transport closes the device with 4011."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message for the devices of an app, as the Ice side hands it over."""
+
+    msg_id: int
+    app_key: str
+    broadcast: bool
+    expires_at: int  # ms; not sent at or after this
+    override_msg_id: int
+    body: str  # the device's msg frame (JSON), built once by the dispatcher and relayed as is
 
 
 class Conn(Protocol):
@@ -54,7 +76,9 @@ class Device:
 
 
 class Directory(Protocol):
-    """The device registry (DBAgent and TagAlias); blocking calls, raising protocol.DeviceError."""
+    """The device registry (DBAgent and TagAlias); blocking calls. register and verify raise
+    protocol.AuthFailed for an unknown app or wrong credentials, BackendUnavailable when the
+    registry cannot be reached."""
 
     def register(self, app_key: str, platform: str) -> tuple[str, str]: ...
     def verify(self, app_key: str, registration_id: str, device_token: str) -> Device: ...
@@ -136,11 +160,6 @@ def replay_order(
     return out
 
 
-def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 class Engine:
     """The sessions of one STC process and everything that happens to them."""
 
@@ -175,14 +194,16 @@ class Engine:
     # ---- blocking work off the loop
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Runs a blocking call in the pool; anything but a DeviceError becomes an InternalError."""
+        """Runs a blocking call in the pool. A DeviceError (the directory's verdict on a device) and
+        a BackendUnavailable pass as they are; any other failure is logged and becomes a
+        BackendUnavailable."""
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        except protocol.DeviceError:
+        except (protocol.DeviceError, BackendUnavailable):
             raise
         except Exception as exc:
             log.warning("%s failed: %s", getattr(fn, "__name__", fn), exc)
-            raise protocol.InternalError("STC could not reach its backends; try again") from exc
+            raise BackendUnavailable("STC could not reach its backends; try again") from exc
 
     # ---- devices
 
@@ -276,25 +297,25 @@ class Engine:
     def _expired(self, expires_at: int) -> bool:
         return expires_at <= self._clock()
 
-    async def deliver(self, env: Any, rids: Sequence[str]) -> list[str]:
-        """Sends env (a PushGrid.Envelope) to those of rids connected here; returns them."""
-        if self._expired(env.expiresAt):
+    async def deliver(self, msg: Outgoing, rids: Sequence[str]) -> list[str]:
+        """Sends msg to those of rids connected here (devices of its app); returns them."""
+        if self._expired(msg.expires_at):
             return []
         out = []
         for rid in dict.fromkeys(rids):
             session = self._sessions.get(rid)
             if (
                 session is not None
-                and session.app == env.appKey
-                and self._send(session, env.body, env.msgId, env.broadcast)
+                and session.app == msg.app_key
+                and self._send(session, msg.body, msg.msg_id, msg.broadcast)
             ):
                 out.append(rid)
         return out
 
-    async def broadcast(self, env: Any, platforms: Iterable[str], spread_ms: int) -> int:
-        """Sends env to every device of its app here (of platforms; empty: all), evenly over spread_ms."""
+    async def broadcast(self, msg: Outgoing, platforms: Iterable[str], spread_ms: int) -> int:
+        """Sends msg to every device of its app here (of platforms; empty: all), evenly over spread_ms."""
         wanted = set(platforms)
-        targets = [s for s in self._by_app.get(env.appKey, {}).values() if not wanted or s.device.platform in wanted]
+        targets = [s for s in self._by_app.get(msg.app_key, {}).values() if not wanted or s.device.platform in wanted]
         loop = asyncio.get_running_loop()
         start, spread, n = loop.time(), max(spread_ms, 0) / 1000.0, len(targets)
         sent = 0
@@ -308,9 +329,9 @@ class Engine:
                         pass
             elif i and i % 1000 == 0:
                 await asyncio.sleep(0)  # a huge app must not hold up the other connections
-            if self._expired(env.expiresAt) or self._stopping.is_set():
+            if self._expired(msg.expires_at) or self._stopping.is_set():
                 break  # the devices not reached get it from the broadcast log when they reconnect
-            sent += self._send(session, env.body, env.msgId, True)
+            sent += self._send(session, msg.body, msg.msg_id, True)
         return sent
 
     def online_count(self, app_key: str) -> int:
@@ -344,7 +365,7 @@ class Engine:
         if acks or marks or offline:
             try:
                 await self._call(self._write, acks, marks, sorted(offline))
-            except protocol.DeviceError:
+            except BackendUnavailable:
                 pass  # logged; unwritten acks only mean the messages are replayed once more
             back = [rid for rid in offline if rid in self._sessions]
             if back:  # reconnected here while the clear was in flight: say so again
@@ -357,19 +378,19 @@ class Engine:
             self._mailbox.ack_many(acks)
         if marks:
             self._mailbox.ack_broadcasts(marks)
-        for chunk in _chunks(offline, limits.DELIVER_BATCH):
+        for chunk in chunks(offline, limits.DELIVER_BATCH):
             self._mailbox.set_offline_many(chunk, self.settings.stc_id)
 
     def _publish(self, rows: Mapping[str, list[list[Any]]]) -> None:
         for app, acks in rows.items():
-            for chunk in _chunks(acks, limits.RECEIPTS_PER_RECORD):
+            for chunk in chunks(acks, limits.RECEIPTS_PER_RECORD):
                 self._receipts.publish(app, list(chunk))
 
     async def _quietly(self, fn: Callable[..., Any], *args: Any) -> None:
         """A background write: failures are logged by _call and not raised."""
         try:
             await self._call(fn, *args)
-        except protocol.DeviceError:
+        except BackendUnavailable:
             pass
 
     async def _refresh_loop(self) -> None:
@@ -385,7 +406,7 @@ class Engine:
         rids = list(self._sessions)
         try:
             taken = await self._call(self._refresh_presence, rids)
-        except protocol.DeviceError:
+        except BackendUnavailable:
             taken = []
         for rid in taken:
             session = self._sessions.get(rid)
@@ -401,13 +422,13 @@ class Engine:
 
     def _refresh_presence(self, rids: Sequence[str]) -> list[str]:
         taken: list[str] = []
-        for chunk in _chunks(rids, limits.DELIVER_BATCH):
+        for chunk in chunks(rids, limits.DELIVER_BATCH):
             taken += self._mailbox.refresh_online(chunk, self.settings.stc_id, self.settings.presence_ttl)
         return taken
 
     def _touch(self, seen: Mapping[str, set[str]], now: int) -> None:
         for app, rids in seen.items():
-            for chunk in _chunks(sorted(rids), limits.RECEIPTS_PER_CALL):
+            for chunk in chunks(sorted(rids), limits.RECEIPTS_PER_CALL):
                 self._directory.touch(app, chunk, now)
 
     def stop_spreading(self) -> None:

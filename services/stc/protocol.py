@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from services.common import limits
+from services.common import limits, platforms
 
-PLATFORMS = ("android", "ios", "web")
 MSG_ID_MAX = 2**63 - 1
 
 
@@ -72,6 +71,8 @@ class RateLimited(DeviceError):
 
 
 class InternalError(DeviceError):
+    """STC could not do what the device asked (its backends are unreachable): 4011, try again."""
+
     code = Close.INTERNAL
 
 
@@ -148,8 +149,8 @@ def parse(text: str) -> Frame:
         )
     if op == "register":
         platform = _str(obj, "platform")
-        if platform not in PLATFORMS:
-            raise BadFrame(f"platform must be one of {', '.join(PLATFORMS)}")
+        if platform not in platforms.NAMES:
+            raise BadFrame(f"platform must be one of {', '.join(platforms.NAMES)}")
         return Register(_str(obj, "app_key"), platform)
     raise BadFrame("unknown op" if isinstance(op, str) else "op must be a string")
 

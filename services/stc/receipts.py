@@ -10,8 +10,15 @@ from kafka import KafkaProducer
 
 from services.common import kafka_client
 from services.common.config import KafkaSettings
+from services.common.lazy import Lazy
 
 log = logging.getLogger(__name__)
+
+FLUSH_TIMEOUT_SECONDS = 10
+
+
+def _close(producer: KafkaProducer) -> None:
+    producer.close(timeout=FLUSH_TIMEOUT_SECONDS)
 
 
 class KafkaReceipts:
@@ -19,25 +26,20 @@ class KafkaReceipts:
     devices while Kafka is away, and only the receipts of that time are lost (logged)."""
 
     def __init__(self, settings: KafkaSettings, client_id: str) -> None:
-        self._settings = settings
-        self._client_id = client_id
-        self._producer: KafkaProducer | None = None
-
-    def _get(self) -> KafkaProducer:
-        if self._producer is None:
-            self._producer = kafka_client.producer(self._settings, self._client_id)
-        return self._producer
+        self._topic = settings.receipts_topic
+        self._producer: Lazy[KafkaProducer] = Lazy(lambda: kafka_client.producer(settings, client_id), _close)
 
     def publish(self, app_key: str, acks: list[list[Any]]) -> None:
         """Hands one record to the producer, which sends it in the background."""
-        self._get().send(self._settings.receipts_topic, key=app_key, value={"acks": acks}).add_errback(
+        self._producer().send(self._topic, key=app_key, value={"acks": acks}).add_errback(
             lambda exc: log.warning("lost a receipts record of %d acks: %s", len(acks), exc)
         )
 
     def flush(self) -> None:
-        if self._producer is not None:
-            self._producer.flush(timeout=10)
+        """Waits for the records handed over so far (none to wait for if no producer was made)."""
+        producer = self._producer.made
+        if producer is not None:
+            producer.flush(timeout=FLUSH_TIMEOUT_SECONDS)
 
     def close(self) -> None:
-        if self._producer is not None:
-            self._producer.close(timeout=10)
+        self._producer.close()

@@ -1,9 +1,11 @@
 """The STC servant: PushGrid::STC over the engine.
 
-Ice dispatch threads check the inputs, then hand the work to the engine's event loop and return
-its future (Ice's AMD), so no dispatch thread waits while a broadcast is spread over minutes.
-Every call is bounded: a delivery that has not finished in DELIVER_TIMEOUT_SECONDS (a broadcast:
-its spread plus that) fails instead of hanging the dispatcher.
+Ice dispatch threads check the inputs and turn the Slice Envelope into the engine's Outgoing,
+then hand the work to the engine's event loop and return its future (Ice's AMD), so no dispatch
+thread waits while a broadcast is spread over minutes. Every call is bounded by the contract the
+dispatcher shares (services.common.limits): a delivery that has not finished in
+DELIVER_TIMEOUT_SECONDS fails instead of hanging the dispatcher, and a broadcast gets its spread
+plus that, inside the spread plus BROADCAST_GRACE_SECONDS its caller waits.
 """
 
 from __future__ import annotations
@@ -14,12 +16,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from services.common import limits, validation
+from services.common import limits, platforms, validation
 from services.common.contract import PushGrid
 from services.stc import protocol
-from services.stc.engine import Engine
-
-DELIVER_TIMEOUT_SECONDS = 10.0
+from services.stc.engine import Engine, Outgoing
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,8 @@ class Identity:
     device_endpoint: str
 
 
-def _envelope(env: PushGrid.Envelope) -> PushGrid.Envelope:
+def _outgoing(env: PushGrid.Envelope) -> Outgoing:
+    """The engine's message for a checked Envelope; InvalidArgument for a bad one."""
     if env is None:
         raise validation.invalid("env", "envelope is required")
     validation.app_key(env.appKey)
@@ -41,11 +42,18 @@ def _envelope(env: PushGrid.Envelope) -> PushGrid.Envelope:
         protocol.check_body(env.body or "", env.msgId)
     except protocol.BadBody as exc:
         raise validation.invalid("env.body", str(exc)) from None
-    return env
+    return Outgoing(
+        msg_id=env.msgId,
+        app_key=env.appKey,
+        broadcast=env.broadcast,
+        expires_at=env.expiresAt,
+        override_msg_id=env.overrideMsgId,
+        body=env.body,
+    )
 
 
-def _platforms(values: list[PushGrid.Platform] | None) -> list[str]:
-    return [p.name.lower() for p in validation.platforms(values)]
+def _platforms(values: list[PushGrid.Platform] | None) -> tuple[str, ...]:
+    return platforms.names(validation.platforms(values))
 
 
 class STCI(PushGrid.STC):
@@ -56,26 +64,27 @@ class STCI(PushGrid.STC):
         self._loop = loop
         self._identity = identity
 
-    def _run(self, coro: Coroutine[Any, Any, Any], timeout: float = DELIVER_TIMEOUT_SECONDS) -> Future:
+    def _run(self, coro: Coroutine[Any, Any, Any], timeout: float = limits.DELIVER_TIMEOUT_SECONDS) -> Future:
         return asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, timeout), self._loop)
 
     def deliver(self, env: PushGrid.Envelope, registrationIds: list[str], current: Any = None) -> Future:
-        env = _envelope(env)
+        msg = _outgoing(env)
         rids = list(registrationIds or [])
         if len(rids) > limits.DELIVER_BATCH:
             raise validation.invalid("registrationIds", f"at most {limits.DELIVER_BATCH} registration ids per call")
         for rid in rids:
             validation.registration_id(rid, "registrationIds")
-        return self._run(self._engine.deliver(env, rids))
+        return self._run(self._engine.deliver(msg, rids))
 
     def broadcast(
         self, env: PushGrid.Envelope, platforms: list[PushGrid.Platform], spreadMs: int, current: Any = None
     ) -> Future:
-        env = _envelope(env)
+        msg = _outgoing(env)
         if not 0 <= spreadMs <= limits.BIG_PUSH_MAX_MINUTES * 60_000:
             raise validation.invalid("spreadMs", f"spread must be 0-{limits.BIG_PUSH_MAX_MINUTES} minutes in ms")
         return self._run(
-            self._engine.broadcast(env, _platforms(platforms), spreadMs), DELIVER_TIMEOUT_SECONDS + spreadMs / 1000
+            self._engine.broadcast(msg, _platforms(platforms), spreadMs),
+            limits.DELIVER_TIMEOUT_SECONDS + spreadMs / 1000,
         )
 
     def onlineCount(self, appKey: str, current: Any = None) -> Future:

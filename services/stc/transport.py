@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from dataclasses import dataclass
 from http import HTTPStatus
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -22,15 +22,13 @@ from websockets.http11 import Request, Response
 
 from services.common import limits
 from services.stc import protocol
-from services.stc.engine import Engine, Session
+from services.stc.engine import BackendUnavailable, Engine, Session
 from services.stc.protocol import Close, DeviceError
 
 log = logging.getLogger(__name__)
 
 DEVICE_PATH = "/v1/device"
-WEB_DIR = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools", "device", "web"
-)
+WEB_DIR = Path(__file__).parent / "web"  # the web device page, part of this package
 WEB_FILES = {  # path -> (file in WEB_DIR, content type)
     "/": ("index.html", "text/html; charset=utf-8"),
     "/device.html": ("index.html", "text/html; charset=utf-8"),
@@ -137,6 +135,9 @@ class DeviceHandler:
             await self._converse()
         except DeviceError as err:
             self.link.close(err.code, err.reason)
+        except BackendUnavailable as exc:  # PROTOCOL.md: 4011, the device reconnects with backoff
+            internal = protocol.InternalError(str(exc))
+            self.link.close(internal.code, internal.reason)
         except ConnectionClosed:
             pass
         except Exception:
@@ -209,9 +210,7 @@ class Transport:
         self._host = host
         self._port = port
         self._lim = lim
-        self._pages = {
-            path: (open(os.path.join(WEB_DIR, name), "rb").read(), ctype) for path, (name, ctype) in WEB_FILES.items()
-        }
+        self._pages = {path: ((WEB_DIR / name).read_bytes(), ctype) for path, (name, ctype) in WEB_FILES.items()}
         self._server: Server | None = None
 
     async def start(self) -> None:
@@ -244,7 +243,8 @@ class Transport:
         except TimeoutError:
             log.warning("device connections still closing after %.0fs", timeout)
 
-    async def _handle(self, ws: DeviceConnection) -> None:
+    async def _handle(self, ws: ServerConnection) -> None:
+        assert isinstance(ws, DeviceConnection)  # serve() makes every connection with create_connection
         await DeviceHandler(ws, self._engine, self._lim).run()
 
     def _http(self, connection: ServerConnection, request: Request) -> Response | None:

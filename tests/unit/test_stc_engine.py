@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import pytest
 
 from services.common import limits, msgid
-from services.common.contract import PushGrid
 from services.common.mailbox import Stored
 from services.stc import protocol
-from services.stc.engine import Engine, Settings, replay_order
+from services.stc.engine import BackendUnavailable, Engine, Outgoing, Session, Settings, replay_order
 from tests.unit.stc_fakes import APP, OTHER_APP, FakeConn, FakeDirectory, FakeMailbox, FakeReceipts
 
 NOW = msgid.EPOCH_MS + 10 * 86400_000
@@ -35,9 +34,9 @@ def stored(msg_id: int, platforms: tuple[str, ...] = (), expires_at: int = NOW +
     return Stored(msg_id, body(msg_id), platforms, expires_at)
 
 
-def env(msg_id: int, app: str = APP, broadcast: bool = False, expires_at: int = NOW + 60_000) -> PushGrid.Envelope:
-    return PushGrid.Envelope(
-        msgId=msg_id, appKey=app, broadcast=broadcast, expiresAt=expires_at, overrideMsgId=0, body=body(msg_id)
+def env(msg_id: int, app: str = APP, broadcast: bool = False, expires_at: int = NOW + 60_000) -> Outgoing:
+    return Outgoing(
+        msg_id=msg_id, app_key=app, broadcast=broadcast, expires_at=expires_at, override_msg_id=0, body=body(msg_id)
     )
 
 
@@ -48,7 +47,7 @@ class World:
         self.receipts = FakeReceipts()
         self.engine = Engine(Settings(stc_id=STC), self.directory, self.mailbox, self.receipts, clock=lambda: NOW)
 
-    async def connect(self, rid: str, conn: FakeConn | None = None, replay: bool = True):
+    async def connect(self, rid: str, conn: FakeConn | None = None, replay: bool = True) -> tuple[FakeConn, Session]:
         conn = conn or FakeConn()
         session = await self.engine.hello(conn, protocol.Hello(self.directory.devices[rid].app_key, rid, "good", ""))
         if replay:
@@ -182,21 +181,32 @@ def test_deliver_reaches_only_connected_devices_of_the_app() -> None:
     run(t)
 
 
+class TimedConn(FakeConn):
+    """A FakeConn that notes (in a list shared by several) when each frame is sent."""
+
+    def __init__(self, times: list[float]) -> None:
+        super().__init__()
+        self.times = times
+
+    def send(self, frame: str) -> bool:
+        self.times.append(asyncio.get_running_loop().time())
+        return super().send(frame)
+
+
 def test_broadcast_filters_platforms_and_spreads_sends() -> None:
     async def t(w: World) -> None:
+        times: list[float] = []
         conns = []
         for i in range(6):
             w.directory.add(f"r{i}", platform="ios" if i % 2 else "android")
-            conns.append((await w.connect(f"r{i}"))[0])
+            conns.append((await w.connect(f"r{i}", TimedConn(times)))[0])
         w.directory.add("x", app=OTHER_APP)
         other, _ = await w.connect("x")
         assert await w.engine.broadcast(env(mid(1), broadcast=True), ["ios"], 0) == 3
         assert [len(c.frames) for c in conns] == [1, 2, 1, 2, 1, 2] and len(other.frames) == 1
 
         loop = asyncio.get_running_loop()
-        times: list[float] = []
-        for c in conns:
-            c.send = lambda f, c=c: times.append(loop.time()) or FakeConn.send(c, f)  # type: ignore[method-assign]
+        times.clear()
         start = loop.time()
         assert await w.engine.broadcast(env(mid(2), broadcast=True), [], 500) == 6
         offsets = [t - start for t in times]
@@ -251,15 +261,15 @@ def test_shutdown_closes_with_1012_clears_presence_and_flushes() -> None:
     run(t)
 
 
-def test_backend_failure_is_an_internal_error() -> None:
+def test_backend_failure_is_backend_unavailable() -> None:
     async def t(w: World) -> None:
         w.directory.add("r1")
 
-        def broken(*_: Any) -> None:
+        def broken(rids: Sequence[str], stc_id: str, ttl_seconds: int) -> None:
             raise ConnectionError("redis down")
 
-        w.mailbox.set_online = broken  # type: ignore[method-assign]
-        with pytest.raises(protocol.InternalError):
+        w.mailbox.set_online = broken  # type: ignore[method-assign]  # the fake, made to fail as a dead Redis
+        with pytest.raises(BackendUnavailable):
             await w.connect("r1")
 
     run(t)

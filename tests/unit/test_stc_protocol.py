@@ -16,7 +16,9 @@ GOOD_HELLO = {"op": "hello", "app_key": "k", "registration_id": "r", "device_tok
 def test_valid_frames_parse() -> None:
     assert protocol.parse('{"op":"ping"}') == protocol.Ping()
     assert protocol.parse(json.dumps(GOOD_HELLO)) == protocol.Hello("k", "r", "t", "x/1")
-    assert protocol.parse('{"op":"hello","app_key":"k","registration_id":"r","device_token":"t"}').sdk == ""
+    assert protocol.parse('{"op":"hello","app_key":"k","registration_id":"r","device_token":"t"}') == protocol.Hello(
+        "k", "r", "t", ""
+    )
     assert protocol.parse('{"op":"register","app_key":"k","platform":"web"}') == protocol.Register("k", "web")
     assert protocol.parse('{"op":"ack","msg_ids":[1,2,3]}') == protocol.Ack((1, 2, 3))
     assert protocol.parse('{"op":"ack","msg_ids":[],"extra":{"ignored":true}}') == protocol.Ack(())
@@ -64,10 +66,8 @@ def test_garbage_is_a_bad_frame(text: str) -> None:
 def test_too_many_acks_in_one_frame() -> None:
     with pytest.raises(protocol.BadFrame):
         protocol.parse(json.dumps({"op": "ack", "msg_ids": list(range(1, limits.ACKS_PER_FRAME + 2))}))
-    assert (
-        len(protocol.parse(json.dumps({"op": "ack", "msg_ids": list(range(1, limits.ACKS_PER_FRAME + 1))})).msg_ids)
-        == 100
-    )
+    most = tuple(range(1, limits.ACKS_PER_FRAME + 1))
+    assert protocol.parse(json.dumps({"op": "ack", "msg_ids": list(most)})) == protocol.Ack(most)
 
 
 def test_close_codes_match_the_protocol() -> None:

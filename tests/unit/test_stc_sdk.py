@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from services.common.contract import PushGrid
+from services.stc import protocol
 from services.stc.engine import Engine, Settings
 from services.stc.servant import STCI, Identity
-from tests.unit.stc_fakes import APP, FakeDirectory, FakeMailbox, FakeReceipts
+from tests.unit.stc_fakes import APP, FakeConn, FakeDirectory, FakeMailbox, FakeReceipts
 from tests.unit.test_stc_engine import body
 from tools.device.sdk import Credentials, Device, Message, Replaced
 
@@ -88,7 +90,7 @@ def test_other_closes_back_off_and_rotate_urls() -> None:
     asyncio.run(t())
 
 
-# ---------------------------------------------------------------- the servant's input checks
+# ---------------------------------------------------------------- the servant: input checks, hand-over
 
 
 def _servant() -> STCI:
@@ -124,3 +126,25 @@ def test_broadcast_refuses_bad_spread() -> None:
     with pytest.raises(PushGrid.InvalidArgument) as err:
         _servant().broadcast(_env(), [], -1)
     assert err.value.field == "spreadMs"
+
+
+def test_the_servant_hands_envelopes_to_the_engine() -> None:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        directory = FakeDirectory()
+        directory.add("r1")  # an android device
+        engine = Engine(Settings(stc_id="S"), directory, FakeMailbox(), FakeReceipts())
+        conn = FakeConn()
+        asyncio.run_coroutine_threadsafe(engine.hello(conn, protocol.Hello(APP, "r1", "good", "")), loop).result(5)
+        servant = STCI(engine, loop, Identity("S", "n", "ws://x/"))
+        assert servant.deliver(_env(), ["r1", "r2"]).result(5) == ["r1"]
+        assert conn.frames[-1] == body(5)
+        assert servant.broadcast(_env(msgId=6, body=body(6)), [PushGrid.Platform.Ios], 0).result(5) == 0
+        assert servant.broadcast(_env(msgId=7, body=body(7)), [PushGrid.Platform.Android], 0).result(5) == 1
+        assert conn.frames[-1] == body(7) and len(conn.frames) == 3  # welcome, 5, 7
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from services.stc.engine import Engine, Settings
+from services.stc.engine import BackendUnavailable, Engine, Outgoing, Settings
 from services.stc.transport import DeviceLimits, TokenBucket, Transport
 from tests.unit.stc_fakes import APP, FakeDirectory, FakeMailbox, FakeReceipts
 from tests.unit.test_stc_engine import body
@@ -25,7 +25,8 @@ class Server:
         self.directory = FakeDirectory()
         self.directory.add("r1")
         self.directory.add("r2")
-        self.engine = Engine(Settings(stc_id="STC-t"), self.directory, FakeMailbox(), FakeReceipts())
+        self.mailbox = FakeMailbox()
+        self.engine = Engine(Settings(stc_id="STC-t"), self.directory, self.mailbox, FakeReceipts())
         self.transport = Transport(self.engine, "127.0.0.1", 0, LIMITS)
 
     @property
@@ -72,7 +73,7 @@ async def after_hello(server: Server, *frames: str | bytes) -> int | None:
 def test_garbage_after_hello_gets_its_close_code_and_others_keep_going() -> None:
     async def t(s: Server) -> None:
         bystander = await s.hello("r2")
-        cases = [
+        cases: list[tuple[list[str | bytes], int]] = [
             ([b"\x00\x01binary"], 4000),
             (["not json"], 4000),
             (["[1,2,3]"], 4000),
@@ -132,6 +133,27 @@ def test_register_answers_then_closes_normally() -> None:
     run(t)
 
 
+def test_unreachable_backends_close_with_4011() -> None:
+    async def t(s: Server) -> None:
+        def no_dbagent(app_key: str, platform: str) -> tuple[str, str]:
+            raise BackendUnavailable("registration failed: ConnectionRefusedException")
+
+        def no_redis(rids: Sequence[str], stc_id: str, ttl_seconds: int) -> None:
+            raise ConnectionError("redis down")
+
+        s.directory.register = no_dbagent  # type: ignore[method-assign]  # the fake, made to fail as a dead DBAgent
+        s.mailbox.set_online = no_redis  # type: ignore[method-assign]  # the fake, made to fail as a dead Redis
+        ws = await connect(s.url)
+        await ws.send(json.dumps({"op": "register", "app_key": APP, "platform": "web"}))
+        assert await closed_with(ws) == 4011
+        ws = await connect(s.url)
+        await ws.send(json.dumps({"op": "hello", "app_key": APP, "registration_id": "r1", "device_token": "good"}))
+        assert await closed_with(ws) == 4011
+        assert ws.close_reason == "STC could not reach its backends; try again"
+
+    run(t)
+
+
 def test_heartbeats_keep_a_device_and_silence_closes_it() -> None:
     async def t(s: Server) -> None:
         pinger = await s.hello("r1")
@@ -162,10 +184,10 @@ def test_takeover_and_slow_devices() -> None:
         old = await s.hello("r1")
         new = await s.hello("r1")
         assert await closed_with(old) == 4004
-        env = type("Env", (), dict(msgId=1, appKey=APP, broadcast=False, expiresAt=2**62, body=body(1)))
+        msg = Outgoing(msg_id=1, app_key=APP, broadcast=False, expires_at=2**62, override_msg_id=0, body=body(1))
         sent = 0
         for _ in range(60):  # more than the outbox holds, in one go: the device cannot keep up
-            sent += len(await s.engine.deliver(env, ["r1"]))
+            sent += len(await s.engine.deliver(msg, ["r1"]))
         assert sent == LIMITS.outbox_max
         assert await closed_with(new) == 4009
 

@@ -22,7 +22,12 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 SDK_NAME = "pushgrid-py/1"
 ACKS_PER_FRAME = 100  # PROTOCOL.md: acks go in batches of at most 100 ids
 DEDUPE_WINDOW = 10_000  # msg ids remembered to show each once
-_CONNECT = dict(ping_interval=None, compression=None, open_timeout=10, close_timeout=5)
+
+
+def _connect(url: str) -> connect:
+    """Opens a connection to STC (use with `async with`): no WebSocket pings (the device sends
+    heartbeat frames instead) and no compression (STC does not offer it)."""
+    return connect(url, ping_interval=None, compression=None, open_timeout=10, close_timeout=5)
 
 
 class DeviceError(Exception):
@@ -80,7 +85,7 @@ class Message:
 async def register(url: str, app_key: str, platform: str = "android") -> Credentials:
     """Registers a new device of app_key (once per install); RegistrationFailed if STC refuses."""
     try:
-        async with connect(url, **_CONNECT) as ws:
+        async with _connect(url) as ws:
             await ws.send(json.dumps({"op": "register", "app_key": app_key, "platform": platform}))
             reply = json.loads(await ws.recv())
     except ConnectionClosed as exc:
@@ -178,7 +183,7 @@ class Device:
         """One connection's life; (welcomed, close code or None for a network error)."""
         welcomed = False
         try:
-            async with connect(url, **_CONNECT) as ws:
+            async with _connect(url) as ws:
                 self._ws = ws
                 if self._stopping.is_set():
                     return False, 1000

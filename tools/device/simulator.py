@@ -15,6 +15,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from services.common import platforms
 from services.common.fdlimit import raise_open_files
 from services.common.ice import client_communicator, tagalias
 from tools.device.sdk import Credentials, Device, register
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", default=os.environ.get("PUSHGRID_RUN_DIR", "run"))
     parser.add_argument("--app-key", required=True)
     parser.add_argument("--devices", type=int, default=10)
-    parser.add_argument("--platform", default="android", choices=("android", "ios", "web"))
+    parser.add_argument("--platform", default="android", choices=platforms.NAMES)
     parser.add_argument("--tags", type=lambda s: [t for t in s.split(",") if t], default=[])
     parser.add_argument("--seconds", type=float, default=0, help="run this long (0: until interrupted)")
     parser.add_argument("--credentials", help="JSON file of saved devices: loaded if present, new ones added")
