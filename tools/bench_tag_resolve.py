@@ -1,7 +1,7 @@
 """Benchmark: resolve one big tag page by page, through the TagAlias store and through the grid.
 
-Loads --devices devices (default 1,000,000) into one tag of a fresh app with the store's bulk
-loader (pipelined scripts, progress shown), then walks the whole tag with resolve() --repeat
+Loads --devices devices (default 1,000,000) into one tag of a fresh app with the bulk loader of
+tools/tagalias_load.py (pipelined scripts, progress shown), then walks the whole tag with resolve() --repeat
 times: directly through the store (Redis Cluster at --redis, or the grid's own Redis), again as
 "tag OR an empty tag" so every bucket is first built into a temporary set, and, with
 --grid-config pointing at a run directory's pushgrid.cfg, through the TagAlias well-known proxy.
@@ -22,12 +22,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from redis.cluster import RedisCluster
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from services.common import limits  # noqa: E402
 from services.common.config import RedisSettings, load_properties  # noqa: E402
 from services.common.contract import PushGrid  # noqa: E402
+from services.common.redis_client import cluster  # noqa: E402
 from services.tagalias.store import TagAliasStore  # noqa: E402
+from tools import tagalias_load  # noqa: E402
 
 TAG = "bench"
 Fetch = Callable[[str], PushGrid.AudiencePage]
@@ -59,14 +63,14 @@ def parse_redis(text: str, timeout: float) -> RedisSettings:
     return RedisSettings(nodes=tuple(nodes), timeout=timeout)
 
 
-def load(store: TagAliasStore, app: str, n: int, batch: int) -> tuple[float, list[tuple[float, int]]]:
-    """Tags n devices with the store's bulk loader; answers seconds and a progress curve."""
+def load(client: RedisCluster, app: str, n: int, batch: int) -> tuple[float, list[tuple[float, int]]]:
+    """Tags n devices with the bulk loader; answers seconds and a progress curve."""
     curve = [(0.0, 0)]
     started = time.monotonic()
     next_report = 0
     for first in range(0, n, batch):
         rids = [f"b{i:011x}" for i in range(first, min(n, first + batch))]
-        refused = store.tag_devices(app, TAG, rids)
+        refused = tagalias_load.tag_devices(client, app, TAG, rids)
         if refused:
             raise SystemExit(f"{len(refused)} devices refused the tag (device tag limit?)")
         done = first + len(rids)
@@ -174,12 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give --redis HOST:PORT[,...] or --grid-config PATH")
 
     store = TagAliasStore(settings)
+    client = cluster(settings)
     app = secrets.token_hex(12)
     audience = PushGrid.Audience(tags=[TAG])
     print(f"app {app}, tag {TAG!r}, {args.devices:,} devices, Redis {settings.nodes}")
     communicator = None
     try:
-        load_s, load_curve = load(store, app, args.devices, args.batch)
+        load_s, load_curve = load(client, app, args.devices, args.batch)
         size = store.tag_size(app, TAG)
         print(f"loaded in {load_s:.1f} s ({args.devices / load_s:,.0f} devices/s); tagSize = {size:,}")
 
@@ -222,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             store.delete_tag(app, TAG)
             print(f"  deleteTag of {args.devices:,} members: {time.monotonic() - started:.1f} s (cleanup)")
         store.close()
+        client.close()
     return 0
 
 

@@ -1,4 +1,5 @@
-"""An audience as a set expression that one Redis script evaluates inside one bucket.
+"""An audience as a set expression that one Redis script (lua/resolve_step.lua) evaluates inside
+one bucket.
 
 Per bucket the result is
 
@@ -10,7 +11,7 @@ alone). Registration ids and aliases together form one named set: the partner li
 it means, by id or by alias.
 
 A query that is just one stored set (one tag, all, all on one platform) needs no temporary key:
-the walk SSCANs that set directly (``direct``).
+the walk (walk.py) SSCANs that set directly (``direct``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ import json
 from dataclasses import dataclass
 
 from services.common.contract import PushGrid
-
-PLATFORM_VALUES: tuple[int, ...] = tuple(sorted(PushGrid.Platform._enumerators))
+from services.common.platforms import ALL as EVERY_PLATFORM
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class Query:
 def query(app: str, audience: PushGrid.Audience, platforms: list[PushGrid.Platform]) -> Query:
     """Builds the query of an audience already cleaned by validation.audience()."""
     values = tuple(sorted({p.value for p in platforms}))
-    if values == PLATFORM_VALUES:
+    if values == tuple(p.value for p in EVERY_PLATFORM):
         values = ()  # every platform is no filter
     return Query(
         app=app,

@@ -24,7 +24,11 @@ cannot break a hash tag; they always come last in a key, so a ':' inside a name 
 from __future__ import annotations
 
 import zlib
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from services.common import platforms
 
 BUCKETS = 32  # fixed for the life of the data: changing it means migrating every key
 PREFIX = "ta"
@@ -33,6 +37,14 @@ PREFIX = "ta"
 def bucket(registration_id: str) -> int:
     """The bucket a device belongs to (stable across processes: crc32, not hash())."""
     return zlib.crc32(registration_id.encode("utf-8")) % BUCKETS
+
+
+def by_bucket(registration_ids: Iterable[str]) -> dict[int, list[str]]:
+    """Registration ids grouped by bucket, in their order within each bucket."""
+    out: dict[int, list[str]] = defaultdict(list)
+    for rid in registration_ids:
+        out[bucket(rid)].append(rid)
+    return out
 
 
 def alias_bucket(alias: str) -> int:
@@ -50,6 +62,12 @@ def all_devices(app: str, b: int) -> str:
 
 def platform(app: str, b: int, value: int) -> str:
     return f"{_b(app, b)}:p:{value}"
+
+
+def platform_sets(app: str, b: int) -> list[str]:
+    """The bucket's platform sets, one per platform in enumerator order (platforms.ALL), the order
+    add_devices.lua and forget_device.lua take them in."""
+    return [platform(app, b, p.value) for p in platforms.ALL]
 
 
 def tag(app: str, b: int, name: str) -> str:

@@ -23,6 +23,7 @@ from services.tagalias import keys
 from services.tagalias.audience import query
 from services.tagalias.servant import TagAliasI
 from services.tagalias.store import TagAliasStore
+from tools import tagalias_load
 
 pytestmark = pytest.mark.integration
 
@@ -121,10 +122,12 @@ def world(store: TagAliasStore) -> World:
         if sum(1 for d in devices.values() if d.alias == alias) < limits.ALIAS_MAX_DEVICES:
             devices[rid].alias = alias
 
-    store.add_devices(app, [(r, d.platform.value) for r, d in devices.items() if d.platform is not None])
+    tagalias_load.add_devices(
+        store._r(), app, [(r, d.platform.value) for r, d in devices.items() if d.platform is not None]
+    )
     bulk, single = rids[:2500], rids[2500:]
     for tag in TAG_POOL:
-        assert store.tag_devices(app, tag, [r for r in bulk if tag in devices[r].tags]) == []
+        assert tagalias_load.tag_devices(store._r(), app, tag, [r for r in bulk if tag in devices[r].tags]) == []
     for r in single:
         store.add_tags(app, r, sorted(devices[r].tags))
     for r, d in devices.items():
@@ -330,7 +333,7 @@ def test_tags_add_remove_clear(store: TagAliasStore, app: str) -> None:
 
 
 def test_remove_device_forgets_everything(store: TagAliasStore, app: str) -> None:
-    store.add_devices(app, [("dev1", P.Android.value), ("dev2", P.Ios.value)])
+    tagalias_load.add_devices(store._r(), app, [("dev1", P.Android.value), ("dev2", P.Ios.value)])
     store.add_tags(app, "dev1", ["shared", "mine"])
     store.add_tags(app, "dev2", ["shared"])
     store.set_alias(app, "dev1", "al")
@@ -363,7 +366,7 @@ def test_alias_set_move_clear_delete(store: TagAliasStore, app: str) -> None:
 
 def test_delete_tag_untags_every_member(store: TagAliasStore, app: str) -> None:
     members = [f"m{i}" for i in range(1500)]
-    assert store.tag_devices(app, "big", members) == []
+    assert tagalias_load.tag_devices(store._r(), app, "big", members) == []
     store.add_tags(app, "m1", ["keep"])
     store.add_tags(app, "other", ["keep"])
     assert store.tag_size(app, "big") == 1500
@@ -387,7 +390,7 @@ def test_device_tag_limit(store: TagAliasStore, app: str) -> None:
     assert (e.value.limit, e.value.max) == ("device.tags", limits.DEVICE_MAX_TAGS)
     assert store.get_tags(app, "dev1") == sorted(full)
     assert store.tag_size(app, "one-more") == 0 and "one-more" not in store.list_tags(app)
-    assert store.tag_devices(app, "bulk", ["dev1", "dev2"]) == ["dev1"]
+    assert tagalias_load.tag_devices(store._r(), app, "bulk", ["dev1", "dev2"]) == ["dev1"]
     assert store.get_tags(app, "dev2") == ["bulk"] and store.tag_size(app, "bulk") == 1
 
 
@@ -415,7 +418,7 @@ def test_full_alias_drops_stale_index_entries(store: TagAliasStore, app: str) ->
 
 
 def test_resolve_ignores_stale_alias_index_entries(store: TagAliasStore, app: str) -> None:
-    store.add_devices(app, [("dev1", P.Ios.value), ("ghost", P.Ios.value)])
+    tagalias_load.add_devices(store._r(), app, [("dev1", P.Ios.value), ("ghost", P.Ios.value)])
     store.set_alias(app, "dev1", "family")
     store.set_alias(app, "ghost", "other")
     store._r().sadd(keys.alias_devices(app, "family"), "ghost")  # stale: ghost's alias is "other"

@@ -1,4 +1,4 @@
-"""The store's error mapping and page walk, without a cluster (a stub client)."""
+"""The store's error mapping and the page walk, without a cluster (a fake client, a stub step)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,44 @@ from redis.exceptions import ClusterDownError, ConnectionError, RedisClusterExce
 from services.common.config import RedisSettings
 from services.common.contract import PushGrid
 from services.tagalias import cursor as cursors
-from services.tagalias import keys
-from services.tagalias.store import SENTINEL, TagAliasStore, _guarded
+from services.tagalias import keys, scripts, walk
+from services.tagalias import store as store_module
+from services.tagalias.store import TagAliasStore
 
 APP = "0123456789abcdef01234567"
+
+
+class FakeClient:
+    """A cluster client whose every command and script raises exc, but for the scripts given a
+    reply in replies (by script name)."""
+
+    def __init__(self, exc: Exception, replies: dict[str, Any] | None = None) -> None:
+        self.exc = exc
+        self.replies = replies or {}
+
+    def register_script(self, src: str) -> Any:
+        name = next(n for n, text in scripts.SOURCES.items() if text == src)
+
+        def run(keys: Any = None, args: Any = None) -> Any:
+            if name in self.replies:
+                return self.replies[name]
+            raise self.exc
+
+        return run
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            raise self.exc
+
+        return fail
+
+
+def stub_store(monkeypatch: pytest.MonkeyPatch, client: FakeClient) -> TagAliasStore:
+    monkeypatch.setattr(store_module, "cluster", lambda settings: client)
+    return TagAliasStore(RedisSettings(nodes=(("127.0.0.1", 1),), timeout=0.1))
 
 
 @pytest.mark.parametrize(
@@ -25,31 +59,45 @@ APP = "0123456789abcdef01234567"
         RedisClusterException("cannot be connected"),
     ],
 )
-def test_redis_errors_become_unavailable(exc: Exception) -> None:
-    @_guarded
-    def op() -> None:
-        raise exc
+def test_redis_errors_become_unavailable(monkeypatch: pytest.MonkeyPatch, exc: Exception) -> None:
+    store = stub_store(monkeypatch, FakeClient(exc))
+    calls = [
+        lambda: store.get_tags(APP, "dev1"),
+        lambda: store.add_tags(APP, "dev1", ["a"]),
+        lambda: store.list_tags(APP),
+        lambda: store.resolve(APP, PushGrid.Audience(tags=["a", "b"]), [], "", 10),
+        lambda: store.tag_members(APP, "a", "", 10),
+    ]
+    for call in calls:
+        with pytest.raises(PushGrid.Unavailable) as e:
+            call()
+        assert e.value.backend == "redis" and type(exc).__name__ in e.value.reason
 
+
+def test_a_client_that_cannot_be_made_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    def connect(settings: RedisSettings) -> Any:
+        raise RedisClusterException("cannot be connected")
+
+    monkeypatch.setattr(store_module, "cluster", connect)
+    store = TagAliasStore(RedisSettings(nodes=(("127.0.0.1", 1),), timeout=0.1))
     with pytest.raises(PushGrid.Unavailable) as e:
-        op()
-    assert e.value.backend == "redis" and type(exc).__name__ in e.value.reason
+        store.get_alias(APP, "dev1")
+    assert e.value.backend == "redis"
 
 
-def test_slice_errors_are_not_rewrapped() -> None:
-    @_guarded
-    def op() -> None:
-        raise PushGrid.LimitExceeded(reason="x", limit="device.tags", max=1000)
-
-    with pytest.raises(PushGrid.LimitExceeded):
-        op()
+def test_slice_errors_are_not_rewrapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = stub_store(monkeypatch, FakeClient(ConnectionError("unused"), {scripts.ADD_TAGS: [-1, 1000]}))
+    with pytest.raises(PushGrid.LimitExceeded) as e:
+        store.add_tags(APP, "dev1", ["one-more"])
+    assert (e.value.limit, e.value.max) == ("device.tags", 1000)
 
 
-def walk_all(store: TagAliasStore, step: Any, limit: int) -> tuple[list[str], int]:
+def walk_all(step: Any, limit: int) -> tuple[list[str], int]:
     cur = cursors.Cursor(0, 0, "", "00000000")
     out: list[str] = []
     pages = 0
     while True:
-        page = store._walk(cur, limit, step)
+        page = walk.page(cur, limit, step)
         pages += 1
         out += page.registrationIds
         if page.done:
@@ -59,16 +107,15 @@ def walk_all(store: TagAliasStore, step: Any, limit: int) -> tuple[list[str], in
 
 
 def test_walk_covers_every_bucket_and_drops_the_sentinel() -> None:
-    store = TagAliasStore(RedisSettings(nodes=(("127.0.0.1", 1),), timeout=0.1))
-    data = {b: [f"b{b}m{i}" for i in range(b % 5)] + [SENTINEL] for b in range(keys.BUCKETS)}
+    data = {b: [f"b{b}m{i}" for i in range(b % 5)] + [walk.SENTINEL] for b in range(keys.BUCKETS)}
 
     def step(b: int, scan: int, count: int) -> tuple[int, list[str]]:
         items = data[b][scan : scan + count]
         nxt = scan + count
         return (0 if nxt >= len(data[b]) else nxt), items
 
-    want = sorted(m for ms in data.values() for m in ms if m != SENTINEL)
+    want = sorted(m for ms in data.values() for m in ms if m != walk.SENTINEL)
     for limit in (1, 3, 1000):
-        got, pages = walk_all(store, step, limit)
+        got, pages = walk_all(step, limit)
         assert sorted(got) == want
         assert pages >= len(want) // limit
