@@ -32,10 +32,14 @@ import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 from services.common import limits
 from services.common.contract import PushGrid
 from tools.grid.rundir import RunDir
+
+if TYPE_CHECKING:  # websockets is imported in the client processes only
+    from websockets.asyncio.client import ClientConnection
 
 PER_WORKER_MAX = 16000
 HANDSHAKES_IN_FLIGHT = 100  # per worker process
@@ -92,7 +96,7 @@ async def _device(
             await asyncio.sleep(1 + random.random())
 
 
-async def _hold(ws, app: str, rid: str, state: dict, heartbeat: float) -> None:
+async def _hold(ws: ClientConnection, app: str, rid: str, state: dict[str, Any], heartbeat: float) -> None:
     """Takes messages and acks them; pings when the heartbeat is due. An idle device sleeps until
     its next ping (one timer per heartbeat), so the clients leave the cores to the servers."""
     loop = asyncio.get_running_loop()
