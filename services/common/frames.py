@@ -28,8 +28,3 @@ def message_frame(msg_id: int, request: PushGrid.PushRequest) -> str:
         }
     frame["override_msg_id"] = request.options.overrideMsgId if request.options else 0
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
-
-
-def platform_names(platforms: list[PushGrid.Platform] | None) -> tuple[str, ...]:
-    """Platforms as the protocol names them ("android", "ios", "web"); empty means every platform."""
-    return tuple(p.name.lower() for p in platforms or ())

@@ -1,7 +1,8 @@
 """A small bounded pool of pymysql connections, so no request pays for a connect and login.
 
 Every wait is bounded: connecting and each read and write by the settings' timeouts, taking a
-connection by acquire_timeout. A dead MySQL therefore costs a caller seconds, never a thread.
+connection by acquire_timeout. A dead MySQL therefore costs a caller seconds, never a thread, and
+MYSQL names the errors that mean it was not reached (callers turn them into Unavailable with it).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pymysql
 import pymysql.cursors
 from pymysql.constants import CLIENT
 
+from services.common.backends import Backend
 from services.common.config import MySQLSettings
 
 ACQUIRE_TIMEOUT_SECONDS = 3.0
@@ -28,6 +30,12 @@ Connector = Callable[[], pymysql.connections.Connection]
 
 class PoolTimeout(Exception):
     """Every connection stayed busy for acquire_timeout seconds."""
+
+
+# pymysql's errors for a connection that failed (lost, timed out, refused): it is not reused.
+BROKEN = (pymysql.OperationalError, pymysql.InterfaceError)
+# MySQL down, slow or out of connections: Unavailable(backend="mysql").
+MYSQL = Backend("mysql", (*BROKEN, PoolTimeout))
 
 
 def connector(settings: MySQLSettings, host: str, port: int) -> Connector:
@@ -112,7 +120,7 @@ class Pool:
             try:
                 yield conn
             except BaseException as exc:
-                if isinstance(exc, (pymysql.OperationalError, pymysql.InterfaceError)):
+                if isinstance(exc, BROKEN):
                     _close_quietly(conn)
                     self._drop_idle()  # they talked to the same server: likely dead too
                 elif not _rollback(conn):
@@ -139,12 +147,12 @@ def _rollback(conn: pymysql.connections.Connection) -> bool:
     try:
         conn.rollback()
         return True
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure means the connection is unusable
         return False
 
 
 def _close_quietly(conn: pymysql.connections.Connection) -> None:
     try:
         conn.close()
-    except Exception:
+    except Exception:  # noqa: BLE001 - closing a broken connection may fail any way
         pass

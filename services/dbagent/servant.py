@@ -2,7 +2,8 @@
 
 Where an operation declares InvalidArgument a bad argument is reported as such; where it does not,
 a malformed key is reported as what it certainly is not: an unknown app or message, or failed
-authentication. Either way bad input never reaches MySQL.
+authentication. A state move that services.common.lifecycle does not allow is InvalidState. Either
+way bad input never reaches MySQL.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import Ice
 
-from services.common import codec, limits, validation
+from services.common import codec, lifecycle, limits, validation
 from services.common.contract import PushGrid
 from services.dbagent import credentials
 from services.dbagent.store import Store
@@ -23,7 +24,6 @@ BATCH_KEY_MAX_BYTES = 128  # stat_batches.batch_key
 REQUEST_MAX_BYTES = 256 * 1024  # a stored request as JSON: payload plus 1000-id audiences
 TOUCH_PER_CALL = limits.RECEIPTS_PER_CALL  # STC batches touches as it batches receipts
 CREDENTIAL_MAX_BYTES = 256  # longer secrets and tokens are wrong without hashing
-NEW_MESSAGE_STATES = (PushGrid.MessageState.Scheduled, PushGrid.MessageState.Accepted)
 
 _BATCH_KEY_RE = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces
 
@@ -62,26 +62,28 @@ def _count(values: Sequence[Any] | None, field: str, max_count: int) -> list[Any
     return values
 
 
-def _well_formed_app_key(value: str | None) -> bool:
+def _well_formed_app_key(value: str | None) -> str | None:
+    """value if it is a well-formed app key, else None."""
     try:
-        validation.app_key(value)
-        return True
+        return validation.app_key(value or "")
     except PushGrid.InvalidArgument:
-        return False
+        return None
 
 
 def _known_app_key(value: str | None) -> str:
     """For operations that do not declare InvalidArgument: a malformed key names no app."""
-    if not _well_formed_app_key(value):
+    key = _well_formed_app_key(value)
+    if key is None:
         raise PushGrid.UnknownApp(reason="app key must be 24 lowercase hex characters", appKey=value or "")
-    return value
+    return key
 
 
-def _message_key(app_key: str | None, msg_id: int) -> tuple[str, int]:
+def _message_key(app_key: str | None, msg_id: int | None) -> tuple[str, int]:
     """For operations that do not declare InvalidArgument: malformed keys name no message."""
-    if not _well_formed_app_key(app_key) or msg_id is None or msg_id <= 0:
+    key = _well_formed_app_key(app_key)
+    if key is None or msg_id is None or msg_id <= 0:
         raise PushGrid.UnknownMessage(reason=f"the app has no message {msg_id}", msgId=msg_id or 0)
-    return app_key, msg_id
+    return key, msg_id
 
 
 def _enum(value: Any, kind: type, field: str) -> Any:
@@ -184,10 +186,16 @@ class DBAgentI(PushGrid.DBAgent):
         to: PushGrid.MessageState,
         current: Ice.Current = None,
     ) -> bool:
+        """Only a move of lifecycle.TRANSITIONS reaches the store; any other is InvalidState."""
         app_key, msg_id = _message_key(appKey, msgId)
-        return self._store.transition_message(
-            app_key, msg_id, _enum(_from, PushGrid.MessageState, "from"), _enum(to, PushGrid.MessageState, "to")
-        )
+        from_state = _enum(_from, PushGrid.MessageState, "from")
+        to_state = _enum(to, PushGrid.MessageState, "to")
+        if not lifecycle.allowed(from_state, to_state):
+            raise lifecycle.forbidden(msg_id, from_state, to_state)
+        return self._store.transition_message(app_key, msg_id, from_state, to_state)
+
+    def applyOverride(self, appKey: str, msgId: int, current: Ice.Current = None) -> bool:
+        return self._store.apply_override(*_message_key(appKey, msgId))
 
     def dueMessages(self, until: int, limit: int, current: Ice.Current = None) -> list[PushGrid.MessageRecord]:
         """limit 0 or less means limits.PAGE_DEFAULT; more than limits.PAGE_MAX means PAGE_MAX."""
@@ -230,7 +238,7 @@ def _message_record(record: PushGrid.MessageRecord | None) -> PushGrid.MessageRe
         raise _invalid("record", "record is required")
     validation.app_key(record.appKey)
     _positive(record.msgId, "msgId")
-    if record.state not in NEW_MESSAGE_STATES:
+    if record.state not in lifecycle.NEW:
         raise _invalid("state", "a new message is Scheduled or Accepted")
     _positive(record.createdAt, "createdAt")
     _positive(record.sendAt, "sendAt")

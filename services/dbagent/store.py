@@ -1,8 +1,9 @@
 """DBAgent's storage: one method per named operation, and all of pushgrid's SQL.
 
-Methods take checked values (the servant validates) and return Slice structs. Failures are Slice
-errors: a missing row is UnknownApp / UnknownDevice / UnknownMessage, a clash AlreadyExists, and
-MySQL being down, slow or out of connections is Unavailable(backend="mysql").
+Methods take checked values (the servant validates, also that a state move is one of
+services.common.lifecycle) and return Slice structs. Failures are Slice errors: a missing row is
+UnknownApp / UnknownDevice / UnknownMessage, a clash AlreadyExists, and MySQL being down, slow or
+out of connections is Unavailable(backend="mysql") (pool.MYSQL).
 
 Writes and the reads that must see them at once (authentication, a message just recorded) go to
 the primary; reports and lookups that tolerate replication lag go to read_host.
@@ -18,29 +19,23 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 
-from services.common import codec, limits
+from services.common import codec, lifecycle, limits, platforms
+from services.common.batching import chunks
 from services.common.clock import now_ms
 from services.common.config import MySQLSettings
 from services.common.contract import PushGrid
 from services.dbagent import credentials
-from services.dbagent.pool import Pool, PoolTimeout, connector
+from services.dbagent.pool import MYSQL, Pool, connector
 
-BACKEND = "mysql"
 ER_DUP_ENTRY = 1062
 CHUNK = 1000  # rows or ids per statement, to keep statements well under max_allowed_packet
 _ID_ATTEMPTS = 3  # random ids that collide (practically never) are drawn again
 
 _STATES = {s.name: s for s in PushGrid.MessageState._enumerators.values()}
-_PLATFORMS = {p.name: p for p in PushGrid.Platform._enumerators.values()}
 
 _APP_COLUMNS = "app_key, name, push_quota_per_minute, enabled, created_at, secret_rotated_at"
 _DEVICE_COLUMNS = "app_key, registration_id, platform, created_at, last_seen"
 _MESSAGE_COLUMNS = "msg_id, app_key, request, state, created_at, send_at, expires_at"
-
-
-def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(values), CHUNK):
-        yield values[start : start + CHUNK]
 
 
 def _placeholders(count: int) -> str:
@@ -71,10 +66,11 @@ def _app(row: dict[str, Any]) -> PushGrid.AppInfo:
 
 
 def _device(row: dict[str, Any]) -> PushGrid.DeviceInfo:
+    """Rows keep the platform as its enumerator's name ("Android"); platforms.parse takes any case."""
     return PushGrid.DeviceInfo(
         appKey=row["app_key"],
         registrationId=row["registration_id"],
-        platform=_PLATFORMS[row["platform"]],
+        platform=platforms.parse(row["platform"]),
         createdAt=row["created_at"],
         lastSeen=row["last_seen"],
     )
@@ -108,12 +104,10 @@ class Store:
     """MySQL storage of apps, devices, messages and statistics, through two pools (or one)."""
 
     def __init__(self, settings: MySQLSettings):
-        self._write_at = f"{settings.host}:{settings.port}"
         self._write = Pool(connector(settings, settings.host, settings.port), settings.pool_size)
         if (settings.read_host, settings.read_port) == (settings.host, settings.port):
-            self._read_at, self._read = self._write_at, self._write
+            self._read = self._write
         else:
-            self._read_at = f"{settings.read_host}:{settings.read_port}"
             self._read = Pool(connector(settings, settings.read_host, settings.read_port), settings.pool_size)
 
     def close(self) -> None:
@@ -127,19 +121,16 @@ class Store:
     def _cursor(self, write: bool = True, transaction: bool = False) -> Iterator[pymysql.cursors.DictCursor]:
         """A cursor on the primary (write) or the replica; transaction=True commits at the end.
 
-        pymysql's connection and timeout errors and an exhausted pool become Unavailable; Slice
-        errors raised by the caller pass through (the pool rolls back any open transaction).
+        pymysql's connection and timeout errors and an exhausted pool become Unavailable (MYSQL);
+        Slice errors raised by the caller pass through (the pool rolls back any open transaction).
         """
-        pool, where = (self._write, self._write_at) if write else (self._read, self._read_at)
-        try:
-            with pool.connection() as conn, conn.cursor() as cur:
-                if transaction:
-                    conn.begin()
-                yield cur
-                if transaction:
-                    conn.commit()
-        except (pymysql.OperationalError, pymysql.InterfaceError, PoolTimeout) as exc:
-            raise PushGrid.Unavailable(reason=f"MySQL at {where} failed: {exc}", backend=BACKEND) from None
+        pool = self._write if write else self._read
+        with MYSQL.guard(), pool.connection() as conn, conn.cursor() as cur:
+            if transaction:
+                conn.begin()
+            yield cur
+            if transaction:
+                conn.commit()
 
     # ------------------------------------------------------------ apps
 
@@ -269,7 +260,7 @@ class Store:
     def touch_devices(self, app_key: str, registration_ids: Sequence[str], seen_at: int) -> None:
         """last_seen never moves back, so late or reordered batches do no harm."""
         with self._cursor() as cur:
-            for chunk in _chunks(registration_ids):
+            for chunk in chunks(registration_ids, CHUNK):
                 cur.execute(
                     "UPDATE devices SET last_seen = GREATEST(last_seen, %s)"
                     f" WHERE app_key = %s AND registration_id IN ({_placeholders(len(chunk))})",
@@ -337,18 +328,49 @@ class Store:
     def transition_message(
         self, app_key: str, msg_id: int, from_state: PushGrid.MessageState, to_state: PushGrid.MessageState
     ) -> bool:
-        """Compare-and-set in one UPDATE: of racing callers exactly one moves the message."""
-        with self._cursor() as cur:
+        """Compare-and-set in one UPDATE: of racing callers exactly one moves the message.
+
+        A scheduled message going out (lifecycle.OVERRIDE_TAKES_EFFECT) ends the message it
+        overrides in the same transaction, so the winner of a race does it exactly once.
+        """
+        overrides = (from_state, to_state) in lifecycle.OVERRIDE_TAKES_EFFECT
+        with self._cursor(transaction=overrides) as cur:
             cur.execute(
                 "UPDATE messages SET state = %s WHERE msg_id = %s AND app_key = %s AND state = %s",
                 (to_state.name, msg_id, app_key, from_state.name),
             )
             if cur.rowcount == 1:
+                if overrides:
+                    self._apply_override(cur, app_key, msg_id)
                 return True
             cur.execute("SELECT 1 FROM messages WHERE msg_id = %s AND app_key = %s", (msg_id, app_key))
             if cur.fetchone() is None:
                 raise _unknown_message(msg_id)
             return False
+
+    def apply_override(self, app_key: str, msg_id: int) -> bool:
+        """applyOverride: msg_id's task is on the broker, so the message it overrides ends now."""
+        with self._cursor() as cur:
+            return self._apply_override(cur, app_key, msg_id)
+
+    def _apply_override(self, cur: pymysql.cursors.DictCursor, app_key: str, msg_id: int) -> bool:
+        """The one place an override takes effect: the message msg_id overrides (if any, and if
+        the app's) moves to Overridden when an override ends its state (lifecycle.OVERRIDABLE);
+        a Cancelled or Expired one stays. One UPDATE, so racing callers cannot move it twice."""
+        cur.execute("SELECT request FROM messages WHERE msg_id = %s AND app_key = %s", (msg_id, app_key))
+        row = cur.fetchone()
+        if row is None:
+            raise _unknown_message(msg_id)
+        old = codec.loads(row["request"]).options.overrideMsgId
+        if not old:
+            return False
+        ends = sorted(s.name for s in lifecycle.OVERRIDABLE)
+        cur.execute(
+            "UPDATE messages SET state = %s WHERE msg_id = %s AND app_key = %s"
+            f" AND state IN ({_placeholders(len(ends))})",
+            (PushGrid.MessageState.Overridden.name, old, app_key, *ends),
+        )
+        return bool(cur.rowcount == 1)
 
     def due_messages(self, until: int, limit: int) -> list[PushGrid.MessageRecord]:
         """A lagging replica only delays these; the caller's transitionMessage on the primary decides."""
@@ -358,7 +380,8 @@ class Store:
                 " ORDER BY send_at, msg_id LIMIT %s",
                 (PushGrid.MessageState.Scheduled.name, until, limit),
             )
-            out, size = [], 0
+            out: list[PushGrid.MessageRecord] = []
+            size = 0
             for row in cur.fetchall():
                 size += len(row["request"])
                 if out and size > limits.REPLY_MAX_BYTES:  # keep the reply well under Ice's message limit
@@ -398,7 +421,7 @@ class Store:
         new = 0
         with self._cursor(transaction=True) as cur:
             self._require_message(cur, msg_id, app_key)
-            for chunk in _chunks(registration_ids):
+            for chunk in chunks(registration_ids, CHUNK):
                 cur.execute(
                     "INSERT IGNORE INTO receipts (msg_id, registration_id) VALUES "
                     + ", ".join(["(%s, %s)"] * len(chunk)),

@@ -2,7 +2,8 @@
 
 An STC that does not answer (dead process, stale presence) only means its devices are not sent
 online now: targeted messages wait in their queues and broadcasts in the app's log, and devices
-get them when they reconnect.
+get them when they reconnect. The calls wait as long as STC's side of STC.deliver promises
+(limits.DELIVER_TIMEOUT_SECONDS; a broadcast its spread plus limits.BROADCAST_GRACE_SECONDS).
 """
 
 from __future__ import annotations
@@ -10,27 +11,28 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import Ice
 
 from services.common import limits
+from services.common.batching import chunks
 from services.common.contract import PushGrid
 from services.common.mailbox import Mailbox
 
 log = logging.getLogger(__name__)
 
-DELIVER_TIMEOUT_MS = 10_000
-BROADCAST_GRACE_MS = 60_000  # a broadcast call may take its spread plus this
 
-
-def _start(call: Callable[[], Ice.Future]) -> Callable[[], object]:
-    """Starts an async call; the result is read later, so a failure to even send shows up there."""
+def _start(method: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    """Starts an async call, method(*args), which returns an Ice future; the result is read later
+    (by calling what this returns), so a failure to even send shows up there too."""
     try:
-        future = call()
+        future = method(*args)
     except Ice.Exception as exc:
+        error = exc
 
-        def fail(exc: Ice.Exception = exc) -> object:
-            raise exc
+        def fail() -> Any:
+            raise error
 
         return fail
     return future.result
@@ -55,9 +57,8 @@ class Delivery:
         calls = []
         for stc_id, held in by_stc.items():
             prx = self._proxy(stc_id)
-            for i in range(0, len(held), limits.DELIVER_BATCH):
-                batch = held[i : i + limits.DELIVER_BATCH]
-                calls.append((stc_id, batch, _start(lambda prx=prx, batch=batch: prx.deliverAsync(env, batch))))
+            for batch in chunks(held, limits.DELIVER_BATCH):
+                calls.append((stc_id, batch, _start(prx.deliverAsync, env, batch)))
         sent = 0
         for stc_id, batch, future in calls:
             try:
@@ -73,10 +74,9 @@ class Delivery:
         except Ice.Exception as exc:
             log.warning("no STC list for broadcast %d: %s", env.msgId, exc)
             return 0
-        timeout = spread_ms + BROADCAST_GRACE_MS
+        timeout = spread_ms + limits.BROADCAST_GRACE_SECONDS * 1000
         calls = [
-            (p, _start(lambda p=p: p.ice_invocationTimeout(timeout).broadcastAsync(env, list(platforms), spread_ms)))
-            for p in stcs
+            (p, _start(p.ice_invocationTimeout(timeout).broadcastAsync, env, list(platforms), spread_ms)) for p in stcs
         ]
         sent = 0
         for prx, future in calls:
@@ -89,5 +89,5 @@ class Delivery:
     def _proxy(self, stc_id: str) -> PushGrid.STCPrx:
         prx = self._proxies.get(stc_id)
         if prx is None:
-            prx = self._proxies[stc_id] = self._stc(stc_id).ice_invocationTimeout(DELIVER_TIMEOUT_MS)
+            prx = self._proxies[stc_id] = self._stc(stc_id).ice_invocationTimeout(limits.DELIVER_TIMEOUT_SECONDS * 1000)
         return prx

@@ -19,6 +19,7 @@ from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
 from services.common import kafka_client, limits, validation
+from services.common.batching import chunks
 from services.common.contract import PushGrid
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,9 @@ def record(db: PushGrid.DBAgentPrx, groups: dict[tuple[str, int], list[str]]) ->
     A message unknown to DBAgent (or not the acking devices' app's) is skipped."""
     new = 0
     for (app, msg_id), rids in groups.items():
-        for i in range(0, len(rids), limits.RECEIPTS_PER_CALL):
+        for chunk in chunks(rids, limits.RECEIPTS_PER_CALL):
             try:
-                new += db.recordReceipts(app, msg_id, rids[i : i + limits.RECEIPTS_PER_CALL])
+                new += db.recordReceipts(app, msg_id, chunk)
             except (PushGrid.UnknownMessage, PushGrid.InvalidArgument) as exc:
                 log.info("receipts of message %d skipped: %s", msg_id, exc.reason)
                 break

@@ -3,20 +3,23 @@
 Every step is safe to repeat, and a checkpoint is saved after each page, so a task interrupted
 anywhere (worker killed, partition moved) is finished by the next owner with nothing lost and
 nothing counted twice: stats batches are keyed by page number, queues are sets, devices dedupe
-by msg id.
+by msg id. The runner moves only its own message (services.common.lifecycle: to Dispatching,
+Done or Expired); the message it overrides is dropped from the mailbox here, and marked
+Overridden by Push or DBAgent. run() says how it ended with an Outcome.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from services.common import frames, limits, validation
+from services.common import frames, lifecycle, limits, platforms, validation
 from services.common.clock import now_ms
 from services.common.contract import PushGrid
 from services.common.mailbox import Mailbox, Stored
-from services.common.overrides import supersede
 from services.common.tasks import Task
 from services.dispatcher import pacing
 from services.dispatcher.checkpoint import Checkpoint
@@ -26,7 +29,44 @@ log = logging.getLogger(__name__)
 
 S = PushGrid.MessageState
 BROADCAST_BATCH_KEY = "broadcast"
-RUNNABLE = (S.Scheduled, S.Accepted, S.Dispatching)
+CLAIM_ATTEMPTS = 3  # reads of the message's state, should racing callers keep changing it
+
+
+class Ending(enum.Enum):
+    DONE = "done"  # every target sent (or the broadcast handed to every STC)
+    ALREADY_DONE = "already done"  # a duplicate or retried task whose checkpoint says done
+    SKIPPED = "skipped"  # not started: the message is not runnable, expired, or not due
+    STOPPED = "stopped"  # stopped between pages: no longer Dispatching, or expired
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How run() ended; str() is the text the worker logs ("done", "skipped: Cancelled")."""
+
+    ending: Ending
+    reason: str = ""  # the state or condition that skipped or stopped it
+    final: bool = True  # nothing is left to do: the task is marked done, so a duplicate skips at once
+
+    def __str__(self) -> str:
+        return f"{self.ending.value}: {self.reason}" if self.reason else self.ending.value
+
+
+DONE = Outcome(Ending.DONE)
+ALREADY_DONE = Outcome(Ending.ALREADY_DONE)
+SKIPPED_EXPIRED = Outcome(Ending.SKIPPED, "expired")
+STOPPED_EXPIRED = Outcome(Ending.STOPPED, "expired")
+NOT_DUE = Outcome(Ending.SKIPPED, "not due yet", final=False)  # the scheduler publishes it again when due
+UNSETTLED = Outcome(Ending.SKIPPED, "its state keeps changing", final=False)
+
+
+def skipped(state: PushGrid.MessageState) -> Outcome:
+    """A task whose message is in a state a dispatcher does not run (lifecycle.RUNNABLE)."""
+    return Outcome(Ending.SKIPPED, state.name)
+
+
+def stopped(state: PushGrid.MessageState) -> Outcome:
+    """A task whose message left Dispatching while it ran (overridden meanwhile)."""
+    return Outcome(Ending.STOPPED, state.name)
 
 
 class Interrupted(Exception):
@@ -61,78 +101,76 @@ class TaskRunner:
         self._page_size = page_size
         self._owner = owner
 
-    def run(self, task: Task, stop: threading.Event) -> str:
-        """Finishes task (or finds it needs nothing); returns what happened, for the log.
+    def run(self, task: Task, stop: threading.Event) -> Outcome:
+        """Finishes task (or finds it needs nothing); returns how it ended, for the log.
 
         Raises Interrupted when stop is set, and lets backend failures through: the task is then
         not finished and is run again later from its checkpoint.
         """
         cp = Checkpoint.from_fields(self._mailbox.checkpoint(task.msg_id))
         if cp.done:
-            return "already done"
-        skip, final = self._claim(task)
-        if skip:
-            if final:
-                self._finish(task)
-            return skip
+            return ALREADY_DONE
+        skip = self._claim(task)
+        if skip is not None:
+            return self._end(task, skip)
         req = task.request
         ttl = validation.ttl_seconds(req.options)
         frame = frames.message_frame(task.msg_id, req)
-        stored = Stored(
-            task.msg_id, frame, frames.platform_names(req.platforms), task.expires_at, req.options.overrideMsgId
-        )
+        stored = Stored(task.msg_id, frame, platforms.names(req.platforms), task.expires_at, req.options.overrideMsgId)
         if ttl > 0:
             self._mailbox.store(stored)
-        old = req.options.overrideMsgId
-        if old:
-            self._mailbox.forget(old)
-            try:
-                supersede(self._db, task.app_key, old)
-            except PushGrid.UnknownMessage:  # gone meanwhile: nothing left to override
-                pass
+        if req.options.overrideMsgId:
+            self._mailbox.forget(req.options.overrideMsgId)
         if req.audience.all:
             self._broadcast(task, stored, ttl)
         else:
-            outcome = self._targeted(task, stored, ttl, cp, stop)
-            if outcome:
-                self._finish(task)
-                return outcome
+            stop_early = self._targeted(task, stored, ttl, cp, stop)
+            if stop_early is not None:
+                return self._end(task, stop_early)
         self._db.transitionMessage(task.app_key, task.msg_id, S.Dispatching, S.Done)
-        self._finish(task)
-        return "done"
+        return self._end(task, DONE)
 
     # ------------------------------------------------------------ state
 
-    def _claim(self, task: Task) -> tuple[str, bool]:
-        """Moves the message to Dispatching and returns ("", _); or why to skip it, and whether
-        that is final (a duplicate of this task may then be skipped at once)."""
-        for _ in range(3):
+    def _claim(self, task: Task) -> Outcome | None:
+        """Moves the message to Dispatching (None: go on), or says why the task is skipped."""
+        for _ in range(CLAIM_ATTEMPTS):
             record = self._db.getMessage(task.app_key, task.msg_id)
             state = record.state
-            if state not in RUNNABLE:
-                return f"skipped: {state.name}", True
-            if self._expired(task):
-                self._db.transitionMessage(task.app_key, task.msg_id, state, S.Expired)
-                return "skipped: expired", True
+            if state not in lifecycle.RUNNABLE:
+                return skipped(state)
+            if self._expire(task, state):
+                return SKIPPED_EXPIRED
             if state == S.Scheduled and record.sendAt > self._clock():
-                return "skipped: not due yet", False  # the scheduler publishes it again when it is
+                return NOT_DUE
             if state == S.Dispatching or self._db.transitionMessage(task.app_key, task.msg_id, state, S.Dispatching):
-                return "", False
-        return "skipped: its state keeps changing", False
+                return None
+        return UNSETTLED
 
-    def _expired(self, task: Task) -> bool:
-        """time_to_live 0 means online only, not expired: whoever is online when it goes out gets it."""
-        return validation.ttl_seconds(task.request.options) > 0 and self._clock() >= task.expires_at
+    def _expire(self, task: Task, state: PushGrid.MessageState) -> bool:
+        """If the message's time to live is over, moves it from state to Expired and says so.
 
-    def _still_running(self, task: Task) -> str:
-        """Between pages: "" to go on, else why to stop (overridden meanwhile, or expired)."""
+        time_to_live 0 means online only, not expired: whoever is online when it goes out gets it.
+        """
+        if validation.ttl_seconds(task.request.options) <= 0 or self._clock() < task.expires_at:
+            return False
+        self._db.transitionMessage(task.app_key, task.msg_id, state, S.Expired)
+        return True
+
+    def _still_running(self, task: Task) -> Outcome | None:
+        """Between pages: None to go on, or why to stop (overridden meanwhile, or expired)."""
         state = self._db.getMessage(task.app_key, task.msg_id).state
         if state != S.Dispatching:
-            return f"stopped: {state.name}"
-        if self._expired(task):
-            self._db.transitionMessage(task.app_key, task.msg_id, S.Dispatching, S.Expired)
-            return "stopped: expired"
-        return ""
+            return stopped(state)
+        if self._expire(task, state):
+            return STOPPED_EXPIRED
+        return None
+
+    def _end(self, task: Task, outcome: Outcome) -> Outcome:
+        """Marks a task with nothing left to do done, so a duplicate of it is skipped at once."""
+        if outcome.final:
+            self._finish(task)
+        return outcome
 
     def _finish(self, task: Task) -> None:
         self._mailbox.save_checkpoint(task.msg_id, {"done": 1}, task.expires_at)
@@ -169,8 +207,9 @@ class TaskRunner:
             PushGrid.StatsDelta(targets=targets, sentOnline=sent, storedOffline=offline),
         )
 
-    def _targeted(self, task: Task, stored: Stored, ttl: int, cp: Checkpoint, stop: threading.Event) -> str:
-        """Resolves and sends page by page from the checkpoint; "" when every page is sent."""
+    def _targeted(self, task: Task, stored: Stored, ttl: int, cp: Checkpoint, stop: threading.Event) -> Outcome | None:
+        """Resolves and sends page by page from the checkpoint; None once every page is sent, or
+        why it stopped early."""
         req = task.request
         duration_ms = req.options.bigPushDuration * 60_000
         if not cp.started:
@@ -181,9 +220,9 @@ class TaskRunner:
         while not cp.walked:
             self._wait(pacing.due_at(cp.started, duration_ms, cp.targets, cp.estimate), stop)
             if not first:
-                why = self._still_running(task)
-                if why:
-                    return why
+                stop_early = self._still_running(task)
+                if stop_early is not None:
+                    return stop_early
             first = False
             page = self._tagalias.resolve(task.app_key, req.audience, req.platforms, cp.cursor, self._page_size)
             rids = list(page.registrationIds)
@@ -200,7 +239,7 @@ class TaskRunner:
                 )
             cp = cp.after_page(page.cursor, len(rids), page.done)
             self._save(task, cp)
-        return ""
+        return None
 
     def _estimate(self, task: Task) -> int:
         aud = task.request.audience

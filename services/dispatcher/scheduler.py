@@ -3,7 +3,8 @@
 Publish first, then move Scheduled -> Accepted: if the worker dies in between, the message is
 still Scheduled and is published again (a duplicate task finds it done and is skipped); the
 other order could lose it. Every dispatcher runs this loop; the duplicates that causes are
-skipped the same way.
+skipped the same way. Leaving Scheduled is also when a scheduled push's override takes effect:
+DBAgent ends the overridden message in the same transaction (services.common.lifecycle).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 While a task runs (a throttled big push can take hours) the worker pauses its partitions and
 keeps polling, so the group keeps it as a member without handing it more records. If a rebalance
 takes the task's partition away, the task is stopped at its next page boundary and not
-committed: the partition's new owner resumes it from the checkpoint.
+committed: the partition's new owner resumes it from the checkpoint. Each finished task is logged
+with the runner's Outcome ("done", "skipped: Cancelled", ...).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
@@ -22,7 +24,7 @@ from kafka.structs import OffsetAndMetadata
 from services.common import kafka_client
 from services.common.contract import PushGrid
 from services.common.tasks import Task
-from services.dispatcher.runner import Interrupted, TaskRunner
+from services.dispatcher.runner import Interrupted, Outcome, TaskRunner
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ PERMANENT = (PushGrid.UnknownMessage, PushGrid.UnknownApp, PushGrid.InvalidArgum
 class _Running:
     tp: TopicPartition
     offset: int
-    future: Future
+    future: Future[Outcome]
     stop: threading.Event
     lost: bool = False  # its partition was revoked: do not commit
 
@@ -75,23 +77,30 @@ class TaskWorker:
         self._failures = 0
 
     def run(self) -> None:
-        self._consumer = self._connect(_Listener(self))
+        consumer = self._consumer = self._connect(_Listener(self))
         try:
             while not self._stop.is_set():
-                batch = self._consumer.poll(timeout_ms=POLL_MS, max_records=1)
+                batch = consumer.poll(timeout_ms=POLL_MS, max_records=1)
                 records = [(tp, recs[0]) for tp, recs in batch.items() if recs]
                 if not records:
                     continue
                 for tp, rec in records[1:]:  # one at a time: the others are read again later
-                    self._consumer.seek(tp, rec.offset)
+                    consumer.seek(tp, rec.offset)
                 self._handle(*records[0])
         finally:
             self._pool.shutdown(wait=True)
-            kafka_client.leave(self._consumer)
+            kafka_client.leave(consumer)
+
+    @property
+    def _kafka(self) -> KafkaConsumer:
+        """The consumer run() made; everything below runs inside run(), so it exists."""
+        if self._consumer is None:
+            raise RuntimeError("the tasks consumer is used before run() made it")
+        return self._consumer
 
     # ------------------------------------------------------------ one task
 
-    def _handle(self, tp: TopicPartition, rec) -> None:
+    def _handle(self, tp: TopicPartition, rec: ConsumerRecord) -> None:
         try:
             task = Task.from_dict(rec.value)
         except ValueError as exc:
@@ -101,25 +110,26 @@ class TaskWorker:
         stop = threading.Event()
         running = _Running(tp, rec.offset, self._pool.submit(self._runner.run, task, stop), stop)
         self._running = running
-        self._consumer.pause(*self._consumer.assignment())
+        consumer = self._kafka
+        consumer.pause(*consumer.assignment())
         try:
             while not running.future.done():
                 if self._stop.is_set():
                     running.stop.set()
                 wait([running.future], timeout=BUSY_POLL_MS / 1000)  # answer as soon as it ends
-                extra = self._consumer.poll(timeout_ms=0)
+                extra = consumer.poll(timeout_ms=0)
                 for other, recs in extra.items():  # paused, so none should come; never lose one
                     if recs:
-                        self._consumer.seek(other, recs[0].offset)
+                        consumer.seek(other, recs[0].offset)
         finally:
             self._running = None
-            self._consumer.resume(*self._consumer.paused())
+            consumer.resume(*consumer.paused())
         self._settle(task, running)
 
     def _settle(self, task: Task, running: _Running) -> None:
         """Commits a finished task; leaves an unfinished one to be read again."""
         try:
-            outcome = running.future.result()
+            outcome = str(running.future.result())
         except Interrupted:
             log.info("task %d interrupted; it resumes from its checkpoint", task.msg_id)
             self._retry_later(running, backoff=False)
@@ -140,8 +150,8 @@ class TaskWorker:
         # Also when the partition was lost: a rebalance during the task may have handed it straight
         # back, and a partition kept across a rebalance keeps its position, already past this task.
         # Reading it again is safe: its checkpoint makes a finished task a skip.
-        if running.tp in self._consumer.assignment():
-            self._consumer.seek(running.tp, running.offset)
+        if running.tp in self._kafka.assignment():
+            self._kafka.seek(running.tp, running.offset)
         if backoff:
             delay = BACKOFF_SECONDS[min(self._failures, len(BACKOFF_SECONDS) - 1)]
             self._failures += 1
@@ -149,7 +159,7 @@ class TaskWorker:
 
     def _commit(self, tp: TopicPartition, offset: int) -> None:
         try:
-            self._consumer.commit({tp: OffsetAndMetadata(offset, "", -1)})
+            self._kafka.commit({tp: OffsetAndMetadata(offset, "", -1)})
         except KafkaError as exc:  # the partition moved on: its new owner finds the task done
             log.warning("offset %d of partition %d not committed: %r", offset, tp.partition, exc)
 
@@ -170,9 +180,9 @@ class TaskWorker:
 
     def assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
-        self._report_quietly(sorted(tp.partition for tp in self._consumer.assignment()))
+        self._report_quietly(sorted(tp.partition for tp in self._kafka.assignment()))
         if self._running is not None and assigned:
-            self._consumer.pause(*assigned)
+            self._kafka.pause(*assigned)
 
     def _report_quietly(self, partitions: list[int]) -> None:
         try:

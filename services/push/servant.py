@@ -3,7 +3,9 @@
 A push is answered only once its task is on the broker; until then nothing a partner could
 rely on exists. If the broker does not take the task the message is moved to Cancelled (it was
 never sent and never will be: a dispatcher skips a Cancelled message even if the task reached
-the broker after all) and the partner gets Unavailable("kafka") and may push again.
+the broker after all) and the partner gets Unavailable("kafka") and may push again. Only once the
+broker took it does a push end the message it overrides (services.common.lifecycle says who
+moves which state).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from services.common.clock import now_ms
 from services.common.contract import PushGrid
 from services.common.ice import backend
 from services.common.msgid import MsgIdGenerator
-from services.common.overrides import supersede
 from services.common.tasks import Task, TaskPublisher
 from services.push.quota import Quota
 
@@ -53,7 +54,7 @@ class PushServiceI(PushGrid.PushService):
         now = self._clock()
         record = self._record(app.appKey, clean, S.Accepted, now, now)
         self._publish(record)
-        self._supersede(app.appKey, clean.options.overrideMsgId)
+        self._apply_override(record)
         return PushGrid.PushResult(msgId=record.msgId, sendno=clean.options.sendno)
 
     def validate(self, appKey: str, request: PushGrid.PushRequest, current: Ice.Current = None) -> None:
@@ -63,7 +64,7 @@ class PushServiceI(PushGrid.PushService):
         self, appKey: str, request: PushGrid.PushRequest, sendAt: int, current: Ice.Current = None
     ) -> PushGrid.PushResult:
         """Records the message as Scheduled; the dispatchers' scheduler publishes it when due, and
-        an override takes effect then (the dispatcher marks the old message)."""
+        an override takes effect then (DBAgent ends the old message as the new one leaves Scheduled)."""
         validation.app_key(appKey)
         now = self._clock()
         send_at = validation.send_at(sendAt, now)
@@ -143,13 +144,14 @@ class PushServiceI(PushGrid.PushService):
                 log.error("message %d stays Accepted without a task: %s", record.msgId, exc.reason)
             raise
 
-    def _supersede(self, app_key: str, old: int) -> None:
-        """The new message is accepted: the old one is Overridden now (best effort: the dispatcher
-        marks it again when it sends the new one)."""
+    def _apply_override(self, record: PushGrid.MessageRecord) -> None:
+        """The new message's task is on the broker: DBAgent ends the message it overrides now.
+        Best effort: the push is answered anyway, and the old message stays as it was."""
+        old = record.request.options.overrideMsgId
         if not old:
             return
         try:
             with backend("dbagent"):
-                supersede(self._db, app_key, old)
+                self._db.applyOverride(record.appKey, record.msgId)
         except PushGrid.PushGridError as exc:
-            log.warning("message %d not marked Overridden yet: %s", old, exc.reason)
+            log.warning("message %d not marked Overridden by %d: %s", old, record.msgId, exc.reason)

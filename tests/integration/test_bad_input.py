@@ -77,9 +77,15 @@ DBAGENT_CASES = [
     ("getMessage unknown", lambda d, c: d.getMessage(c["app"], 123456789), P.UnknownMessage),
     (
         "transitionMessage unknown",
-        lambda d, c: d.transitionMessage(c["app"], 123456789, State.Accepted, State.Done),
+        lambda d, c: d.transitionMessage(c["app"], 123456789, State.Accepted, State.Dispatching),
         P.UnknownMessage,
     ),
+    (
+        "transitionMessage off the lifecycle",
+        lambda d, c: d.transitionMessage(c["app"], 123456789, State.Accepted, State.Done),
+        P.InvalidState,
+    ),
+    ("applyOverride unknown", lambda d, c: d.applyOverride(c["app"], 123456789), P.UnknownMessage),
     ("recordStats unknown msg", lambda d, c: d.recordStats(123456789, "b", P.StatsDelta(1, 1, 0)), P.UnknownMessage),
     ("recordStats negative", lambda d, c: d.recordStats(123456789, "b", P.StatsDelta(-1, 0, 0)), P.InvalidArgument),
     ("recordReceipts bad id", lambda d, c: d.recordReceipts(c["app"], 123456789, ["bad id"]), P.InvalidArgument),

@@ -67,6 +67,9 @@ def test_devices_and_messages_over_ice(dbagent):
     assert stored.request.notification.alert == "hello" and stored.request.audience.all
     assert list(stored.request.platforms) == [] and dict(stored.request.notification.extras) == {}
     assert dbagent.transitionMessage(creds.appKey, msg_id, State.Accepted, State.Dispatching)
+    with pytest.raises(PushGrid.InvalidState) as refused:  # not a move of the lifecycle
+        dbagent.transitionMessage(creds.appKey, msg_id, State.Dispatching, State.Accepted)
+    assert refused.value.msgId == msg_id and "from Dispatching to Accepted" in refused.value.reason
     dbagent.recordStats(msg_id, "b1", PushGrid.StatsDelta(3, 2, 1))
     assert dbagent.recordReceipts(creds.appKey, msg_id, [dev.registrationId]) == 1
     (stats,) = dbagent.getStats(creds.appKey, [msg_id])

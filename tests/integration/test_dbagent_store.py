@@ -280,7 +280,7 @@ def test_message_of_another_app_is_unknown(store):
     with pytest.raises(PushGrid.UnknownMessage):
         store.get_message(other.appKey, rec.msgId)
     with pytest.raises(PushGrid.UnknownMessage):
-        store.transition_message(other.appKey, rec.msgId, State.Accepted, State.Done)
+        store.transition_message(other.appKey, rec.msgId, State.Accepted, State.Dispatching)
     assert store.get_message(creds.appKey, rec.msgId).state == State.Accepted
 
 
@@ -290,10 +290,90 @@ def test_transition_message_is_compare_and_set(store):
     store.record_message(rec)
     assert store.transition_message(creds.appKey, rec.msgId, State.Accepted, State.Dispatching) is True
     assert store.transition_message(creds.appKey, rec.msgId, State.Accepted, State.Dispatching) is False
-    assert store.transition_message(creds.appKey, rec.msgId, State.Dispatching, State.Dispatching) is True
     assert store.get_message(creds.appKey, rec.msgId).state == State.Dispatching
+    assert store.transition_message(creds.appKey, rec.msgId, State.Dispatching, State.Done) is True
+    assert store.get_message(creds.appKey, rec.msgId).state == State.Done
     with pytest.raises(PushGrid.UnknownMessage):
-        store.transition_message(creds.appKey, new_msg_id(), State.Accepted, State.Done)
+        store.transition_message(creds.appKey, new_msg_id(), State.Accepted, State.Dispatching)
+
+
+def test_servant_refuses_a_move_the_lifecycle_does_not_have(servant, store):
+    creds = new_app(store)
+    rec = record(creds.appKey)
+    store.record_message(rec)
+    for frm, to in ((State.Accepted, State.Done), (State.Overridden, State.Accepted), (State.Done, State.Done)):
+        with pytest.raises(PushGrid.InvalidState) as err:
+            servant.transitionMessage(creds.appKey, rec.msgId, frm, to)
+        assert frm.name in err.value.reason and to.name in err.value.reason and err.value.msgId == rec.msgId
+    assert store.get_message(creds.appKey, rec.msgId).state == State.Accepted
+    assert servant.transitionMessage(creds.appKey, rec.msgId, State.Accepted, State.Dispatching) is True
+
+
+def overriding(app_key: str, old: int, state=State.Scheduled) -> PushGrid.MessageRecord:
+    request = broadcast()
+    request.options = PushGrid.PushOptions(overrideMsgId=old)
+    # due only tomorrow, so no scheduler sharing this database publishes it meanwhile
+    return record(app_key, state=state, send_at=now_ms() + 86_400_000, request=request)
+
+
+def test_scheduled_override_ends_the_old_message_as_it_goes_out(store):
+    creds, other = new_app(store), new_app(store)
+    done, cancelled, theirs = record(creds.appKey), record(creds.appKey), record(other.appKey)
+    for rec in (done, cancelled, theirs):
+        store.record_message(rec)
+    store.transition_message(creds.appKey, done.msgId, State.Accepted, State.Dispatching)
+    store.transition_message(creds.appKey, done.msgId, State.Dispatching, State.Done)
+    store.transition_message(creds.appKey, cancelled.msgId, State.Accepted, State.Cancelled)
+    by_scheduler = overriding(creds.appKey, done.msgId)
+    claimed = overriding(creds.appKey, cancelled.msgId)
+    foreign = overriding(creds.appKey, theirs.msgId)
+    dropped = overriding(creds.appKey, done.msgId)
+    for rec in (by_scheduler, claimed, foreign, dropped):
+        store.record_message(rec)
+    assert store.transition_message(creds.appKey, dropped.msgId, State.Scheduled, State.Cancelled)
+    assert store.get_message(creds.appKey, done.msgId).state == State.Done  # a cancelled override ends nothing
+
+    assert store.transition_message(creds.appKey, by_scheduler.msgId, State.Scheduled, State.Accepted)
+    assert store.get_message(creds.appKey, done.msgId).state == State.Overridden
+    assert store.transition_message(creds.appKey, claimed.msgId, State.Scheduled, State.Dispatching)
+    assert store.get_message(creds.appKey, cancelled.msgId).state == State.Cancelled  # stays what it is
+    assert store.transition_message(creds.appKey, foreign.msgId, State.Scheduled, State.Accepted)
+    assert store.get_message(other.appKey, theirs.msgId).state == State.Accepted  # another app's: untouched
+
+
+def test_recorded_or_claimed_accepted_override_leaves_the_old_message_to_push(store):
+    creds = new_app(store)
+    old = record(creds.appKey)
+    store.record_message(old)
+    new = overriding(creds.appKey, old.msgId, state=State.Accepted)
+    store.record_message(new)
+    assert store.transition_message(creds.appKey, new.msgId, State.Accepted, State.Dispatching)
+    assert store.get_message(creds.appKey, old.msgId).state == State.Accepted
+
+
+def test_apply_override_ends_a_live_old_message_once(store):
+    creds, other = new_app(store), new_app(store)
+    old, cancelled, plain = record(creds.appKey), record(creds.appKey), record(creds.appKey)
+    theirs = record(other.appKey)
+    for rec in (old, cancelled, plain, theirs):
+        store.record_message(rec)
+    store.transition_message(creds.appKey, cancelled.msgId, State.Accepted, State.Cancelled)
+    new, late, foreign = (
+        overriding(creds.appKey, m, state=State.Accepted) for m in (old.msgId, cancelled.msgId, theirs.msgId)
+    )
+    for rec in (new, late, foreign):
+        store.record_message(rec)
+
+    assert store.apply_override(creds.appKey, new.msgId) is True
+    assert store.get_message(creds.appKey, old.msgId).state == State.Overridden
+    assert store.apply_override(creds.appKey, new.msgId) is False  # a retry changes nothing
+    assert store.apply_override(creds.appKey, late.msgId) is False
+    assert store.get_message(creds.appKey, cancelled.msgId).state == State.Cancelled
+    assert store.apply_override(creds.appKey, foreign.msgId) is False
+    assert store.get_message(other.appKey, theirs.msgId).state == State.Accepted
+    assert store.apply_override(creds.appKey, plain.msgId) is False  # overrides nothing
+    with pytest.raises(PushGrid.UnknownMessage):
+        store.apply_override(other.appKey, new.msgId)  # not the other app's message
 
 
 def test_racing_transitions_have_one_winner(store):
@@ -458,8 +538,13 @@ BAD_CALLS = [
     ("getMessage unknown", lambda s, k, r, m: s.getMessage(k, new_msg_id()), PushGrid.UnknownMessage),
     (
         "transitionMessage malformed",
-        lambda s, k, r, m: s.transitionMessage("x", m, State.Accepted, State.Done),
+        lambda s, k, r, m: s.transitionMessage("x", m, State.Accepted, State.Dispatching),
         PushGrid.UnknownMessage,
+    ),
+    (
+        "transitionMessage not a lifecycle move",
+        lambda s, k, r, m: s.transitionMessage(k, m, State.Done, State.Accepted),
+        PushGrid.InvalidState,
     ),
     (
         "recordStats msgId",

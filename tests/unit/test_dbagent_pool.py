@@ -127,3 +127,19 @@ def test_close_closes_idle_and_later_returned_connections():
         pool.close()
         assert idle.closed and not busy.closed
     assert busy.closed
+
+
+def test_mysql_failures_are_unavailable_and_others_pass_through():
+    pool = Pool(Factory(), size=1, acquire_timeout=0.05)
+    with pool.connection():
+        with pytest.raises(PushGrid.Unavailable) as err:
+            with pool_module.MYSQL.guard(), pool.connection():
+                pass
+    assert err.value.backend == "mysql" and "PoolTimeout" in err.value.reason
+    for exc in (pymysql.OperationalError(2013, "lost"), pymysql.InterfaceError(0, "closed")):
+        with pytest.raises(PushGrid.Unavailable):
+            with pool_module.MYSQL.guard():
+                raise exc
+    with pytest.raises(pymysql.IntegrityError):  # a clash is the caller's to name (AlreadyExists)
+        with pool_module.MYSQL.guard():
+            raise pymysql.IntegrityError(1062, "Duplicate entry")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.common import limits
+from services.common import lifecycle, limits
 from services.common.contract import PushGrid
 from services.dbagent.servant import DBAgentI
 
@@ -197,8 +197,39 @@ def test_malformed_message_keys_are_unknown_message(servant, store, key, msg_id)
     with pytest.raises(PushGrid.UnknownMessage):
         servant.getMessage(key, msg_id)
     with pytest.raises(PushGrid.UnknownMessage):
-        servant.transitionMessage(key, msg_id, State.Accepted, State.Done)
+        servant.transitionMessage(key, msg_id, State.Accepted, State.Dispatching)
+    with pytest.raises(PushGrid.UnknownMessage):
+        servant.applyOverride(key, msg_id)
     assert store.calls == []
+
+
+def test_apply_override_reaches_the_store(servant, store):
+    assert servant.applyOverride(KEY, 7) == "result of apply_override"
+    assert store.calls == [("apply_override", (KEY, 7))]
+
+
+ALL_STATES = list(State._enumerators.values())
+
+
+@pytest.mark.parametrize("to", ALL_STATES, ids=str)
+@pytest.mark.parametrize("frm", ALL_STATES, ids=str)
+def test_transition_message_allows_only_the_lifecycle(servant, store, frm, to):
+    if (frm, to) in lifecycle.TRANSITIONS:
+        assert servant.transitionMessage(KEY, 7, frm, to) == "result of transition_message"
+        assert store.calls == [("transition_message", (KEY, 7, frm, to))]
+        return
+    with pytest.raises(PushGrid.InvalidState) as err:
+        servant.transitionMessage(KEY, 7, frm, to)
+    assert err.value.msgId == 7 and frm.name in err.value.reason and to.name in err.value.reason
+    assert store.calls == []
+
+
+def test_lifecycle_table():
+    assert lifecycle.FINAL == {State.Cancelled, State.Expired, State.Overridden}
+    assert lifecycle.OVERRIDABLE == {State.Scheduled, State.Accepted, State.Dispatching, State.Done}
+    assert lifecycle.RUNNABLE <= {f for f, _ in lifecycle.TRANSITIONS} and lifecycle.NEW <= lifecycle.RUNNABLE
+    assert lifecycle.OVERRIDE_TAKES_EFFECT <= set(lifecycle.TRANSITIONS)
+    assert not any(frm == to for frm, to in lifecycle.TRANSITIONS)
 
 
 @pytest.mark.parametrize(

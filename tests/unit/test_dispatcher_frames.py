@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from services.common import codec, frames
+from services.common import codec, frames, platforms
 from services.common.contract import PushGrid
 from services.common.tasks import Task
-from tests.unit.push_fakes import APP, request
+from tests.unit.fakes import APP
+from tests.unit.push_fakes import request
 
 
 def test_frame_has_what_the_push_had() -> None:
@@ -37,8 +38,11 @@ def test_frame_with_message_only() -> None:
 
 
 def test_platform_names() -> None:
-    assert frames.platform_names([PushGrid.Platform.Ios, PushGrid.Platform.Web]) == ("ios", "web")
-    assert frames.platform_names([]) == ()
+    assert platforms.names([PushGrid.Platform.Ios, PushGrid.Platform.Web]) == ("ios", "web")
+    assert platforms.names([]) == ()
+    assert platforms.parse("IOS") == PushGrid.Platform.Ios
+    with pytest.raises(ValueError):
+        platforms.parse("symbian")
 
 
 def test_task_round_trip() -> None:

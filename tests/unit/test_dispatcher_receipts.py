@@ -8,7 +8,8 @@ from services.common import limits
 from services.common.contract import PushGrid
 from services.dispatcher import receipts
 from services.dispatcher.scheduler import Scheduler
-from tests.unit.push_fakes import APP, FakeDB, FakePublisher, S, request
+from tests.unit.fakes import APP
+from tests.unit.push_fakes import FakeDB, FakePublisher, S, request
 
 
 def test_group_acks_by_msg_id_once_each_skipping_garbage() -> None:
@@ -55,3 +56,14 @@ def test_scheduler_leaves_the_message_scheduled_when_kafka_is_down() -> None:
     except PushGrid.Unavailable:
         pass
     assert db.messages[1].state == S.Scheduled  # published on a later scan
+
+
+def test_scheduled_override_takes_effect_when_the_scheduler_accepts_it() -> None:
+    db, publisher, now = FakeDB(), FakePublisher(), [500]
+    db.add(1, request(), state=S.Done)
+    db.add(2, request(overrideMsgId=1), state=S.Scheduled, send_at=900)
+    sched = Scheduler(db, publisher, threading.Event(), clock=lambda: now[0])
+    assert sched.scan() == 0 and db.messages[1].state == S.Done  # not due: the old one stays
+    now[0] = 1000
+    assert sched.scan() == 1
+    assert db.messages[2].state == S.Accepted and db.messages[1].state == S.Overridden

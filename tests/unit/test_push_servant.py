@@ -9,7 +9,8 @@ from services.common.contract import PushGrid
 from services.common.msgid import MsgIdGenerator
 from services.push.quota import Quota
 from services.push.servant import PushServiceI
-from tests.unit.push_fakes import APP, FakeDB, FakePublisher, S, request
+from tests.unit.fakes import APP
+from tests.unit.push_fakes import FakeDB, FakePublisher, S, request
 
 NOW = 1_800_000_000_000
 
@@ -102,6 +103,21 @@ def test_override_is_not_marked_when_publishing_fails(servant, db, publisher) ->
     publisher.down = True
     with pytest.raises(PushGrid.Unavailable):
         servant.push(APP, request(overrideMsgId=old))
+    assert db.messages[old].state == S.Accepted
+
+
+def test_a_push_is_answered_when_dbagent_cannot_apply_its_override(servant, db) -> None:
+    old = servant.push(APP, request()).msgId
+    db.fail_on = "applyOverride"
+    new = servant.push(APP, request(overrideMsgId=old)).msgId  # its task is out: the push stands
+    assert db.messages[new].state == S.Accepted and db.messages[old].state == S.Accepted
+
+
+def test_scheduled_override_leaves_the_old_message_until_it_goes_out(servant, db) -> None:
+    old = servant.push(APP, request()).msgId
+    new = servant.schedule(APP, request(overrideMsgId=old), NOW + 5000).msgId
+    assert db.messages[old].state == S.Accepted
+    servant.cancel(APP, new)  # a cancelled override never takes effect
     assert db.messages[old].state == S.Accepted
 
 
