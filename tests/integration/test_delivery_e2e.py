@@ -21,6 +21,7 @@ from tests.integration.waiting import until_async as until
 from tools.device.sdk import Device, Message, register
 from tools.grid import icegrid, kafka, lifecycle
 from tools.grid.rundir import RunDir
+from tools.partner import builders as b
 
 pytestmark = pytest.mark.integration
 
@@ -28,12 +29,8 @@ A = PushGrid.Audience
 
 
 def request(audience: PushGrid.Audience, alert: str, ttl: int = 600, big_push_minutes: int = 0) -> PushGrid.PushRequest:
-    return PushGrid.PushRequest(
-        audience=audience,
-        platforms=[],
-        notification=PushGrid.Notification(alert=alert, title="", extras={}),
-        message=PushGrid.Message(content="", title="", contentType="", extras={}),
-        options=PushGrid.PushOptions(sendno=7, timeToLive=ttl, overrideMsgId=0, bigPushDuration=big_push_minutes),
+    return b.push_request(
+        audience, notification=alert, options=b.options(sendno=7, ttl=ttl, big_push_duration=big_push_minutes)
     )
 
 

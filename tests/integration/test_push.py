@@ -27,6 +27,7 @@ from tests.integration.waiting import until, until_async
 from tools.device.sdk import Device, Message, register
 from tools.grid import icegrid, lifecycle
 from tools.grid.rundir import RunDir
+from tools.partner import builders as b
 
 pytestmark = pytest.mark.integration
 
@@ -53,13 +54,7 @@ def tasks(kafka_settings, grid: RunDir):
 
 
 def request(audience: A, alert: str = "hello", **options: Any) -> PushGrid.PushRequest:
-    return PushGrid.PushRequest(
-        audience=audience,
-        platforms=[],
-        notification=PushGrid.Notification(alert=alert, title="", extras={}),
-        message=PushGrid.Message(content="", title="", contentType="", extras={}),
-        options=PushGrid.PushOptions(**options),
-    )
+    return b.push_request(audience, notification=alert, options=PushGrid.PushOptions(**options))
 
 
 def stats(push: PushGrid.PushServicePrx, app: str, msg_id: int) -> PushGrid.MessageStats:

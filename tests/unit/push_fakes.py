@@ -1,7 +1,9 @@
 """In-memory stand-ins for DBAgent, TagAlias, Mailbox, STC delivery and the task publisher.
 
-They keep the rules the Push and dispatcher tests rely on (message states with compare-and-set,
-stats once per batch key, paged resolution with cursors) and nothing more.
+They keep the rules the Push and dispatcher tests rely on (message states moved only as
+services.common.lifecycle allows, with compare-and-set, and a scheduled message going out ending
+the one it overrides, as DBAgent does; stats once per batch key; paged resolution with cursors)
+and nothing more.
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from services.common import lifecycle
 from services.common.contract import PushGrid
-from services.common.mailbox import Stored
+from tests.unit.fakes import APP, FakeMailbox
+from tools.partner import builders as b
 
-APP = "0123456789abcdef01234567"
 S = PushGrid.MessageState
 
 
@@ -20,13 +23,7 @@ def request(**options: Any) -> PushGrid.PushRequest:
     """A valid tag push; options override PushOptions fields, audience= and platforms= the rest."""
     audience = options.pop("audience", PushGrid.Audience(tags=["t"]))
     platforms = options.pop("platforms", [])
-    return PushGrid.PushRequest(
-        audience=audience,
-        platforms=platforms,
-        notification=PushGrid.Notification(alert="hello", title="", extras={}),
-        message=PushGrid.Message(content="", title="", contentType="", extras={}),
-        options=PushGrid.PushOptions(**options),
-    )
+    return b.push_request(audience, notification="hello", platforms=platforms, options=PushGrid.PushOptions(**options))
 
 
 class FakeDB:
@@ -68,10 +65,25 @@ class FakeDB:
 
     def transitionMessage(self, app: str, msg_id: int, frm: PushGrid.MessageState, to: PushGrid.MessageState) -> bool:
         self._call("transitionMessage")
+        if not lifecycle.allowed(frm, to):
+            raise lifecycle.forbidden(msg_id, frm, to)
         rec = self.getMessage(app, msg_id)
         if rec.state != frm:
             return False
         rec.state = to
+        if (frm, to) in lifecycle.OVERRIDE_TAKES_EFFECT:
+            self._override(rec)
+        return True
+
+    def applyOverride(self, app: str, msg_id: int) -> bool:
+        self._call("applyOverride")
+        return self._override(self.getMessage(app, msg_id))
+
+    def _override(self, rec: PushGrid.MessageRecord) -> bool:
+        old = self.messages.get(rec.request.options.overrideMsgId)
+        if old is None or old.appKey != rec.appKey or old.state not in lifecycle.OVERRIDABLE:
+            return False
+        old.state = S.Overridden
         return True
 
     def dueMessages(self, until: int, limit: int) -> list[PushGrid.MessageRecord]:
@@ -143,42 +155,6 @@ class FakeTagAlias:
 
     def tagSize(self, app: str, tag: str) -> int:
         return len(self.tags.get(tag, []))
-
-
-class FakeMailbox:
-    """Mailbox: stored messages, queues, presence, broadcast log and checkpoints in dicts."""
-
-    def __init__(self, online: dict[str, str] | None = None) -> None:
-        self.online = dict(online or {})
-        self.stored: dict[int, Stored] = {}
-        self.queues: dict[str, set[int]] = defaultdict(set)
-        self.broadcasts: dict[str, list[int]] = defaultdict(list)
-        self.checkpoints: dict[int, dict[str, str]] = {}
-
-    def store(self, msg: Stored) -> None:
-        self.stored[msg.msg_id] = msg
-
-    def forget(self, msg_id: int) -> None:
-        self.stored.pop(msg_id, None)
-
-    def enqueue(self, msg: Stored, rids: list[str]) -> int:
-        for rid in rids:
-            self.queues[rid].add(msg.msg_id)
-            self.queues[rid].discard(msg.override_msg_id)
-        return len(rids)
-
-    def where(self, rids: list[str]) -> dict[str, str]:
-        return {r: self.online[r] for r in rids if r in self.online}
-
-    def log_broadcast(self, app: str, msg: Stored, now_ms: int) -> None:
-        if msg.msg_id not in self.broadcasts[app]:
-            self.broadcasts[app].append(msg.msg_id)
-
-    def checkpoint(self, msg_id: int) -> dict[str, str]:
-        return dict(self.checkpoints.get(msg_id, {}))
-
-    def save_checkpoint(self, msg_id: int, fields: dict[str, Any], expires_at_ms: int) -> None:
-        self.checkpoints.setdefault(msg_id, {}).update({k: str(v) for k, v in fields.items()})
 
 
 class FakeDelivery:

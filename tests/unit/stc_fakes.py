@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from services.common.mailbox import Stored
 from services.stc import protocol
 from services.stc.engine import Device
-
-APP = "0123456789abcdef01234567"
-OTHER_APP = "76543210fedcba9876543210"
+from tests.unit.fakes import APP, OTHER_APP
 
 
 class FakeDirectory:
@@ -41,73 +37,6 @@ class FakeDirectory:
 
     def touch(self, app_key: str, registration_ids: Sequence[str], seen_at: int) -> None:
         self.touched.append((app_key, list(registration_ids), seen_at))
-
-
-class FakeMailbox:
-    """The Mailbox calls STC makes, over dicts (thread-safe: the engine calls from its pool)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.presence: dict[str, str] = {}
-        self.queues: dict[str, dict[int, int]] = {}  # rid -> msg id -> expiry
-        self.messages: dict[int, Stored] = {}
-        self.broadcast_log: dict[str, list[int]] = {}
-        self.marks: dict[str, int] = {}
-
-    def set_online(self, rids: Sequence[str], stc_id: str, ttl_seconds: int) -> None:
-        with self.lock:
-            for rid in rids:
-                self.presence[rid] = stc_id
-
-    def set_offline_many(self, rids: Sequence[str], stc_id: str) -> None:
-        with self.lock:
-            for rid in rids:
-                if self.presence.get(rid) == stc_id:
-                    del self.presence[rid]
-
-    def refresh_online(self, rids: Sequence[str], stc_id: str, ttl_seconds: int) -> list[str]:
-        with self.lock:
-            taken = [r for r in rids if self.presence.get(r, stc_id) != stc_id]
-            for r in rids:
-                self.presence.setdefault(r, stc_id)
-            return taken
-
-    def pending(self, rid: str, now_ms: int) -> list[int]:
-        with self.lock:
-            return [m for m, exp in sorted(self.queues.get(rid, {}).items(), key=lambda kv: kv[1]) if exp >= now_ms]
-
-    def load(self, msg_ids: Sequence[int]) -> dict[int, Stored]:
-        with self.lock:
-            return {m: self.messages[m] for m in msg_ids if m in self.messages}
-
-    def broadcasts_after(self, app: str, after_msg_id: int) -> list[int]:
-        with self.lock:
-            return [m for m in sorted(self.broadcast_log.get(app, [])) if m > after_msg_id]
-
-    def last_broadcast(self, rid: str) -> int:
-        with self.lock:
-            return self.marks.get(rid, 0)
-
-    def ack_many(self, acks: Mapping[str, Sequence[int]]) -> None:
-        with self.lock:
-            for rid, ids in acks.items():
-                for m in ids:
-                    self.queues.get(rid, {}).pop(m, None)
-
-    def ack_broadcasts(self, marks: Mapping[str, int]) -> None:
-        with self.lock:
-            for rid, m in marks.items():
-                self.marks[rid] = max(self.marks.get(rid, 0), m)
-
-    # ---- what a dispatcher would have written
-
-    def queue(self, rid: str, msg: Stored) -> None:
-        self.messages[msg.msg_id] = msg
-        self.queues.setdefault(rid, {})[msg.msg_id] = msg.expires_at
-
-    def log(self, app: str, msg: Stored) -> None:
-        self.messages[msg.msg_id] = msg
-        self.broadcast_log.setdefault(app, []).append(msg.msg_id)
 
 
 class FakeReceipts:

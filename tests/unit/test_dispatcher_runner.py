@@ -1,4 +1,5 @@
-"""TaskRunner over fakes: pages, stats once per page, checkpoint resume, skips, TTL 0, broadcasts."""
+"""TaskRunner over fakes: pages, stats once per page, checkpoint resume, skips, TTL 0, broadcasts,
+and the Outcome each run ends with."""
 
 from __future__ import annotations
 
@@ -8,8 +9,19 @@ import pytest
 
 from services.common.contract import PushGrid
 from services.common.tasks import Task
-from services.dispatcher.runner import Interrupted, TaskRunner
-from tests.unit.push_fakes import APP, FakeDB, FakeDelivery, FakeMailbox, FakeTagAlias, S, request
+from services.dispatcher.runner import (
+    ALREADY_DONE,
+    DONE,
+    NOT_DUE,
+    SKIPPED_EXPIRED,
+    STOPPED_EXPIRED,
+    Interrupted,
+    TaskRunner,
+    skipped,
+    stopped,
+)
+from tests.unit.fakes import APP, FakeMailbox
+from tests.unit.push_fakes import FakeDB, FakeDelivery, FakeTagAlias, S, request
 
 DEVICES = [f"d{i:02d}" for i in range(25)]
 ONLINE = {"d00": "STC-a", "d05": "STC-b", "d20": "STC-a"}
@@ -40,13 +52,13 @@ def _task(db: FakeDB, msg_id: int = 100, **options) -> Task:
 def test_targeted_push_pages_counts_and_queues(world) -> None:
     db, tags, mailbox, delivery, runner, _ = world
     task = _task(db)
-    assert runner.run(task, threading.Event()) == "done"
+    assert runner.run(task, threading.Event()) == DONE
     assert db.messages[100].state == S.Done
     s = db.stats[100]
     assert (s.targets, s.sentOnline, s.storedOffline) == (25, 3, 22)
     assert {k for m, k in db.batches if m == 100} == {"page-0", "page-1", "page-2"}
     assert all(100 in mailbox.queues[d] for d in DEVICES)
-    assert mailbox.stored[100].frame.startswith('{"op":"msg","msg_id":100')
+    assert mailbox.messages[100].frame.startswith('{"op":"msg","msg_id":100')
     assert sorted(r for _, rids in delivery.delivered for r in rids) == sorted(ONLINE)
     assert mailbox.checkpoints[100]["done"] == "1"
 
@@ -56,7 +68,7 @@ def test_duplicate_task_is_skipped(world) -> None:
     task = _task(db)
     runner.run(task, threading.Event())
     pages = len(delivery.delivered)
-    assert runner.run(task, threading.Event()) == "already done"
+    assert runner.run(task, threading.Event()) == ALREADY_DONE
     assert len(delivery.delivered) == pages
 
 
@@ -72,7 +84,7 @@ def test_interrupted_task_resumes_without_double_counting(world) -> None:
     # the next owner: a crash after recordStats but before the checkpoint repeats page 1 at most
     mailbox.checkpoints[100].update(page="1", cursor="10", targets="10")
     delivery.after_deliver = lambda: None
-    assert runner.run(task, threading.Event()) == "done"
+    assert runner.run(task, threading.Event()) == DONE
     assert tags.resolved[-2:] == ["10", "20"]
     s = db.stats[100]
     assert (s.targets, s.sentOnline, s.storedOffline) == (25, 3, 22)
@@ -83,39 +95,79 @@ def test_skips_cancelled_overridden_and_expired(world) -> None:
     for msg_id, state in ((1, S.Cancelled), (2, S.Overridden), (3, S.Done)):
         task = _task(db, msg_id)
         db.messages[msg_id].state = state
-        assert runner.run(task, threading.Event()).startswith("skipped")
+        assert runner.run(task, threading.Event()) == skipped(state)
+        assert mailbox.checkpoints[msg_id]["done"] == "1"  # final: a duplicate skips at once
     expired = Task(4, APP, request(timeToLive=10), 1000, clock.ms - 1)
     db.add(4, expired.request, expires_at=clock.ms - 1)
-    assert runner.run(expired, threading.Event()) == "skipped: expired"
+    assert runner.run(expired, threading.Event()) == SKIPPED_EXPIRED
     assert db.messages[4].state == S.Expired
-    assert delivery.delivered == [] and mailbox.stored == {} and not db.stats
+    assert delivery.delivered == [] and mailbox.messages == {} and not db.stats
+
+
+def test_outcomes_read_as_the_log_says() -> None:
+    assert [str(o) for o in (DONE, ALREADY_DONE, skipped(S.Cancelled), stopped(S.Overridden), NOT_DUE)] == [
+        "done",
+        "already done",
+        "skipped: Cancelled",
+        "stopped: Overridden",
+        "skipped: not due yet",
+    ]
+
+
+def test_scheduled_message_not_due_is_skipped_for_now(world) -> None:
+    db, _, mailbox, delivery, runner, clock = world
+    rec = db.add(5, request(), state=S.Scheduled, send_at=clock.ms + 60_000)
+    assert runner.run(Task.from_record(rec), threading.Event()) == NOT_DUE
+    assert db.messages[5].state == S.Scheduled and 5 not in mailbox.checkpoints  # not final
+    clock.ms += 60_000  # due now: a task the scheduler published but did not accept is claimed straight
+    assert runner.run(Task.from_record(rec), threading.Event()) == DONE
+
+
+def test_expired_between_pages_stops(world) -> None:
+    db, _, mailbox, delivery, runner, clock = world
+    rec = db.add(6, request(timeToLive=10), expires_at=clock.ms + 10_000)
+    delivery.after_deliver = lambda: setattr(clock, "ms", clock.ms + 10_000)
+    assert runner.run(Task.from_record(rec), threading.Event()) == STOPPED_EXPIRED
+    assert db.messages[6].state == S.Expired and len(delivery.delivered) == 1
+    assert mailbox.checkpoints[6]["done"] == "1"
 
 
 def test_ttl_zero_stores_nothing_and_is_not_expired(world) -> None:
     db, _, mailbox, delivery, runner, clock = world
     rec = db.add(9, request(timeToLive=0), send_at=clock.ms - 5000, expires_at=clock.ms - 5000)
-    assert runner.run(Task.from_record(rec), threading.Event()) == "done"
-    assert mailbox.stored == {} and not any(mailbox.queues.values())
+    assert runner.run(Task.from_record(rec), threading.Event()) == DONE
+    assert mailbox.messages == {} and not any(mailbox.queues.values())
     s = db.stats[9]
     assert (s.targets, s.sentOnline, s.storedOffline) == (25, 3, 0)
     env = delivery.delivered[0][0]
     assert env.expiresAt > clock.ms  # STC may still send it for a short grace
 
 
-def test_override_forgets_and_supersedes_the_old_message(world) -> None:
+def test_override_forgets_the_old_message(world) -> None:
     db, _, mailbox, _, runner, _ = world
     runner.run(_task(db, 50), threading.Event())
-    assert 50 in mailbox.stored
+    assert 50 in mailbox.messages
     runner.run(_task(db, 51, overrideMsgId=50), threading.Event())
-    assert 50 not in mailbox.stored and db.messages[50].state == S.Overridden
-    assert all(mailbox.queues[d] == {51} for d in DEVICES)
+    assert 50 not in mailbox.messages
+    assert all(set(mailbox.queues[d]) == {51} for d in DEVICES)
+    # the old message's state is not the runner's: Push marked it when it accepted the push
+    assert db.messages[50].state == S.Done
+
+
+def test_scheduled_override_claimed_straight_from_scheduled_ends_the_old_message(world) -> None:
+    db, _, mailbox, _, runner, clock = world
+    runner.run(_task(db, 52), threading.Event())
+    rec = db.add(53, request(overrideMsgId=52), state=S.Scheduled, send_at=clock.ms - 1)
+    assert runner.run(Task.from_record(rec), threading.Event()) == DONE
+    assert db.messages[52].state == S.Overridden  # DBAgent, as the new one left Scheduled
+    assert 52 not in mailbox.messages
 
 
 def test_overridden_while_dispatching_stops_between_pages(world) -> None:
     db, _, _, delivery, runner, _ = world
     task = _task(db)
     delivery.after_deliver = lambda: setattr(db.messages[100], "state", S.Overridden)
-    assert runner.run(task, threading.Event()) == "stopped: Overridden"
+    assert runner.run(task, threading.Event()) == stopped(S.Overridden)
     assert len(delivery.delivered) == 1
 
 
@@ -123,11 +175,11 @@ def test_broadcast_logs_once_and_counts_devices(world) -> None:
     db, _, mailbox, delivery, runner, _ = world
     db.devices = 1000
     task = _task(db, 70, audience=PushGrid.Audience(all=True), bigPushDuration=2, platforms=[PushGrid.Platform.Ios])
-    assert runner.run(task, threading.Event()) == "done"
-    assert mailbox.broadcasts[APP] == [70] and 70 in mailbox.stored
+    assert runner.run(task, threading.Event()) == DONE
+    assert mailbox.broadcast_log[APP] == [70] and 70 in mailbox.messages
     env, platforms, spread = delivery.broadcasted[0]
     assert env.broadcast and platforms == [PushGrid.Platform.Ios] and spread == 120_000
-    assert mailbox.stored[70].platforms == ("ios",)
+    assert mailbox.messages[70].platforms == ("ios",)
     s = db.stats[70]
     assert (s.targets, s.sentOnline, s.storedOffline) == (1000, 4, 996)
     assert delivery.delivered == [] and not any(mailbox.queues.values())

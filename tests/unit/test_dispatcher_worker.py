@@ -15,7 +15,8 @@ from services.common.tasks import Task
 from services.dispatcher import worker
 from services.dispatcher.runner import Interrupted
 from services.dispatcher.worker import TaskWorker
-from tests.unit.push_fakes import APP, request
+from tests.unit.fakes import APP
+from tests.unit.push_fakes import request
 
 TP0, TP1 = TopicPartition("pushgrid.tasks", 0), TopicPartition("pushgrid.tasks", 1)
 

@@ -13,7 +13,8 @@ from services.common import limits, msgid
 from services.common.mailbox import Stored
 from services.stc import protocol
 from services.stc.engine import BackendUnavailable, Engine, Outgoing, Session, Settings, replay_order
-from tests.unit.stc_fakes import APP, OTHER_APP, FakeConn, FakeDirectory, FakeMailbox, FakeReceipts
+from tests.unit.fakes import APP, OTHER_APP, FakeMailbox
+from tests.unit.stc_fakes import FakeConn, FakeDirectory, FakeReceipts
 
 NOW = msgid.EPOCH_MS + 10 * 86400_000
 STC = "STC-test-1"

@@ -14,7 +14,8 @@ from services.common.contract import PushGrid
 from services.stc import protocol
 from services.stc.engine import Engine, Settings
 from services.stc.servant import STCI, Identity
-from tests.unit.stc_fakes import APP, FakeConn, FakeDirectory, FakeMailbox, FakeReceipts
+from tests.unit.fakes import APP, FakeMailbox
+from tests.unit.stc_fakes import FakeConn, FakeDirectory, FakeReceipts
 from tests.unit.test_stc_engine import body
 from tools.device.sdk import Credentials, Device, Message, Replaced
 

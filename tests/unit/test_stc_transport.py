@@ -14,7 +14,8 @@ from websockets.exceptions import ConnectionClosed
 
 from services.stc.engine import BackendUnavailable, Engine, Outgoing, Settings
 from services.stc.transport import DeviceLimits, TokenBucket, Transport
-from tests.unit.stc_fakes import APP, FakeDirectory, FakeMailbox, FakeReceipts
+from tests.unit.fakes import APP, FakeMailbox
+from tests.unit.stc_fakes import FakeDirectory, FakeReceipts
 from tests.unit.test_stc_engine import body
 
 LIMITS = DeviceLimits(auth_timeout=0.5, heartbeat=0.2, frames_per_second=20, outbox_max=50)

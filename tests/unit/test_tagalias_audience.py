@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from services.common.contract import PushGrid
 from services.tagalias.audience import Direct, query, tag_digest
+from tests.unit.fakes import APP
 
 A = PushGrid.Audience
 P = PushGrid.Platform
-APP = "0123456789abcdef01234567"
 
 
 def test_single_tag_is_direct() -> None:

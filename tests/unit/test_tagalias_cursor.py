@@ -67,4 +67,4 @@ def test_cursor_of_another_query_is_refused() -> None:
 @pytest.mark.parametrize("text", ["", None, 5])
 def test_empty_or_non_string_is_refused_by_decode(text: object) -> None:
     with pytest.raises(PushGrid.InvalidArgument):
-        cursors.decode(text, CHECK)  # type: ignore[arg-type]
+        cursors.decode(text, CHECK)  # type: ignore[arg-type]  # what a careless caller passes

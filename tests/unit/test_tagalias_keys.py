@@ -7,8 +7,7 @@ import zlib
 from redis.crc import key_slot
 
 from services.tagalias import keys
-
-APP = "0123456789abcdef01234567"
+from tests.unit.fakes import APP
 
 
 def slot(key: str) -> int:

@@ -9,8 +9,8 @@ import pytest
 from services.common import limits
 from services.common.contract import PushGrid
 from services.tagalias.servant import TagAliasI
+from tests.unit.fakes import APP
 
-APP = "0123456789abcdef01234567"
 A = PushGrid.Audience
 P = PushGrid.Platform
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from redis.exceptions import ClusterDownError, ConnectionError, RedisClusterException, TimeoutError
+from redis.exceptions import ClusterDownError, RedisClusterException
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.common.config import RedisSettings
 from services.common.contract import PushGrid
@@ -13,8 +15,7 @@ from services.tagalias import cursor as cursors
 from services.tagalias import keys, scripts, walk
 from services.tagalias import store as store_module
 from services.tagalias.store import TagAliasStore
-
-APP = "0123456789abcdef01234567"
+from tests.unit.fakes import APP
 
 
 class FakeClient:
@@ -53,8 +54,8 @@ def stub_store(monkeypatch: pytest.MonkeyPatch, client: FakeClient) -> TagAliasS
 @pytest.mark.parametrize(
     "exc",
     [
-        ConnectionError("refused"),
-        TimeoutError("slow"),
+        RedisConnectionError("refused"),
+        RedisTimeoutError("slow"),
         ClusterDownError("down"),
         RedisClusterException("cannot be connected"),
     ],
@@ -86,7 +87,7 @@ def test_a_client_that_cannot_be_made_is_unavailable(monkeypatch: pytest.MonkeyP
 
 
 def test_slice_errors_are_not_rewrapped(monkeypatch: pytest.MonkeyPatch) -> None:
-    store = stub_store(monkeypatch, FakeClient(ConnectionError("unused"), {scripts.ADD_TAGS: [-1, 1000]}))
+    store = stub_store(monkeypatch, FakeClient(RedisConnectionError("unused"), {scripts.ADD_TAGS: [-1, 1000]}))
     with pytest.raises(PushGrid.LimitExceeded) as e:
         store.add_tags(APP, "dev1", ["one-more"])
     assert (e.value.limit, e.value.max) == ("device.tags", 1000)
