@@ -222,7 +222,7 @@ def _throughput_client(
     so the warm-up and the final drain of the window are not in the rate."""
     try:
         client = Client(RunDir(run_path), mode, app, ssl, replica=index)
-    except BaseException as exc:  # a refused login or a dead router: tell the parent, free the others
+    except BaseException as exc:  # noqa: BLE001 - a refused login or a dead router: tell the parent, free the others
         start.abort()
         out.put(("fatal", f"{mode} client could not start: {error_name(exc)}: {exc}"))
         return
@@ -261,7 +261,7 @@ def _throughput_client(
         phase.latencies.sort()
         phase.last_ids = list(recent)
         out.put(("ok", phase))
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - whatever ends a client, the parent must hear of it
         out.put(("fatal", f"{mode} client failed: {error_name(exc)}: {exc}"))
     finally:
         client.close()

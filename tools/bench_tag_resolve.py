@@ -15,7 +15,6 @@ finally deletes the tag through the store (timed too) so the cluster is left as 
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import sys
 import time
@@ -24,14 +23,12 @@ from dataclasses import dataclass, field
 
 from redis.cluster import RedisCluster
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from services.common import limits  # noqa: E402
-from services.common.config import RedisSettings, load_properties  # noqa: E402
-from services.common.contract import PushGrid  # noqa: E402
-from services.common.redis_client import cluster  # noqa: E402
-from services.tagalias.store import TagAliasStore  # noqa: E402
-from tools import tagalias_load  # noqa: E402
+from services.common import limits
+from services.common.config import RedisSettings, load_properties
+from services.common.contract import PushGrid
+from services.common.redis_client import cluster
+from services.tagalias.store import TagAliasStore
+from tools import tagalias_load
 
 TAG = "bench"
 Fetch = Callable[[str], PushGrid.AudiencePage]

@@ -176,9 +176,9 @@ def _add_app_parser(sub: Subparsers) -> None:
     cmds = app.add_subparsers(dest="app_command", required=True, metavar="COMMAND")
 
     def command(
-        name: str, fn: AppCommand, help: str, key: bool = True, json_out: bool = False
+        name: str, fn: AppCommand, summary: str, key: bool = True, json_out: bool = False
     ) -> argparse.ArgumentParser:
-        p = cmds.add_parser(name, help=help, description=help)
+        p = cmds.add_parser(name, help=summary, description=summary)
         if key:
             p.add_argument("key", metavar="KEY", help="the app key (24 hex characters)")
         if json_out:

@@ -250,7 +250,7 @@ class Netns:
         cmd: Sequence[str],
         timeout: float | None = None,
         check: bool = False,
-        input: str | None = None,
+        input: str | None = None,  # noqa: A002 - subprocess.run's name, passed through
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess:
         """Runs cmd inside the namespace (text output captured); killed after timeout seconds."""

@@ -208,7 +208,7 @@ def seen_closed(connection) -> bool:
     """Whether the client has noticed its router connection close."""
     try:
         connection.throwException()
-    except Exception:
+    except Exception:  # noqa: BLE001 - any exception means the connection is closed
         return True
     return False
 

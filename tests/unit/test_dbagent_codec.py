@@ -23,7 +23,14 @@ def req(audience=None, platforms=(), notification=None, message=None, options=No
     )
 
 
-def aud(all=False, tags=(), tagsAnd=(), tagsNot=(), aliases=(), registrationIds=()) -> PushGrid.Audience:
+def aud(
+    all=False,  # noqa: A002 - the Slice field's name
+    tags=(),
+    tagsAnd=(),
+    tagsNot=(),
+    aliases=(),
+    registrationIds=(),
+) -> PushGrid.Audience:
     return PushGrid.Audience(
         all=all,
         tags=list(tags),

@@ -23,10 +23,10 @@ class FakeConnection:
         self.acm: tuple | None = None
         self.close_callback: Callable | None = None
 
-    def setACM(self, timeout, close, heartbeat) -> None:  # noqa: N802 (Ice's name)
+    def setACM(self, timeout, close, heartbeat) -> None:  # Ice's name
         self.acm = (timeout, close, heartbeat)
 
-    def setCloseCallback(self, cb) -> None:  # noqa: N802
+    def setCloseCallback(self, cb) -> None:  # Ice's name
         self.close_callback = cb
 
     def close_now(self) -> None:
@@ -56,10 +56,10 @@ class FakeSession:
         self.number = number
         self.api = FakeApi(router, number)
 
-    def pushApi(self):  # noqa: N802
+    def pushApi(self):  # Ice's name
         return self.api
 
-    def devicesApi(self):  # noqa: N802
+    def devicesApi(self):  # Ice's name
         return self.api
 
 
@@ -75,25 +75,25 @@ class FakeRouter:
         self.calls: list[tuple] = []  # (session number, operation, args)
         self.connection = FakeConnection()
 
-    def createSession(self, user, password):  # noqa: N802
+    def createSession(self, user, password):  # Ice's name
         if self.login_errors:
             raise self.login_errors.pop(0)
         self.logins += 1
         self.connection = FakeConnection()  # a new login after a loss is a new connection
         return FakeSession(self, self.logins)
 
-    def getACMTimeout(self):  # noqa: N802
+    def getACMTimeout(self):  # Ice's name
         if self.acm is None:
             raise Ice.OperationNotExistException()
         return self.acm
 
-    def getSessionTimeout(self):  # noqa: N802
+    def getSessionTimeout(self):  # Ice's name
         return 45
 
     def ice_getCachedConnection(self):
         return self.connection
 
-    def destroySession(self):  # noqa: N802
+    def destroySession(self):  # Ice's name
         self.destroyed += 1
 
 

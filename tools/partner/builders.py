@@ -47,8 +47,8 @@ def audience(
     tag_not: Names | None = None,
     aliases: Names | None = None,
     registration_ids: Names | None = None,
-    all: bool = False,
-) -> PushGrid.Audience:  # noqa: A002 (JPush's name for a broadcast)
+    all: bool = False,  # noqa: A002 - JPush's name for a broadcast
+) -> PushGrid.Audience:
     """JPush's audience: the given parts combine with AND (see slice/Types.ice); all=True alone
     is a broadcast."""
     return PushGrid.Audience(

@@ -245,5 +245,5 @@ class Session:
     def _destroy_quietly(self) -> None:
         try:
             self._router.destroySession()
-        except Exception:  # gone already, router unreachable: the router drops it with the connection
+        except Exception:  # noqa: BLE001 - gone already, router unreachable: the router drops it with the connection
             pass
