@@ -159,15 +159,15 @@ def _openssl(*args: str) -> str:
     return result.stdout
 
 
+# openssl req options for a new, unencrypted EC P-256 key (the CA's and the router's)
+_NEW_EC_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+
+
 def _make_ca(files: CertFiles) -> None:
     _openssl(
         "req",
         "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
+        *_NEW_EC_KEY,
         "-keyout",
         files.ca_key,
         "-out",
@@ -201,11 +201,7 @@ def _issue_server_cert(files: CertFiles, host: str, sans: list[str]) -> None:
         _openssl(
             "req",
             "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
+            *_NEW_EC_KEY,
             "-keyout",
             key,
             "-out",
