@@ -31,6 +31,12 @@ from services.common.contract import PushGrid
 S = PushGrid.MessageState
 _OVERRIDE = "DBAgent, once the task of the message overriding it is on the broker"
 
+# Every state, in enumerator order, and by name (as MySQL rows keep them).
+ALL: tuple[PushGrid.MessageState, ...] = tuple(
+    PushGrid.MessageState._enumerators[v] for v in sorted(PushGrid.MessageState._enumerators)
+)
+BY_NAME: dict[str, PushGrid.MessageState] = {s.name: s for s in ALL}
+
 # (from, to): who makes the move. The only moves DBAgent accepts.
 TRANSITIONS: dict[tuple[PushGrid.MessageState, PushGrid.MessageState], str] = {
     (S.Scheduled, S.Accepted): "the scheduler, once the task is on the broker",
@@ -53,9 +59,7 @@ NEW: frozenset[PushGrid.MessageState] = frozenset({S.Scheduled, S.Accepted})
 # States a dispatcher still runs a task in (anything else skips it).
 RUNNABLE: frozenset[PushGrid.MessageState] = frozenset({S.Scheduled, S.Accepted, S.Dispatching})
 # States with no move out: Cancelled, Expired and Overridden.
-FINAL: frozenset[PushGrid.MessageState] = frozenset(
-    set(PushGrid.MessageState._enumerators.values()) - {f for f, _ in TRANSITIONS}
-)
+FINAL: frozenset[PushGrid.MessageState] = frozenset(set(ALL) - {f for f, _ in TRANSITIONS})
 # States an override ends; a Cancelled or Expired message stays what it is.
 OVERRIDABLE: frozenset[PushGrid.MessageState] = frozenset(f for f, t in TRANSITIONS if t == S.Overridden)
 # Moves of a scheduled overriding message in whose transaction DBAgent marks the old one Overridden.

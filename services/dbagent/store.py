@@ -31,8 +31,6 @@ ER_DUP_ENTRY = 1062
 CHUNK = 1000  # rows or ids per statement, to keep statements well under max_allowed_packet
 _ID_ATTEMPTS = 3  # random ids that collide (practically never) are drawn again
 
-_STATES = {s.name: s for s in PushGrid.MessageState._enumerators.values()}
-
 _APP_COLUMNS = "app_key, name, push_quota_per_minute, enabled, created_at, secret_rotated_at"
 _DEVICE_COLUMNS = "app_key, registration_id, platform, created_at, last_seen"
 _MESSAGE_COLUMNS = "msg_id, app_key, request, state, created_at, send_at, expires_at"
@@ -81,7 +79,7 @@ def _message(row: dict[str, Any]) -> PushGrid.MessageRecord:
         msgId=row["msg_id"],
         appKey=row["app_key"],
         request=codec.loads(row["request"]),
-        state=_STATES[row["state"]],
+        state=lifecycle.BY_NAME[row["state"]],
         createdAt=row["created_at"],
         sendAt=row["send_at"],
         expiresAt=row["expires_at"],
@@ -451,7 +449,7 @@ class Store:
                 sentOnline=rows[m]["sent_online"],
                 storedOffline=rows[m]["stored_offline"],
                 received=rows[m]["received"],
-                state=_STATES[rows[m]["state"]],
+                state=lifecycle.BY_NAME[rows[m]["state"]],
             )
             for m in msg_ids
             if m in rows

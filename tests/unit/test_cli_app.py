@@ -10,10 +10,9 @@ import Ice
 import pytest
 
 from services.common.contract import PushGrid
+from tests.unit.fakes import APP as KEY
 from tools import cli
 from tools.grid import apps
-
-KEY = "0123456789abcdef01234567"
 
 
 class FakeDBAgent:

@@ -7,8 +7,8 @@ import pytest
 from services.common import lifecycle, limits
 from services.common.contract import PushGrid
 from services.dbagent.servant import DBAgentI
+from tests.unit.fakes import APP as KEY
 
-KEY = "0123456789abcdef01234567"
 State = PushGrid.MessageState
 
 
@@ -208,7 +208,7 @@ def test_apply_override_reaches_the_store(servant, store):
     assert store.calls == [("apply_override", (KEY, 7))]
 
 
-ALL_STATES = list(State._enumerators.values())
+ALL_STATES = list(lifecycle.ALL)
 
 
 @pytest.mark.parametrize("to", ALL_STATES, ids=str)

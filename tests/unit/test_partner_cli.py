@@ -10,10 +10,9 @@ import Ice
 import pytest
 
 from services.common.contract import Glacier2, PushGrid
+from tests.unit.fakes import APP as KEY
 from tools.partner import cli, errors
 from tools.partner.sdk import PartnerConfigError
-
-KEY = "0123456789abcdef01234567"
 
 
 def request_of(*argv: str) -> PushGrid.PushRequest:

@@ -6,8 +6,7 @@ from pathlib import Path
 
 from services.common import platforms
 from services.tagalias import keys, scripts
-
-APP = "0123456789abcdef01234567"
+from tests.unit.fakes import APP
 
 
 def test_every_lua_file_is_loaded_and_nothing_else() -> None:
