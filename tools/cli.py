@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from patch.release import ReleaseError
 from tools.grid import lifecycle
 from tools.grid.certs import InvalidHost
 from tools.grid.procs import StartError
@@ -61,13 +62,83 @@ def print_status(st: dict) -> None:
     print("replica groups:")
     for gid, g in sorted(st["replica_groups"].items()):
         print(f"  {gid:<20} {g['policy']:<12} objects: {', '.join(g['objects'])}")
-    print(f"{'server':<18} {'node':<8} {'state':<12} {'pid':>7}  replica group")
+    print(f"{'server':<18} {'node':<8} {'state':<12} {'pid':>7}  {'release':<26} replica group")
     for s in st["servers"]:
         state = s["state"] + ("" if s["enabled"] else " (disabled)")
-        print(f"{s['id']:<18} {s['node']:<8} {state:<12} {s['pid'] or '-':>7}  {', '.join(s['replica_groups']) or '-'}")
+        groups = ", ".join(s["replica_groups"]) or "-"
+        print(f"{s['id']:<18} {s['node']:<8} {state:<12} {s['pid'] or '-':>7}  {s.get('release') or '-':<26} {groups}")
     if partner.get("endpoints"):
         print(f"partners:   PushGridRouter/router:{partner['endpoints']}")
         print(f"            config for partners: {partner['config']}")
+
+
+# ------------------------------------------------------------------ pushgrid release ...
+
+
+def cmd_release_build(args: argparse.Namespace) -> int:
+    from patch import release
+
+    run = _run_dir(args)
+    built = release.build(run.releases, version=args.version)
+    print(f"release {built.version} in {built.path}")
+    return 0
+
+
+def cmd_release_list(args: argparse.Namespace) -> int:
+    """Every kept release, and which servers run it now (when the grid is up)."""
+    from patch import release
+    from patch.distribution import IcePatch2Distribution
+    from tools.grid import icegrid
+
+    run = _run_dir(args)
+    kept = release.all_releases(run.releases)
+    published = IcePatch2Distribution(run.patch_data).published()
+    try:
+        servers = icegrid.status(run)["servers"]
+    except Exception:  # noqa: BLE001 - no grid answering: list the releases without servers
+        servers = []
+    running: dict[str, list[str]] = {}
+    for s in servers:
+        if s.get("release"):
+            running.setdefault(s["release"], []).append(s["id"])
+    rows = [(r, sorted(running.pop(r.version, []))) for r in kept]
+    if args.json:
+        releases = [
+            {
+                "version": r.version,
+                "builtAt": r.built_at,
+                "commit": r.commit,
+                "dirty": r.dirty,
+                "files": len(r.files),
+                "published": r.version == published,
+                "servers": ids,
+            }
+            for r, ids in rows
+        ]
+        _print_json({"releases": releases, "unknown": running})
+        return 0
+    if not rows:
+        print("no releases yet: pushgrid release build")
+    for r, ids in rows:
+        mark = " (published)" if r.version == published else ""
+        changes = " +changes" if r.dirty else ""
+        print(f"{r.version}{mark}  built {r.built_at}  commit {r.commit[:12]}{changes}")
+        print(f"    {len(ids)} servers: {', '.join(ids) or '-'}")
+    for version, ids in sorted(running.items()):
+        print(f"{version} (not kept here)")
+        print(f"    {len(ids)} servers: {', '.join(sorted(ids))}")
+    return 0
+
+
+def _add_release_parser(sub: Subparsers) -> None:
+    rel = sub.add_parser("release", help="build and list releases of what the grid's servers run")
+    cmds = rel.add_subparsers(dest="release_command", required=True, metavar="COMMAND")
+    build = cmds.add_parser("build", help="copy the servers' code, Slice and gateway into a new release")
+    build.add_argument("--version", help="the release's version (default: build time and commit)")
+    build.set_defaults(fn=cmd_release_build)
+    listing = cmds.add_parser("list", help="every kept release and the servers running it")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(fn=cmd_release_list)
 
 
 # ------------------------------------------------------------------ pushgrid app ...
@@ -231,12 +302,13 @@ def main(argv: list[str] | None = None) -> int:
     st.set_defaults(fn=cmd_status)
     sub.add_parser("down", help="stop everything the run directory started").set_defaults(fn=cmd_down)
     _add_app_parser(sub)
+    _add_release_parser(sub)
     args = parser.parse_args(argv)
     if not hasattr(args, "json"):
         args.json = False
     try:
         return args.fn(args)
-    except (StartError, InvalidHost) as e:
+    except (StartError, InvalidHost, ReleaseError) as e:
         print(f"pushgrid: {e}", file=sys.stderr)
         return 1
 

@@ -7,13 +7,17 @@ passes `--Ice.Config` on the command line), then hand their servant to `serve`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 from typing import Any
 
 import Ice
 
+from services.common import release
 from services.common.backends import Backend
 from services.common.contract import PushGrid
+
+log = logging.getLogger(__name__)
 
 # Well-known object identities, resolved through the replicated registry.
 DBAGENT = "DBAgent"
@@ -88,9 +92,14 @@ def serve(communicator: Ice.Communicator, name: str, servant: Ice.Object, identi
 def serve_until_shutdown(communicator: Ice.Communicator) -> None:
     """Blocks until the node (through the Process admin facet) or a signal shuts the server down.
 
-    SIGTERM and SIGINT shut the communicator down gracefully so requests being dispatched finish
-    and clients see a clean close they can retry on another replica.
+    It first publishes which release this server runs (services.common.release), for IceGrid's
+    admin and the upgrade tool. SIGTERM and SIGINT shut the communicator down gracefully so
+    requests being dispatched finish and clients see a clean close they can retry on another
+    replica.
     """
+    version = release.running()
+    communicator.getProperties().setProperty(release.PROPERTY, version)
+    log.info("serving, release %s", version)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: communicator.shutdown())
     communicator.waitForShutdown()

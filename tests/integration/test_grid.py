@@ -30,6 +30,7 @@ EXPECTED_SERVERS = {
     "PartnerGateway-1": ("node1", "PartnerGatewayGroup"),
     "PartnerGateway-2": ("node2", "PartnerGatewayGroup"),
     "Glacier2Router": ("node1", "-"),
+    "pushgrid.IcePatch2": ("node1", "-"),
 }
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 import Ice
 import IceGrid
 
-from services.common import limits, paths
+from services.common import limits, paths, release
 from services.common.ice import client_communicator
 from tools.grid import procs, router
 from tools.grid.rundir import INSTANCE_NAME, NODES, RunDir, write_config
@@ -177,7 +177,7 @@ def descriptor_variables(run: RunDir) -> dict[str, str]:
     props = run.backend_properties()
     return {
         "python": str(paths.ROOT / ".venv" / "bin" / "python"),
-        "root": str(paths.ROOT),
+        "patch.dir": str(run.patch_data),
         "server.user": "root" if os.geteuid() == 0 else "",
         "mysql.port": props["PushGrid.MySQL.Port"],
         "mysql.password": props["PushGrid.MySQL.Password"],
@@ -223,6 +223,21 @@ def _property(info: IceGrid.ServerInfo, name: str) -> str | None:
     return None
 
 
+def _distributed(info: IceGrid.ServerInfo) -> bool:
+    """True for a server that runs a patched release (it has a <distrib>)."""
+    return bool(info.descriptor.distrib and info.descriptor.distrib.directories)
+
+
+def server_release(admin: IceGrid.AdminPrx, server_id: str) -> str:
+    """The release an active server says it runs (services.common.release), read through its
+    Properties admin facet; "?" if it does not answer."""
+    try:
+        props = Ice.PropertiesAdminPrx.uncheckedCast(admin.getServerAdmin(server_id), "Properties")
+        return str(props.ice_invocationTimeout(5000).getProperty(release.PROPERTY)) or "?"
+    except (Ice.Exception, IceGrid.ServerNotExistException):
+        return "?"
+
+
 def status(run: RunDir) -> dict:
     """Registries, nodes, replica groups, every server with its node, state and replica group,
     and where partners reach the router."""
@@ -260,6 +275,7 @@ def status(run: RunDir) -> dict:
                 pid = admin.getServerPid(sid) if state == "Active" else 0
             except IceGrid.NodeUnreachableException:
                 state, pid = "NodeDown", 0
+            version = server_release(admin, sid) if state == "Active" and _distributed(info) else ""
             replica_groups = sorted({a.replicaGroupId for a in info.descriptor.adapters if a.replicaGroupId})
             servers.append(
                 {
@@ -269,6 +285,7 @@ def status(run: RunDir) -> dict:
                     "pid": pid,
                     "enabled": admin.isServerEnabled(sid),
                     "replica_groups": replica_groups,
+                    "release": version,
                 }
             )
     return {"registries": registries, "nodes": nodes, "replica_groups": groups, "servers": servers, "partner": partner}

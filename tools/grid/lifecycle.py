@@ -15,7 +15,10 @@ from collections.abc import Callable
 
 import IceGrid
 
+from patch import release
+from patch.distribution import IcePatch2Distribution
 from services.common.config import MySQLSettings, load_properties
+from services.common.release import CHECKOUT
 from tools.grid import icegrid, kafka, mariadb, procs, redis_cluster, router
 from tools.grid.rundir import NODES, RunDir
 
@@ -63,10 +66,23 @@ def start_icegrid(run: RunDir, progress: Progress = print) -> None:
 
 def deploy(run: RunDir, progress: Progress = print, timeout: float = 90) -> None:
     _step(progress, f"partner door certificate and config for {run.partner_host}", lambda: router.prepare(run))
+    _step(progress, "release published for the nodes", lambda: publish_first_release(run, progress))
     _step(progress, "application pushgrid", lambda: icegrid.deploy(run))
     _step(progress, "every server active", lambda: wait_servers_active(run, timeout, progress))
     _step(progress, "Glacier2 router answers partners", lambda: router.wait_answering(run, timeout))
     _step(progress, "dispatchers own every task partition", lambda: wait_dispatchers(run, timeout))
+
+
+def publish_first_release(run: RunDir, progress: Progress = print) -> str:
+    """A new grid runs a release of this checkout: built and published unless one is published
+    already (a grid that is up keeps what it runs; `pushgrid upgrade` changes it)."""
+    dist = IcePatch2Distribution(run.patch_data)
+    current = dist.published()
+    if current != CHECKOUT:
+        return f"{current} (kept)"
+    built = release.build(run.releases, progress=progress)
+    dist.publish(built, admin=None)
+    return built.version
 
 
 def set_partner_host(run: RunDir, host: str, progress: Progress = print, timeout: float = 60) -> bool:

@@ -12,6 +12,7 @@ import secrets
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 PORT_NAMES = (
@@ -159,6 +160,16 @@ class RunDir:
     def certs_dir(self) -> str:
         """The grid CA and the router's certificate (tools/grid/certs.py)."""
         return self.dir("certs")
+
+    @property
+    def releases(self) -> Path:
+        """The release repository: one directory per kept release (patch/release.py)."""
+        return Path(self.dir("releases"))
+
+    @property
+    def patch_data(self) -> Path:
+        """The IcePatch2 server's data directory: the published release (patch/distribution.py)."""
+        return Path(self.dir("patch", "data"))
 
     @property
     def partner_config(self) -> str:
