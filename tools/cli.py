@@ -130,6 +130,79 @@ def cmd_release_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rollout(args: argparse.Namespace, act: Callable[[Any], None]) -> int:
+    """Runs act(rollout) against the grid of the run directory; a failed rollout is exit 1."""
+    from patch.distribution import IcePatch2Distribution
+    from patch.health import Checks
+    from patch.rollout import Options, Rollout, RolloutFailed
+    from services.common.config import RedisSettings, load_properties
+    from services.common.ice import client_communicator
+    from services.common.mailbox import Mailbox
+    from services.common.redis_client import cluster
+    from tools.grid import icegrid
+
+    run = _run_dir(args)
+    options = Options(
+        canary=args.canary,
+        stages=args.stage or (),
+        soak_seconds=args.soak,
+        max_error_rate=args.max_error_rate,
+    )
+    communicator = client_communicator(run.client_config)
+    try:
+        with icegrid.admin_session(run) as admin:
+            mailbox = Mailbox(cluster(RedisSettings.from_properties(load_properties(run.client_config))))
+            rollout = Rollout(
+                admin=admin,
+                distribution=IcePatch2Distribution(run.patch_data),
+                checks=Checks(admin, communicator, mailbox, run.device_url),
+                releases=run.releases,
+                state_file=run.upgrade_state,
+                options=options,
+                progress=lambda line: print(line, flush=True),
+                confirm=_ask if args.confirm else None,
+            )
+            try:
+                act(rollout)
+            except RolloutFailed as e:
+                print(f"pushgrid: {e}", file=sys.stderr)
+                return 1
+            except KeyboardInterrupt:
+                print("pushgrid: interrupted; run the same command again to finish", file=sys.stderr)
+                return 130
+    finally:
+        communicator.destroy()
+    return 0
+
+
+def _ask(question: str) -> bool:
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    return _rollout(args, lambda r: r.upgrade(args.version))
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    return _rollout(args, lambda r: r.rollback(args.version))
+
+
+def _add_rollout_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--canary", type=int, default=1, metavar="N", help="servers upgraded and soaked first (default 1)")
+    p.add_argument(
+        "--stage",
+        type=int,
+        action="append",
+        metavar="N",
+        help="size of each later stage (repeatable; the last repeats)",
+    )
+    p.add_argument("--soak", type=float, default=10.0, metavar="S", help="seconds each stage is watched (default 10)")
+    p.add_argument(
+        "--max-error-rate", type=float, default=0.0, metavar="R", help="failed probes allowed in a soak (default 0)"
+    )
+    p.add_argument("--confirm", action="store_true", help="ask before each stage after the canary")
+
+
 def _add_release_parser(sub: Subparsers) -> None:
     rel = sub.add_parser("release", help="build and list releases of what the grid's servers run")
     cmds = rel.add_subparsers(dest="release_command", required=True, metavar="COMMAND")
@@ -303,6 +376,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop everything the run directory started").set_defaults(fn=cmd_down)
     _add_app_parser(sub)
     _add_release_parser(sub)
+    upgrade = sub.add_parser("upgrade", help="roll a release through the grid, one server at a time")
+    upgrade.add_argument("version", metavar="VERSION", help="a kept release (pushgrid release list)")
+    _add_rollout_arguments(upgrade)
+    upgrade.set_defaults(fn=cmd_upgrade)
+    rollback = sub.add_parser("rollback", help="roll the grid back to a kept release, with the same care")
+    rollback.add_argument("version", metavar="VERSION", nargs="?", help="default: the release before the current one")
+    _add_rollout_arguments(rollback)
+    rollback.set_defaults(fn=cmd_rollback)
     args = parser.parse_args(argv)
     if not hasattr(args, "json"):
         args.json = False

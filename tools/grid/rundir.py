@@ -172,6 +172,11 @@ class RunDir:
         return Path(self.dir("patch", "data"))
 
     @property
+    def upgrade_state(self) -> Path:
+        """Where an upgrade in progress remembers its target and the release before it."""
+        return Path(self.path) / "upgrade.json"
+
+    @property
     def partner_config(self) -> str:
         """The Ice config a partner uses: the router only, never the registry."""
         return os.path.join(self.path, "partner.cfg")
@@ -179,7 +184,11 @@ class RunDir:
     @property
     def device_urls(self) -> list[str]:
         """Where devices connect: one shared port per node, several STC processes behind each."""
-        return [f"ws://127.0.0.1:{self.ports[f'stc-{node}']}/v1/device" for node in NODES]
+        return [self.device_url(node) for node in NODES]
+
+    def device_url(self, node: str) -> str:
+        """The device port node's STC processes share."""
+        return f"ws://127.0.0.1:{self.ports[f'stc-{node}']}/v1/device"
 
     @property
     def client_config(self) -> str:
