@@ -146,7 +146,7 @@ class SessionManagerI(Glacier2.SessionManager):
         ended = 0
         for live in self.table.snapshot():
             try:
-                live.control.ice_invocationTimeout(5000).ice_ping()
+                live.control.ice_invocationTimeout(limits.PARTNER_SESSION_PING_MS).ice_ping()
             except (Ice.ObjectNotExistException, Ice.ConnectFailedException, Ice.ConnectionRefusedException):
                 self.end(live.category, "its router no longer has it")
                 ended += 1
@@ -168,7 +168,7 @@ class Sweeper(threading.Thread):
         while not self._stop.wait(self._every):
             try:
                 self._manager.sweep()
-            except Exception:  # noqa: BLE001 - the sweeper must outlive one bad round
+            except Exception:  # the sweeper must outlive one bad round (logged with its traceback)
                 log.exception("session sweep failed")
 
     def stop(self) -> None:

@@ -26,6 +26,7 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
+import queue
 import random
 import resource
 import statistics
@@ -34,9 +35,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from services.common import limits
+from services.common import batching, limits
 from services.common.contract import PushGrid
 from tools.grid.rundir import RunDir
+from tools.partner import builders as b
 
 if TYPE_CHECKING:  # websockets is imported in the client processes only
     from websockets.asyncio.client import ClientConnection
@@ -90,7 +92,7 @@ async def _device(
                     await _hold(ws, app, rid, state, float(welcome.get("heartbeat", 30)))
                 finally:
                     state["connected"] -= 1
-        except (TimeoutError, OSError, Exception):  # noqa: BLE001 - reconnect like a device
+        except Exception:  # noqa: BLE001 - whatever ended the connection, reconnect like a device
             if state["stop"]:
                 return
             await asyncio.sleep(1 + random.random())
@@ -143,7 +145,7 @@ def _worker(
                 out.put(("received", index, batch))
             try:
                 command = await loop.run_in_executor(None, cmd.get, True, 0.5)
-            except Exception:  # noqa: BLE001 - queue.Empty: nothing to do
+            except queue.Empty:
                 command = None
             if command == "stop":
                 state["stop"] = True
@@ -209,8 +211,7 @@ class Bench:
 
     def start_workers(self, app: str, creds: list[tuple[str, str]]) -> None:
         per = min(PER_WORKER_MAX, max(1, -(-len(creds) // self.args.workers)))
-        chunks = [creds[i : i + per] for i in range(0, len(creds), per)]
-        for index, chunk in enumerate(chunks):
+        for index, chunk in enumerate(batching.chunks(creds, per)):
             cmd: mp.Queue = mp.Queue()
             p = mp.Process(target=_worker, args=(index, chunk, app, self.urls, cmd, self.out), daemon=True)
             p.start()
@@ -222,7 +223,7 @@ class Bench:
         while time.monotonic() < deadline:
             try:
                 msg = self.out.get(timeout=max(0.01, deadline - time.monotonic()))
-            except Exception:  # noqa: BLE001 - queue.Empty
+            except queue.Empty:
                 return
             if msg[0] == "status":
                 self.connected[msg[1]] = msg[2]
@@ -244,11 +245,7 @@ class Bench:
         return time.monotonic() - started
 
     def request(self, audience: PushGrid.Audience, text: str) -> PushGrid.PushRequest:
-        req = PushGrid.PushRequest(audience=audience, platforms=[])
-        req.notification = PushGrid.Notification(alert=text, title="bench", extras={})
-        req.message = PushGrid.Message(content="", title="", contentType="", extras={})
-        req.options = PushGrid.PushOptions(sendno=1, timeToLive=600, overrideMsgId=0, bigPushDuration=0)
-        return req
+        return b.push_request(audience, notification=b.notification(text, title="bench"), options=b.options(1, 600))
 
     def publish_broadcast(self, app: str) -> int:
         return self.push.push(app, self.request(PushGrid.Audience(all=True), "broadcast")).msgId

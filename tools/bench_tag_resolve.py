@@ -51,13 +51,10 @@ class Run:
 
 
 def parse_redis(text: str, timeout: float) -> RedisSettings:
-    nodes = []
-    for item in text.replace(",", " ").split():
-        host, _, port = item.rpartition(":")
-        if not host or not port.isdigit():
-            raise SystemExit(f"--redis: {item!r} is not HOST:PORT")
-        nodes.append((host, int(port)))
-    return RedisSettings(nodes=tuple(nodes), timeout=timeout)
+    try:
+        return RedisSettings(nodes=RedisSettings.parse_nodes(text), timeout=timeout)
+    except ValueError as exc:
+        raise SystemExit(f"--redis: {exc}") from None
 
 
 def load(client: RedisCluster, app: str, n: int, batch: int) -> tuple[float, list[tuple[float, int]]]:

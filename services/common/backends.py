@@ -37,9 +37,11 @@ class Backend:
     errors: tuple[type[BaseException], ...]
 
     def unavailable(self, exc: BaseException) -> PushGrid.Unavailable:
-        """The Unavailable a caller gets for exc (logged here, so callers need not)."""
+        """The Unavailable a caller gets for exc: one line naming the backend and the kind of
+        failure. The details (addresses, the driver's message) go to this server's log only:
+        a caller can act on "try again", and a partner has no business with our addresses."""
         log.warning("%s failed: %r", self.name, exc)
-        reason = f"{self.name} failed: {type(exc).__name__}: {exc}"[:REASON_MAX_CHARS]
+        reason = f"{self.name} did not answer ({type(exc).__name__}); try again"[:REASON_MAX_CHARS]
         return PushGrid.Unavailable(reason=reason, backend=self.name)
 
     @contextmanager

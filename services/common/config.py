@@ -67,12 +67,19 @@ class RedisSettings:
 
     @classmethod
     def from_properties(cls, props: Ice.Properties) -> RedisSettings:
-        raw = props.getPropertyWithDefault("PushGrid.Redis.Nodes", "127.0.0.1:7000")
+        nodes = cls.parse_nodes(props.getPropertyWithDefault("PushGrid.Redis.Nodes", "127.0.0.1:7000"))
+        return cls(nodes=nodes, timeout=_int(props, "PushGrid.Redis.TimeoutMs", 2000) / 1000.0)
+
+    @staticmethod
+    def parse_nodes(text: str) -> tuple[tuple[str, int], ...]:
+        """ "host:port host:port" (or comma-separated) as pairs; ValueError names a bad item."""
         nodes = []
-        for item in raw.replace(",", " ").split():
+        for item in text.replace(",", " ").split():
             host, _, port = item.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{item!r} is not HOST:PORT")
             nodes.append((host, int(port)))
-        return cls(nodes=tuple(nodes), timeout=_int(props, "PushGrid.Redis.TimeoutMs", 2000) / 1000.0)
+        return tuple(nodes)
 
 
 @dataclass(frozen=True)

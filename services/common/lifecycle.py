@@ -37,7 +37,8 @@ ALL: tuple[PushGrid.MessageState, ...] = tuple(
 )
 BY_NAME: dict[str, PushGrid.MessageState] = {s.name: s for s in ALL}
 
-# (from, to): who makes the move. The only moves DBAgent accepts.
+# (from, to): who makes the move. Every move a message can make; transitionMessage accepts all
+# but the moves to Overridden, which only DBAgent's override makes (DBAGENT_ONLY).
 TRANSITIONS: dict[tuple[PushGrid.MessageState, PushGrid.MessageState], str] = {
     (S.Scheduled, S.Accepted): "the scheduler, once the task is on the broker",
     (S.Scheduled, S.Dispatching): "a dispatcher, claiming a due message the scheduler published but did not accept",
@@ -58,6 +59,8 @@ TRANSITIONS: dict[tuple[PushGrid.MessageState, PushGrid.MessageState], str] = {
 NEW: frozenset[PushGrid.MessageState] = frozenset({S.Scheduled, S.Accepted})
 # States a dispatcher still runs a task in (anything else skips it).
 RUNNABLE: frozenset[PushGrid.MessageState] = frozenset({S.Scheduled, S.Accepted, S.Dispatching})
+# Moves no caller may ask transitionMessage for: DBAgent makes them itself, applying an override.
+DBAGENT_ONLY: frozenset[PushGrid.MessageState] = frozenset({S.Overridden})
 # States with no move out: Cancelled, Expired and Overridden.
 FINAL: frozenset[PushGrid.MessageState] = frozenset(set(ALL) - {f for f, _ in TRANSITIONS})
 # States an override ends; a Cancelled or Expired message stays what it is.
@@ -68,9 +71,13 @@ OVERRIDE_TAKES_EFFECT: frozenset[tuple[PushGrid.MessageState, PushGrid.MessageSt
 )
 
 
+# States of an overriding message whose task is on the broker: applyOverride acts only then.
+PUBLISHED: frozenset[PushGrid.MessageState] = frozenset({S.Accepted, S.Dispatching, S.Done})
+
+
 def allowed(from_state: PushGrid.MessageState, to_state: PushGrid.MessageState) -> bool:
-    """True if a message may move from from_state to to_state."""
-    return (from_state, to_state) in TRANSITIONS
+    """True if a caller may move a message from from_state to to_state (transitionMessage)."""
+    return (from_state, to_state) in TRANSITIONS and to_state not in DBAGENT_ONLY
 
 
 def forbidden(msg_id: int, from_state: PushGrid.MessageState, to_state: PushGrid.MessageState) -> PushGrid.InvalidState:

@@ -56,4 +56,5 @@ LOGIN_FAILURES_PER_ADDRESS = 50  # failed logins from one address per window (an
 PARTNER_SESSIONS_PER_APP = 100  # live partner sessions of one app
 PARTNER_SESSION_TIMEOUT_SECONDS = 30  # the router closes a partner connection quiet this long
 PARTNER_SESSION_SWEEP_SECONDS = 30  # the gateway checks its sessions' routers this often
+PARTNER_SESSION_PING_MS = 5000  # how long the sweep waits for a router to answer for one session
 PARTNER_REQUEST_MAX_KIB = 1024  # the largest request the router takes from a partner

@@ -355,13 +355,13 @@ class Store:
         """The one place an override takes effect: the message msg_id overrides (if any, and if
         the app's) moves to Overridden when an override ends its state (lifecycle.OVERRIDABLE);
         a Cancelled or Expired one stays. One UPDATE, so racing callers cannot move it twice."""
-        cur.execute("SELECT request FROM messages WHERE msg_id = %s AND app_key = %s", (msg_id, app_key))
+        cur.execute("SELECT request, state FROM messages WHERE msg_id = %s AND app_key = %s", (msg_id, app_key))
         row = cur.fetchone()
         if row is None:
             raise _unknown_message(msg_id)
         old = codec.loads(row["request"]).options.overrideMsgId
-        if not old:
-            return False
+        if not old or lifecycle.BY_NAME[row["state"]] not in lifecycle.PUBLISHED:
+            return False  # overrides nothing, or not (or never to be) out: a Scheduled or Cancelled one
         ends = sorted(s.name for s in lifecycle.OVERRIDABLE)
         cur.execute(
             "UPDATE messages SET state = %s WHERE msg_id = %s AND app_key = %s"

@@ -33,7 +33,7 @@ def _guarded(name: str, loop: Callable[[], None], communicator: Ice.Communicator
     def run() -> None:
         try:
             loop()
-        except Exception:  # noqa: BLE001 - any crash: log it and let IceGrid restart the process
+        except Exception:  # any crash: log it and let IceGrid restart the process
             log.exception("%s loop died; shutting down", name)
             communicator.shutdown()
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import Ice
 from kafka import KafkaConsumer
-from kafka.errors import KafkaError
 
 from services.common import kafka_client, limits, validation
+from services.common.backends import KAFKA
 from services.common.batching import chunks
 from services.common.contract import PushGrid
 
@@ -88,7 +88,7 @@ class ReceiptsWorker:
                     continue
                 try:
                     consumer.commit()
-                except KafkaError as exc:  # partitions moved: the new owner records them again, harmlessly
+                except KAFKA.errors as exc:  # partitions moved: the new owner records them again, harmlessly
                     log.warning("receipts offsets not committed: %r", exc)
         finally:
             kafka_client.leave(consumer)

@@ -4,8 +4,9 @@ Every step is safe to repeat, and a checkpoint is saved after each page, so a ta
 anywhere (worker killed, partition moved) is finished by the next owner with nothing lost and
 nothing counted twice: stats batches are keyed by page number, queues are sets, devices dedupe
 by msg id. The runner moves only its own message (services.common.lifecycle: to Dispatching,
-Done or Expired); the message it overrides is dropped from the mailbox here, and marked
-Overridden by Push or DBAgent. run() says how it ended with an Outcome.
+Done or Expired); the message it overrides is dropped from the mailbox here and marked
+Overridden by DBAgent (applyOverride, which Push asks first, or the move out of Scheduled).
+run() says how it ended with an Outcome.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Ending(enum.Enum):
     ALREADY_DONE = "already done"  # a duplicate or retried task whose checkpoint says done
     SKIPPED = "skipped"  # not started: the message is not runnable, expired, or not due
     STOPPED = "stopped"  # stopped between pages: no longer Dispatching, or expired
+    DROPPED = "dropped"  # cannot run at all (its message or app is gone, or the task is malformed)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ SKIPPED_EXPIRED = Outcome(Ending.SKIPPED, "expired")
 STOPPED_EXPIRED = Outcome(Ending.STOPPED, "expired")
 NOT_DUE = Outcome(Ending.SKIPPED, "not due yet", final=False)  # the scheduler publishes it again when due
 UNSETTLED = Outcome(Ending.SKIPPED, "its state keeps changing", final=False)
+DROPPED = Outcome(Ending.DROPPED, "it can never run")  # the worker's verdict on a permanent error
 
 
 def skipped(state: PushGrid.MessageState) -> Outcome:
@@ -121,6 +124,8 @@ class TaskRunner:
             self._mailbox.store(stored)
         if req.options.overrideMsgId:
             self._mailbox.forget(req.options.overrideMsgId)
+            # Push asked DBAgent already; asking again (idempotent) covers a Push that could not
+            self._db.applyOverride(task.app_key, task.msg_id)
         if req.audience.all:
             self._broadcast(task, stored, ttl)
         else:

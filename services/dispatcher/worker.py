@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from services.common import kafka_client
+from services.common.backends import KAFKA
 from services.common.contract import PushGrid
 from services.common.tasks import Task
-from services.dispatcher.runner import Interrupted, Outcome, TaskRunner
+from services.dispatcher.runner import DROPPED, Interrupted, Outcome, TaskRunner
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,13 @@ BUSY_POLL_MS = 200
 REVOKE_WAIT_SECONDS = 30  # how long a rebalance waits for the running task to reach a page boundary
 BACKOFF_SECONDS = (1, 2, 5, 10, 30)
 # A task failing with these can never succeed: it is logged and committed, not retried.
-PERMANENT = (PushGrid.UnknownMessage, PushGrid.UnknownApp, PushGrid.InvalidArgument, PushGrid.LimitExceeded)
+PERMANENT = (
+    PushGrid.UnknownMessage,
+    PushGrid.UnknownApp,
+    PushGrid.InvalidArgument,
+    PushGrid.LimitExceeded,
+    PushGrid.InvalidState,
+)
 
 
 @dataclass
@@ -129,15 +135,15 @@ class TaskWorker:
     def _settle(self, task: Task, running: _Running) -> None:
         """Commits a finished task; leaves an unfinished one to be read again."""
         try:
-            outcome = str(running.future.result())
+            outcome = running.future.result()
         except Interrupted:
             log.info("task %d interrupted; it resumes from its checkpoint", task.msg_id)
             self._retry_later(running, backoff=False)
             return
         except PERMANENT as exc:
             log.error("task %d cannot run: %s", task.msg_id, getattr(exc, "reason", exc))
-            outcome = "dropped"
-        except Exception as exc:  # noqa: BLE001 - a backend failed (Unavailable, Ice, Redis): retry
+            outcome = DROPPED
+        except Exception as exc:  # noqa: BLE001 - a backend failed (Unavailable, Ice): retry
             log.warning("task %d failed, retrying from its checkpoint: %r", task.msg_id, exc)
             self._retry_later(running, backoff=True)
             return
@@ -160,7 +166,7 @@ class TaskWorker:
     def _commit(self, tp: TopicPartition, offset: int) -> None:
         try:
             self._kafka.commit({tp: OffsetAndMetadata(offset, "", -1)})
-        except KafkaError as exc:  # the partition moved on: its new owner finds the task done
+        except KAFKA.errors as exc:  # the partition moved on: its new owner finds the task done
             log.warning("offset %d of partition %d not committed: %r", offset, tp.partition, exc)
 
     # ------------------------------------------------------------ rebalances (inside poll)

@@ -77,13 +77,13 @@ class STCI(PushGrid.STC):
         return self._run(self._engine.deliver(msg, rids))
 
     def broadcast(
-        self, env: PushGrid.Envelope, platforms: list[PushGrid.Platform], spreadMs: int, current: Any = None
+        self, env: PushGrid.Envelope, wanted: list[PushGrid.Platform], spreadMs: int, current: Any = None
     ) -> Future:
         msg = _outgoing(env)
         if not 0 <= spreadMs <= limits.BIG_PUSH_MAX_MINUTES * 60_000:
             raise validation.invalid("spreadMs", f"spread must be 0-{limits.BIG_PUSH_MAX_MINUTES} minutes in ms")
         return self._run(
-            self._engine.broadcast(msg, _platforms(platforms), spreadMs),
+            self._engine.broadcast(msg, _platforms(wanted), spreadMs),
             limits.DELIVER_TIMEOUT_SECONDS + spreadMs / 1000,
         )
 

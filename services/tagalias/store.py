@@ -129,7 +129,7 @@ class TagAliasStore:
                 if alias:
                     self._r().srem(keys.alias_devices(app, alias), registration_id)
                 return
-        raise PushGrid.Unavailable(reason="device's tags kept changing while it was removed; retry", backend="redis")
+        raise PushGrid.Unavailable(reason="device's tags kept changing while it was removed; retry", backend=REDIS.name)
 
     # ------------------------------------------------------------ tags of a device
 
@@ -172,7 +172,9 @@ class TagAliasStore:
             )
             if left == 0:
                 return
-        raise PushGrid.Unavailable(reason="device's tags kept changing while they were cleared; retry", backend="redis")
+        raise PushGrid.Unavailable(
+            reason="device's tags kept changing while they were cleared; retry", backend=REDIS.name
+        )
 
     @REDIS.guarded
     def get_tags(self, app: str, registration_id: str) -> list[str]:
@@ -240,7 +242,7 @@ class TagAliasStore:
             for rid in members:
                 self._run(scripts.CLEAR_ALIAS_IF, [keys.device(app, rid).alias], [alias])
             self._r().srem(index, *members)
-        raise PushGrid.Unavailable(reason="alias kept gaining devices while it was deleted; retry", backend="redis")
+        raise PushGrid.Unavailable(reason="alias kept gaining devices while it was deleted; retry", backend=REDIS.name)
 
     # ------------------------------------------------------------ tags of an app
 

@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from services.common.backends import REDIS
 from services.common.contract import PushGrid
 from services.common.validation import invalid
 from services.tagalias import cursor as cursors
@@ -133,7 +134,9 @@ def _built_step(sets: Sets, q: Query, query_id: str) -> Step:
             if nxt != "-1":
                 return int(nxt), members
             _build_named(sets, q, query_id, b)
-        raise PushGrid.Unavailable(reason="temporary audience set vanished while it was read; retry", backend="redis")
+        raise PushGrid.Unavailable(
+            reason="temporary audience set vanished while it was read; retry", backend=REDIS.name
+        )
 
     return step
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from services.common import limits
+from services.common import limits, platforms
 from services.common.config import RedisSettings
 from services.common.contract import PushGrid
 from services.tagalias import cursor as cursors
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 
 A = PushGrid.Audience
 P = PushGrid.Platform
-PLATFORMS = [P.Android, P.Ios, P.Web]
+PLATFORMS = list(platforms.ALL)
 TAG_POOL = [f"t{i}" for i in range(8)] + ["vip:gold", "city.bj"]
 ALIAS_POOL = [f"user{i}" for i in range(120)]
 

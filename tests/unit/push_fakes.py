@@ -80,6 +80,8 @@ class FakeDB:
         return self._override(self.getMessage(app, msg_id))
 
     def _override(self, rec: PushGrid.MessageRecord) -> bool:
+        if rec.state not in lifecycle.PUBLISHED:
+            return False
         old = self.messages.get(rec.request.options.overrideMsgId)
         if old is None or old.appKey != rec.appKey or old.state not in lifecycle.OVERRIDABLE:
             return False

@@ -143,15 +143,15 @@ def test_ttl_zero_stores_nothing_and_is_not_expired(world) -> None:
     assert env.expiresAt > clock.ms  # STC may still send it for a short grace
 
 
-def test_override_forgets_the_old_message(world) -> None:
+def test_override_forgets_the_old_message_and_asks_dbagent_to_end_it(world) -> None:
     db, _, mailbox, _, runner, _ = world
     runner.run(_task(db, 50), threading.Event())
     assert 50 in mailbox.messages
     runner.run(_task(db, 51, overrideMsgId=50), threading.Event())
     assert 50 not in mailbox.messages
     assert all(set(mailbox.queues[d]) == {51} for d in DEVICES)
-    # the old message's state is not the runner's: Push marked it when it accepted the push
-    assert db.messages[50].state == S.Done
+    # had Push's applyOverride failed, the runner's own ask ends the old message
+    assert db.messages[50].state == S.Overridden and "applyOverride" in db.calls
 
 
 def test_scheduled_override_claimed_straight_from_scheduled_ends_the_old_message(world) -> None:
