@@ -56,7 +56,7 @@ def _raise_nofile() -> None:
 
 
 async def _device(
-    url: str, local_ip: str, app: str, rid: str, token: str, state: dict, handshakes: asyncio.Semaphore
+    url: str, local_ip: str, app: str, rid: str, token: str, state: dict[str, Any], handshakes: asyncio.Semaphore
 ) -> None:
     """One device: hello, then take messages (report first sight of each msg id) and ack them."""
     import websockets
@@ -124,7 +124,7 @@ async def _hold(ws: ClientConnection, app: str, rid: str, state: dict[str, Any],
 
 
 def _worker(
-    index: int, devices: list[tuple[str, str]], app: str, urls: list[str], cmd: mp.Queue, out: mp.Queue
+    index: int, devices: list[tuple[str, str]], app: str, urls: list[str], cmd: mp.Queue[Any], out: mp.Queue[Any]
 ) -> None:
     """Holds its share of devices; reports connection counts and received (msg id, time) pairs."""
     _raise_nofile()
@@ -170,8 +170,8 @@ class Bench:
         self.args = args
         self.received: dict[int, list[float]] = {}
         self.connected: dict[int, int] = {}
-        self.workers: list[tuple[mp.Process, mp.Queue]] = []
-        self.out: mp.Queue = mp.Queue()
+        self.workers: list[tuple[mp.Process, mp.Queue[Any]]] = []
+        self.out: mp.Queue[Any] = mp.Queue()
         self.setup()
 
     def setup(self) -> None:
@@ -212,7 +212,7 @@ class Bench:
     def start_workers(self, app: str, creds: list[tuple[str, str]]) -> None:
         per = min(PER_WORKER_MAX, max(1, -(-len(creds) // self.args.workers)))
         for index, chunk in enumerate(batching.chunks(creds, per)):
-            cmd: mp.Queue = mp.Queue()
+            cmd: mp.Queue[Any] = mp.Queue()
             p = mp.Process(target=_worker, args=(index, chunk, app, self.urls, cmd, self.out), daemon=True)
             p.start()
             self.workers.append((p, cmd))
@@ -250,7 +250,7 @@ class Bench:
     def publish_broadcast(self, app: str) -> int:
         return self.push.push(app, self.request(PushGrid.Audience(all=True), "broadcast")).msgId
 
-    def broadcast(self, app: str, n: int, timeout: float) -> dict:
+    def broadcast(self, app: str, n: int, timeout: float) -> dict[str, Any]:
         sent_at = time.time()
         msg_id = self.publish_broadcast(app)
         deadline = time.monotonic() + timeout
@@ -485,7 +485,7 @@ def main() -> int:
     return 0
 
 
-def _plot(path: str, name: str, casts: list[dict], lat: list[float], held: int, per_conn: float) -> None:
+def _plot(path: str, name: str, casts: list[dict[str, Any]], lat: list[float], held: int, per_conn: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

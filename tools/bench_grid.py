@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import Ice
 
@@ -25,7 +26,7 @@ from services.common.ice import client_communicator, dbagent, tagalias
 from tools.grid.rundir import RunDir
 
 
-def _setup(config: str) -> dict:
+def _setup(config: str) -> dict[str, Any]:
     """One app with a device and a few tags, shared by every client process."""
     comm = client_communicator(config)
     try:
@@ -51,7 +52,7 @@ def _operation(name: str, comm: Ice.Communicator, ctx: dict[str, str]) -> Callab
     return ops[name]
 
 
-def _client(config: str, op: str, ctx: dict[str, str], seconds: float, window: int, out: mp.Queue) -> None:
+def _client(config: str, op: str, ctx: dict[str, str], seconds: float, window: int, out: mp.Queue[Any]) -> None:
     comm = client_communicator(config, "--Ice.ThreadPool.Client.Size=2")
     call = _operation(op, comm, ctx)
     latencies: list[float] = []
@@ -82,8 +83,8 @@ def _client(config: str, op: str, ctx: dict[str, str], seconds: float, window: i
     out.put((len(latencies), errors, elapsed, latencies))
 
 
-def run_once(config: str, op: str, ctx: dict, clients: int, seconds: float, window: int) -> dict:
-    out: mp.Queue = mp.Queue()
+def run_once(config: str, op: str, ctx: dict[str, Any], clients: int, seconds: float, window: int) -> dict[str, Any]:
+    out: mp.Queue[Any] = mp.Queue()
     procs = [mp.Process(target=_client, args=(config, op, ctx, seconds, window, out)) for _ in range(clients)]
     for p in procs:
         p.start()

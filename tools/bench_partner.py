@@ -158,10 +158,10 @@ class Phase:
     accepted: int = 0
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)  # seconds, sorted
-    errors: Counter = field(default_factory=Counter)  # error name -> count (any time)
+    errors: Counter[str] = field(default_factory=Counter)  # error name -> count (any time)
     first_error: dict[str, str] = field(default_factory=dict)
     last_ids: list[int] = field(default_factory=list)  # the newest msg ids, to wait for dispatch
-    replicas: Counter = field(default_factory=Counter)  # Push replica -> accepted (measured)
+    replicas: Counter[str] = field(default_factory=Counter)  # Push replica -> accepted (measured)
     gateways: list[str] = field(default_factory=list)  # where the router sessions live
 
     def accept(self, msg_id: int, took: float) -> None:
@@ -355,14 +355,14 @@ def wait_dispatched(run: RunDir, app: BenchApp, msg_ids: list[int], timeout: flo
 # ---------------------------------------------------------------- summary
 
 
-def summarize(rounds: list[dict[str, dict[str, Phase]]]) -> dict:
+def summarize(rounds: list[dict[str, dict[str, Phase]]]) -> dict[str, Any]:
     """Medians over rounds per mode, the router/direct throughput ratio and the added latency
     (router median minus direct median at p50 and p99), and every error of every phase."""
-    s: dict = {}
+    s: dict[str, Any] = {}
     for mode in MODES:
         tp = [r[mode]["throughput"] for r in rounds]
         lat = [r[mode]["latency"] for r in rounds]
-        errors: Counter = Counter()
+        errors: Counter[str] = Counter()
         for ph in tp + lat:
             errors.update(ph.errors)
         placed = Phase()
@@ -395,7 +395,9 @@ def summarize(rounds: list[dict[str, dict[str, Phase]]]) -> dict:
     return s
 
 
-def plot(path: str, rounds: list[dict[str, dict[str, Phase]]], s: dict, labels: dict[str, str], title: str) -> None:
+def plot(
+    path: str, rounds: list[dict[str, dict[str, Phase]]], s: dict[str, Any], labels: dict[str, str], title: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -545,7 +547,7 @@ def main() -> int:
     return 1 if errors else 0
 
 
-def _errors(errors: Counter) -> str:
+def _errors(errors: Counter[str]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(errors.items())) if errors else "0"
 
 

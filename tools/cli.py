@@ -55,7 +55,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if healthy else 1
 
 
-def print_status(st: dict) -> None:
+def print_status(st: dict[str, Any]) -> None:
     partner = st.get("partner") or {}
     print("registries: " + ", ".join(f"{n} {'up' if ok else 'DOWN'}" for n, ok in sorted(st["registries"].items())))
     print("nodes:      " + ", ".join(f"{n} {'up' if ok else 'DOWN'}" for n, ok in sorted(st["nodes"].items())))

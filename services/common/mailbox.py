@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from redis.cluster import RedisCluster
 
@@ -247,7 +247,7 @@ class Mailbox:
 
     # ---- helpers
 
-    def _eval_each(self, script: str, calls: Sequence[tuple]) -> list:
+    def _eval_each(self, script: str, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Runs a one-key script once per (key, *args) in one cluster pipeline.
 
         redis-py's cluster pipeline has no Script support, but routes EVAL by its key.

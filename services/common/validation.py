@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from services.common import limits
 from services.common.codec import request_to_dict
@@ -125,7 +126,7 @@ def _text(value: str | None, field: str) -> str:
     return value
 
 
-def _extras(values: dict | None, field: str) -> dict[str, str]:
+def _extras(values: dict[str, Any] | None, field: str) -> dict[str, str]:
     out = {}
     for k, v in (values or {}).items():
         if not isinstance(k, str) or not isinstance(v, str):

@@ -189,7 +189,7 @@ class Engine:
         self._touch_due: dict[str, set[str]] = defaultdict(set)  # app -> devices that came or left since the last touch
         self._flush_wanted = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[Any]] = []
 
     # ---- blocking work off the loop
 

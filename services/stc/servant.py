@@ -64,10 +64,10 @@ class STCI(PushGrid.STC):
         self._loop = loop
         self._identity = identity
 
-    def _run(self, coro: Coroutine[Any, Any, Any], timeout: float = limits.DELIVER_TIMEOUT_SECONDS) -> Future:
+    def _run(self, coro: Coroutine[Any, Any, Any], timeout: float = limits.DELIVER_TIMEOUT_SECONDS) -> Future[Any]:
         return asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, timeout), self._loop)
 
-    def deliver(self, env: PushGrid.Envelope, registrationIds: list[str], current: Any = None) -> Future:
+    def deliver(self, env: PushGrid.Envelope, registrationIds: list[str], current: Any = None) -> Future[Any]:
         msg = _outgoing(env)
         rids = list(registrationIds or [])
         if len(rids) > limits.DELIVER_BATCH:
@@ -78,7 +78,7 @@ class STCI(PushGrid.STC):
 
     def broadcast(
         self, env: PushGrid.Envelope, wanted: list[PushGrid.Platform], spreadMs: int, current: Any = None
-    ) -> Future:
+    ) -> Future[Any]:
         msg = _outgoing(env)
         if not 0 <= spreadMs <= limits.BIG_PUSH_MAX_MINUTES * 60_000:
             raise validation.invalid("spreadMs", f"spread must be 0-{limits.BIG_PUSH_MAX_MINUTES} minutes in ms")
@@ -87,10 +87,10 @@ class STCI(PushGrid.STC):
             limits.DELIVER_TIMEOUT_SECONDS + spreadMs / 1000,
         )
 
-    def onlineCount(self, appKey: str, current: Any = None) -> Future:
+    def onlineCount(self, appKey: str, current: Any = None) -> Future[Any]:
         return self._run(self._count(appKey or ""))
 
-    def info(self, current: Any = None) -> Future:
+    def info(self, current: Any = None) -> Future[Any]:
         return self._run(self._info())
 
     async def _count(self, app_key: str) -> int:

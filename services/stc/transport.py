@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -81,7 +82,7 @@ class Link:
         self._ws = ws
         self._outbox: asyncio.Queue[str] = asyncio.Queue(outbox_max)
         self._writer = asyncio.create_task(self._write())
-        self._closer: asyncio.Task | None = None
+        self._closer: asyncio.Task[Any] | None = None
 
     def send(self, frame: str) -> bool:
         if self._closer is not None:

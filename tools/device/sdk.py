@@ -135,11 +135,11 @@ class Device:
         self._seen: OrderedDict[int, None] = OrderedDict()
         self._ws: ClientConnection | None = None
         self._stopping = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[Any] | None = None
 
     # ---- life cycle
 
-    def start(self) -> asyncio.Task:
+    def start(self) -> asyncio.Task[Any]:
         self._task = asyncio.create_task(self.run())
         return self._task
 

@@ -10,6 +10,7 @@ import contextlib
 import datetime
 import os
 from collections.abc import Iterator
+from typing import Any
 
 from services.common import ice
 from services.common.contract import PushGrid
@@ -40,7 +41,7 @@ def when(ms: int) -> str:
     return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def as_dict(info: PushGrid.AppInfo) -> dict:
+def as_dict(info: PushGrid.AppInfo) -> dict[str, Any]:
     """An app as JSON shows it (the master secret is never part of it)."""
     return {
         "appKey": info.appKey,

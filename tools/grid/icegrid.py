@@ -11,6 +11,7 @@ import functools
 import os
 import subprocess
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import Ice
 import IceGrid
@@ -238,7 +239,7 @@ def server_release(admin: IceGrid.AdminPrx, server_id: str) -> str:
         return "?"
 
 
-def status(run: RunDir) -> dict:
+def status(run: RunDir) -> dict[str, Any]:
     """Registries, nodes, replica groups, every server with its node, state and replica group,
     and where partners reach the router."""
     with admin_session(run) as admin:

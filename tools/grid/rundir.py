@@ -56,7 +56,7 @@ class RunDir:
     """Paths and persistent settings of one local grid."""
 
     path: str
-    _cache: dict[str, dict] = field(default_factory=dict, init=False, repr=False)
+    _cache: dict[str, dict[str, Any]] = field(default_factory=dict[str, Any], init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.path = os.path.abspath(self.path)
