@@ -27,6 +27,7 @@ from redis.cluster import RedisCluster
 
 from services.common import limits
 from services.common.backends import REDIS
+from services.common.lua import load_scripts
 from services.common.msgid import floor_for_time
 
 # The client decodes replies (redis_client.cluster sets decode_responses), so the casts below
@@ -59,27 +60,14 @@ def _task(msg_id: int) -> str:
 
 _DISPATCHERS = "pg:dispatchers"
 
-
-# Deletes presence only if it still names this STC: a device that moved on keeps its new home.
-_CLEAR_PRESENCE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-# Extends presence if it still names this STC (or has lapsed); 0 if another STC holds the device.
-_REFRESH_PRESENCE = """
-local cur = redis.call('GET', KEYS[1])
-if cur == false or cur == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1 end
-return 0
-"""
-
-# Raises the device's acknowledged-broadcast mark, never lowers it.
-_ACK_BROADCAST = """
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-local new = tonumber(ARGV[1])
-if new > cur then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return new end
-return cur
-"""
+# The scripts of lua/: presence cleared or refreshed only if it still names the caller's STC, and
+# a device's broadcast mark that only rises.
+_SCRIPTS = load_scripts("services.common", ["clear_presence", "refresh_presence", "ack_broadcast"])
+_CLEAR_PRESENCE, _REFRESH_PRESENCE, _ACK_BROADCAST = (
+    _SCRIPTS["clear_presence"],
+    _SCRIPTS["refresh_presence"],
+    _SCRIPTS["ack_broadcast"],
+)
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,13 @@ add_devices_call with the store.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from importlib.resources import files
 from typing import Any
 
 from redis.cluster import ClusterPipeline, RedisCluster
 from redis.commands.core import Script
 
 from services.common import platforms
+from services.common.lua import load_scripts
 from services.tagalias import keys
 
 ADD_DEVICES = "add_devices"
@@ -28,12 +28,10 @@ ALIAS_JOIN = "alias_join"
 CLEAR_ALIAS_IF = "clear_alias_if"
 RESOLVE_STEP = "resolve_step"
 
-_LUA = files("services.tagalias").joinpath("lua")
-
-# name -> Lua source; a missing file fails the import, not the first call that needs it.
-SOURCES: dict[str, str] = {
-    name: _LUA.joinpath(f"{name}.lua").read_text(encoding="utf-8")
-    for name in (
+# name -> Lua source
+SOURCES: dict[str, str] = load_scripts(
+    "services.tagalias",
+    (
         ADD_DEVICES,
         ADD_TAGS,
         REMOVE_TAGS,
@@ -43,8 +41,8 @@ SOURCES: dict[str, str] = {
         ALIAS_JOIN,
         CLEAR_ALIAS_IF,
         RESOLVE_STEP,
-    )
-}
+    ),
+)
 
 
 # A platform's 0-based place among a bucket's platform sets (keys.platform_sets): add_devices.lua
