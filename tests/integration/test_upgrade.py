@@ -1,0 +1,237 @@
+"""Rolling upgrades on the real grid while a partner pushes through the router and devices listen.
+
+Every rollout here goes through `pushgrid upgrade` / `pushgrid rollback` as an operator runs
+them. Throughout, a partner pushes to six connected devices at a steady rate; at the end every
+accepted push must have reached every device (by msg id), no partner call may have failed, and
+no device may be left disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from patch import release
+from patch.distribution import IcePatch2Distribution
+from services.common import paths
+from services.common.contract import PushGrid
+from tests.integration.waiting import until
+from tools.device.sdk import Device, register
+from tools.grid import icegrid
+from tools.grid.rundir import RunDir
+from tools.partner import builders as b
+from tools.partner.sdk import PartnerClient
+
+pytestmark = pytest.mark.integration
+
+DEVICES = 6
+PUSH_INTERVAL = 0.1
+FAST = ("--soak", "1", "--stage", "8")  # one canary, then two stages; a short soak
+
+
+def pushgrid(run: RunDir, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tools.cli", "--run-dir", run.path, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=paths.ROOT,
+    )
+
+
+def releases_running(run: RunDir) -> set[str]:
+    return {s["release"] for s in icegrid.status(run)["servers"] if s["release"]}
+
+
+class Traffic:
+    """Six devices on their own event loop, and a partner pushing to all of them from a thread."""
+
+    def __init__(self, run: RunDir, creds: PushGrid.AppCredentials) -> None:
+        self.run, self.creds = run, creds
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.devices: list[Device] = []
+        self.shown: dict[str, set[int]] = {}
+        self.accepted: list[int] = []
+        self.failed: list[str] = []
+        self._pushing = threading.Event()
+        self._pusher: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._connect(), self.loop).result(60)
+        self.client = PartnerClient(self.creds.appKey, self.creds.masterSecret, config=self.run.partner_config)
+
+    async def _connect(self) -> None:
+        for i in range(DEVICES):
+            creds = await register(self.run.device_urls[i % 2], self.creds.appKey)
+            seen: set[int] = set()
+            self.shown[creds.registration_id] = seen
+            d = Device(creds, self.run.device_urls, backoff=(0.3, 2.0), on_message=lambda m, s=seen: s.add(m.msg_id))
+            self.devices.append(d)
+            d.start()
+            await asyncio.wait_for(d.connected.wait(), 15)
+
+    def push_steadily(self) -> None:
+        self._pushing.set()
+        self._pusher = threading.Thread(target=self._push_loop, daemon=True)
+        self._pusher.start()
+
+    def _push_loop(self) -> None:
+        request = b.push_request(b.audience(registration_ids=list(self.shown)), notification="during the upgrade")
+        while self._pushing.is_set():
+            try:
+                self.accepted.append(self.client.push(request).msgId)
+            except Exception as exc:  # noqa: BLE001 - every failed partner call is a test failure
+                self.failed.append(f"{type(exc).__name__}: {exc}")
+            time.sleep(PUSH_INTERVAL)
+
+    def stop_pushing(self) -> None:
+        self._pushing.clear()
+        if self._pusher is not None:
+            self._pusher.join(30)
+
+    def all_delivered(self) -> bool:
+        want = set(self.accepted)
+        return all(want <= seen for seen in self.shown.values())
+
+    def assert_clean(self, since: int) -> None:
+        """Every push accepted since `since` reached every device; no call failed; all connected."""
+        self.stop_pushing()
+        assert self.failed == [], self.failed
+        assert len(self.accepted) > since, "the partner pushed nothing"
+        until(self.all_delivered, "every accepted push to reach every device", timeout=90)
+        until(lambda: all(d.connected.is_set() for d in self.devices), "every device to be connected", timeout=30)
+
+    def close(self) -> None:
+        self.stop_pushing()
+        self.client.close()
+        for d in self.devices:
+            asyncio.run_coroutine_threadsafe(d.close(), self.loop).result(15)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+@pytest.fixture(scope="module")
+def traffic(grid: RunDir, dbagent) -> Iterator[Traffic]:
+    t = Traffic(grid, dbagent.createApp("upgrade-" + uuid.uuid4().hex[:8], 1_000_000))
+    t.start()
+    yield t
+    t.close()
+
+
+@pytest.fixture(scope="module")
+def first(grid: RunDir) -> str:
+    """The release up published when the grid came up."""
+    return IcePatch2Distribution(grid.patch_data).published()
+
+
+def bad_release(run: RunDir, version: str, edit: str, old: str, new: str) -> str:
+    """A release of this checkout with one file's text replaced."""
+    src = run.releases.parent / f"src-{version}"
+    shutil.rmtree(src, ignore_errors=True)
+    for top in release.CONTENTS:
+        shutil.copytree(paths.ROOT / top, src / top, ignore=shutil.ignore_patterns("__pycache__"))
+    path = src / edit
+    source = path.read_text()
+    assert old in source, (edit, old)
+    path.write_text(source.replace(old, new, 1))
+    release.build(run.releases, src, version=version, progress=lambda *_: None)
+    return version
+
+
+def test_a_full_rolling_upgrade_under_traffic_loses_nothing(grid: RunDir, traffic: Traffic, first: str) -> None:
+    release.build(grid.releases, version="up-2", progress=lambda *_: None)
+    traffic.push_steadily()
+    time.sleep(1)
+    result = pushgrid(grid, "upgrade", "up-2", *FAST)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "every server runs up-2" in result.stdout
+    assert releases_running(grid) == {"up-2"}
+    traffic.assert_clean(since=10)
+
+
+LIST_APPS = "        return self._store.list_apps()"
+BAD = [  # (why, file, text, replaced by)
+    (
+        "crashes at start",
+        "services/dbagent/__main__.py",
+        "def main() -> int:\n",
+        "def main() -> int:\n    raise SystemExit(3)\n",
+    ),
+    (
+        "starts but fails its health check",
+        "services/dbagent/servant.py",
+        LIST_APPS,
+        "        __import__('time').sleep(30)",
+    ),
+    (
+        "answers real calls with errors",
+        "services/dbagent/servant.py",
+        LIST_APPS,
+        "        raise PushGrid.Unavailable(reason='a broken release', backend='mysql')",
+    ),
+]
+
+
+@pytest.mark.parametrize("why,edit,old,new", BAD, ids=[b[0] for b in BAD])
+def test_a_bad_release_is_stopped_at_the_canary_and_rolled_back(
+    grid: RunDir, traffic: Traffic, why: str, edit: str, old: str, new: str
+) -> None:
+    version = bad_release(grid, "bad-" + uuid.uuid4().hex[:6], edit, old, new)
+    before = releases_running(grid)
+    since = len(traffic.accepted)
+    traffic.push_steadily()
+    result = pushgrid(grid, "upgrade", version, "--soak", "2")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "rolled back" in result.stderr and "DBAgent-1" in result.stdout
+    assert "TagAlias-1: " not in result.stdout  # stopped at the canary: nothing past it was touched
+    assert releases_running(grid) == before
+    assert IcePatch2Distribution(grid.patch_data).published() in before
+    traffic.assert_clean(since)
+
+
+def test_rollback_two_releases_back(grid: RunDir, traffic: Traffic, first: str) -> None:
+    release.build(grid.releases, version="up-3", progress=lambda *_: None)
+    result = pushgrid(grid, "upgrade", "up-3", "--canary", "0", "--soak", "0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    since = len(traffic.accepted)
+    traffic.push_steadily()
+    result = pushgrid(grid, "rollback", first, *FAST)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert releases_running(grid) == {first}
+    traffic.assert_clean(since)
+
+
+def test_an_upgrade_killed_midway_is_finished_by_running_it_again(grid: RunDir, traffic: Traffic) -> None:
+    since = len(traffic.accepted)
+    traffic.push_steadily()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tools.cli", "--run-dir", grid.path, "upgrade", "up-2", "--canary", "0", "--soak", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=paths.ROOT,
+    )
+    moved = 0
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        moved += " -> up-2 " in line
+        if moved == 5:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(30)
+    assert len(releases_running(grid)) >= 1 and Path(grid.upgrade_state).exists()
+    result = pushgrid(grid, "upgrade", "up-2", "--canary", "0", "--soak", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count(" -> up-2 ") <= 16 - 5
+    assert releases_running(grid) == {"up-2"} and not Path(grid.upgrade_state).exists()
+    traffic.assert_clean(since)
