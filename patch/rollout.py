@@ -29,7 +29,7 @@ from pathlib import Path
 
 import IceGrid
 
-from patch import release
+from patch import release, schema
 from patch.distribution import Distribution
 from patch.health import KINDS, Checks, Unhealthy, kind
 
@@ -107,6 +107,7 @@ class Rollout:
     options: Options = field(default_factory=Options)
     progress: Progress = print
     confirm: Confirm | None = None  # asked before each stage after the canary; None: never ask
+    migrate: Callable[[Path], list[str]] | None = None  # applies a release's migrations folder
     _started: float = field(default_factory=time.monotonic)
 
     # ---- commands
@@ -123,6 +124,7 @@ class Rollout:
             state = State(target.version, self.distribution.published())
             state.save(self.state_file)
         self._say(f"upgrade to {target.version} (from {state.previous})")
+        self._migrate(state.previous, target)
         self._publish(target)
         todo = [s for s in order(self.admin.getAllServerIds()) if self.checks.release_of(s) != target.version]
         plan = stages(todo, self.options.canary, self.options.stages)
@@ -169,6 +171,21 @@ class Rollout:
         if version not in kept or kept.index(version) == 0:
             raise RolloutFailed(f"no kept release before {version}; name the version to roll back to")
         return kept[kept.index(version) - 1]
+
+    def _migrate(self, running: str, target: release.Release) -> None:
+        """Refuses a target whose migrations cannot run beside the running release, then applies
+        the ones it brings, before any of its servers starts (expand first)."""
+        try:
+            new = schema.plan(release.find(self.releases, running), target)
+        except release.ReleaseError:
+            self._say(f"  the running release {running} is not kept here: its schema is not compared")
+            new = []
+        except schema.IncompatibleRelease as exc:
+            self.state_file.unlink(missing_ok=True)
+            raise RolloutFailed(str(exc)) from None
+        if new and self.migrate is not None:
+            applied = self.migrate(target.path / schema.MIGRATIONS)
+            self._say(f"  schema migrations applied: {', '.join(applied) or 'none (already there)'}")
 
     def _publish(self, target: release.Release) -> None:
         if self.distribution.published() != target.version:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -135,10 +136,11 @@ def _rollout(args: argparse.Namespace, act: Callable[[Any], None]) -> int:
     from patch.distribution import IcePatch2Distribution
     from patch.health import Checks
     from patch.rollout import Options, Rollout, RolloutFailed
-    from services.common.config import RedisSettings, load_properties
+    from services.common.config import MySQLSettings, RedisSettings, load_properties
     from services.common.ice import client_communicator
     from services.common.mailbox import Mailbox
     from services.common.redis_client import cluster
+    from services.dbagent.migrations import migrate
     from tools.grid import icegrid
 
     run = _run_dir(args)
@@ -161,6 +163,7 @@ def _rollout(args: argparse.Namespace, act: Callable[[Any], None]) -> int:
                 options=options,
                 progress=lambda line: print(line, flush=True),
                 confirm=_ask if args.confirm else None,
+                migrate=functools.partial(migrate, MySQLSettings.from_properties(load_properties(run.client_config))),
             )
             try:
                 act(rollout)

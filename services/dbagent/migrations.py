@@ -3,6 +3,12 @@
 Migrations are the files migrations/NNN_name.sql, applied in order; each applied version is
 recorded in schema_migrations. An applied file is never edited: a change is a new file,
 written so that it can run again after failing halfway.
+
+A rolling upgrade runs the old and the new release side by side, so a new file says in a
+`-- rollout:` line which kind it is (patch/rollout.py refuses a release that brings one without):
+  -- rollout: expand              adds what the new release uses; the old one runs on unharmed
+  -- rollout: contract after NNN  removes what releases before migration NNN still use: allowed
+                                  only when the running release already has NNN
 A named lock serializes concurrent runs (several DBAgent hosts upgrading at once).
 """
 
@@ -22,10 +28,13 @@ _LOCK_NAME = "pushgrid.schema_migrations"
 _LOCK_TIMEOUT_SECONDS = 60
 
 
-def available() -> list[tuple[str, Path]]:
+_ROLLOUT_RE = re.compile(r"^--\s*rollout:\s*(expand|contract after (\d{3}))\s*$", re.MULTILINE)
+
+
+def available(directory: Path = MIGRATIONS_DIR) -> list[tuple[str, Path]]:
     """(version, path) of every migration file, oldest first."""
     found = []
-    for path in MIGRATIONS_DIR.iterdir():
+    for path in directory.iterdir():
         match = _FILE_RE.fullmatch(path.name)
         if match:
             found.append((match.group(1), path))
@@ -42,8 +51,16 @@ def statements(sql: str) -> list[str]:
     return [part.strip() for part in parts if part.strip()]
 
 
-def migrate(settings: MySQLSettings) -> list[str]:
-    """Applies the migrations not applied yet to the primary; returns the versions it applied."""
+def rollout_kind(sql: str) -> tuple[str, str] | None:
+    """("expand", "") or ("contract", NNN) from a file's `-- rollout:` line; None without one."""
+    match = _ROLLOUT_RE.search(sql)
+    if match is None:
+        return None
+    return ("contract", match.group(2)) if match.group(2) else ("expand", "")
+
+
+def migrate(settings: MySQLSettings, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Applies the migrations of directory not applied yet to the primary; returns their versions."""
     conn = pymysql.connect(
         host=settings.host,
         port=settings.port,
@@ -62,14 +79,14 @@ def migrate(settings: MySQLSettings) -> list[str]:
             if cur.fetchone()[0] != 1:
                 raise RuntimeError(f"another migration held {_LOCK_NAME} for {_LOCK_TIMEOUT_SECONDS} s")
             try:
-                return _apply_pending(cur)
+                return _apply_pending(cur, directory)
             finally:
                 cur.execute("SELECT RELEASE_LOCK(%s)", (_LOCK_NAME,))
     finally:
         conn.close()
 
 
-def _apply_pending(cur: pymysql.cursors.Cursor) -> list[str]:
+def _apply_pending(cur: pymysql.cursors.Cursor, directory: Path) -> list[str]:
     cur.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version CHAR(3) CHARACTER SET ascii NOT NULL PRIMARY KEY,"
@@ -80,7 +97,7 @@ def _apply_pending(cur: pymysql.cursors.Cursor) -> list[str]:
     cur.execute("SELECT version FROM schema_migrations")
     done = {row[0] for row in cur.fetchall()}
     applied = []
-    for version, path in available():
+    for version, path in available(directory):
         if version in done:
             continue
         # MySQL commits each DDL statement on its own, so a migration is not atomic: one that

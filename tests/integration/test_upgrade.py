@@ -135,27 +135,56 @@ def first(grid: RunDir) -> str:
     return IcePatch2Distribution(grid.patch_data).published()
 
 
-def bad_release(run: RunDir, version: str, edit: str, old: str, new: str) -> str:
-    """A release of this checkout with one file's text replaced."""
+def variant(
+    run: RunDir, version: str, edit: tuple[str, str, str] | None = None, add: dict[str, str] | None = None
+) -> str:
+    """A release of this checkout with one file's text replaced (path, old, new) or files added."""
     src = run.releases.parent / f"src-{version}"
     shutil.rmtree(src, ignore_errors=True)
     for top in release.CONTENTS:
         shutil.copytree(paths.ROOT / top, src / top, ignore=shutil.ignore_patterns("__pycache__"))
-    path = src / edit
-    source = path.read_text()
-    assert old in source, (edit, old)
-    path.write_text(source.replace(old, new, 1))
+    if edit is not None:
+        path, old, new = src / edit[0], edit[1], edit[2]
+        source = path.read_text()
+        assert old in source, edit
+        path.write_text(source.replace(old, new, 1))
+    for rel, text in (add or {}).items():
+        (src / rel).write_text(text)
     release.build(run.releases, src, version=version, progress=lambda *_: None)
     return version
 
 
-def test_a_full_rolling_upgrade_under_traffic_loses_nothing(grid: RunDir, traffic: Traffic, first: str) -> None:
-    release.build(grid.releases, version="up-2", progress=lambda *_: None)
+MIGRATIONS = "services/dbagent/migrations"
+PROBE_TABLE = (
+    "-- rollout: expand\nCREATE TABLE IF NOT EXISTS upgrade_probe (x INT) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;\n"
+)
+DROP_TABLE = "-- rollout: contract after 099\nDROP TABLE IF EXISTS apps;\n"
+
+
+def table_exists(mysql_settings, name: str) -> bool:
+    import pymysql
+
+    s = mysql_settings
+    conn = pymysql.connect(host=s.host, port=s.port, user=s.user, password=s.password, database=s.database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW TABLES LIKE %s", (name,))
+            return cur.fetchone() is not None
+    finally:
+        conn.close()
+
+
+def test_a_full_rolling_upgrade_under_traffic_loses_nothing(
+    grid: RunDir, traffic: Traffic, first: str, mysql_settings
+) -> None:
+    variant(grid, "up-2", add={f"{MIGRATIONS}/002_upgrade_probe.sql": PROBE_TABLE})  # an expand migration
+    assert not table_exists(mysql_settings, "upgrade_probe")
     traffic.push_steadily()
     time.sleep(1)
     result = pushgrid(grid, "upgrade", "up-2", *FAST)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "every server runs up-2" in result.stdout
+    assert "every server runs up-2" in result.stdout and "schema migrations applied: 002" in result.stdout
+    assert table_exists(mysql_settings, "upgrade_probe")  # applied before the first server moved
     assert releases_running(grid) == {"up-2"}
     traffic.assert_clean(since=10)
 
@@ -187,7 +216,7 @@ BAD = [  # (why, file, text, replaced by)
 def test_a_bad_release_is_stopped_at_the_canary_and_rolled_back(
     grid: RunDir, traffic: Traffic, why: str, edit: str, old: str, new: str
 ) -> None:
-    version = bad_release(grid, "bad-" + uuid.uuid4().hex[:6], edit, old, new)
+    version = variant(grid, "bad-" + uuid.uuid4().hex[:6], edit=(edit, old, new))
     before = releases_running(grid)
     since = len(traffic.accepted)
     traffic.push_steadily()
@@ -198,6 +227,15 @@ def test_a_bad_release_is_stopped_at_the_canary_and_rolled_back(
     assert releases_running(grid) == before
     assert IcePatch2Distribution(grid.patch_data).published() in before
     traffic.assert_clean(since)
+
+
+def test_a_release_whose_migration_breaks_the_running_one_is_refused(grid: RunDir, mysql_settings) -> None:
+    before = releases_running(grid)
+    version = variant(grid, "contract-" + uuid.uuid4().hex[:6], add={f"{MIGRATIONS}/003_drop.sql": DROP_TABLE})
+    result = pushgrid(grid, "upgrade", version)
+    assert result.returncode == 1 and "removes what" in result.stderr, result.stdout + result.stderr
+    assert " -> " not in result.stdout and releases_running(grid) == before
+    assert table_exists(mysql_settings, "apps")
 
 
 def test_rollback_two_releases_back(grid: RunDir, traffic: Traffic, first: str) -> None:
