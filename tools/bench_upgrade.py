@@ -171,6 +171,7 @@ def main() -> int:
     time.sleep(3)
     partner.stop()
     pusher.join(30)
+    partner.client.close()
     deadline = time.monotonic() + 60
     while devices.missing(partner.accepted) and time.monotonic() < deadline:
         time.sleep(0.5)
