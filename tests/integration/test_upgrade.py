@@ -23,7 +23,8 @@ import pytest
 
 from patch import release
 from patch.distribution import IcePatch2Distribution
-from services.common import paths
+from services.common import limits, paths
+from services.common.batching import chunks
 from services.common.contract import PushGrid
 from tests.integration.waiting import until
 from tools.device.sdk import Device, register
@@ -105,13 +106,24 @@ class Traffic:
         want = set(self.accepted)
         return all(want <= seen for seen in self.shown.values())
 
+    def counted_once(self, msg_ids: list[int]) -> bool:
+        """Each message's report counts every device once: as a target and, acked, as received."""
+        for batch in chunks(msg_ids, limits.MSG_IDS_PER_REPORT):
+            for s in self.client.report(batch):
+                assert s.targets == DEVICES and s.received <= DEVICES, s  # never counted twice
+                if s.received < DEVICES:
+                    return False
+        return True
+
     def assert_clean(self, since: int) -> None:
-        """Every push accepted since `since` reached every device; no call failed; all connected."""
+        """Every push accepted since `since` reached every device and was counted once; no call
+        failed; every device is connected."""
         self.stop_pushing()
         assert self.failed == [], self.failed
         assert len(self.accepted) > since, "the partner pushed nothing"
         until(self.all_delivered, "every accepted push to reach every device", timeout=90)
         until(lambda: all(d.connected.is_set() for d in self.devices), "every device to be connected", timeout=30)
+        until(lambda: self.counted_once(self.accepted[since:]), "every receipt to be counted", timeout=90)
 
     def close(self) -> None:
         self.stop_pushing()

@@ -205,3 +205,16 @@ def test_a_tampered_or_unknown_release_is_refused(grid, tmp_path: Path) -> None:
     with pytest.raises(release.ReleaseError, match="no release v9"):
         rollout.upgrade("v9")
     assert set(admin.running.values()) == {"v1"} and admin.log == []
+
+
+def test_confirm_pauses_before_each_stage_after_the_canary(grid) -> None:
+    rollout, admin, state = grid
+    asked: list[str] = []
+    rollout.confirm = lambda question: asked.append(question) or False
+    with pytest.raises(RolloutFailed, match="stopped before stage 1 at the operator's word"):
+        rollout.upgrade("v2")
+    assert admin.running["DBAgent-1"] == "v2" and admin.running["DBAgent-2"] == "v1"  # the canary only
+    assert len(asked) == 1 and "DBAgent-2" in asked[0] and state.exists()
+    rollout.confirm = lambda question: True
+    rollout.upgrade("v2")  # run again: goes on from where the grid is
+    assert {v for s, v in admin.running.items() if s != "Glacier2Router"} == {"v2"} and not state.exists()
