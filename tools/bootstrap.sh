@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(zeroc-icegrid zeroc-glacier2 zeroc-icepatch2 zeroc-ice-utils zeroc-ice-compilers
               zeroc-ice-slice python3-zeroc-ice mariadb-server redis-server redis-tools
-              python3-venv openssl iproute2 chromium)
+              python3-venv openssl iproute2 chromium openssh-server openssh-client)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 

@@ -206,6 +206,58 @@ def _add_rollout_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--confirm", action="store_true", help="ask before each stage after the canary")
 
 
+# ------------------------------------------------------------------ pushgrid hosts ...
+
+
+def cmd_hosts(args: argparse.Namespace) -> int:
+    from tools.grid import hosts
+
+    run = _run_dir(args)
+    try:
+        if args.hosts_command == "add":
+            host = hosts.add(run, hosts.Host(args.name, args.address, args.user, args.port, args.key or "", args.root))
+            print(f"host {host.name}: {host.user}@{host.address}:{host.port}, root {host.root}")
+        elif args.hosts_command == "remove":
+            hosts.remove(run, args.name)
+            print(f"host {args.name} removed")
+        elif args.hosts_command == "list":
+            found = hosts.all_hosts(run)
+            if args.json:
+                _print_json([h.__dict__ for h in found])
+            elif not found:
+                print("no hosts yet: pushgrid hosts add NAME ADDRESS")
+            for h in [] if args.json else found:
+                print(f"{h.name:<12} {h.user}@{h.address}:{h.port}  root {h.root}  key {h.key or '-'}")
+        else:
+            results = hosts.check(hosts.find(run, args.names))
+            for name, line in results.items():
+                print(f"{name:<12} {line}")
+            return 0 if all(line.startswith("ok") for line in results.values()) else 1
+    except hosts.HostError as e:
+        print(f"pushgrid: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_hosts_parser(sub: Subparsers) -> None:
+    p = sub.add_parser("hosts", help="the node hosts the grid spans, reached over SSH")
+    cmds = p.add_subparsers(dest="hosts_command", required=True, metavar="COMMAND")
+    add = cmds.add_parser("add", help="record a host (replaces one of the same name)")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("address", metavar="ADDRESS", help="the IP address its sshd and node listen on")
+    add.add_argument("--user", default="root")
+    add.add_argument("--port", type=int, default=22)
+    add.add_argument("--key", help="the SSH private key file (default: the agent's or ~/.ssh)")
+    add.add_argument("--root", default="/var/lib/pushgrid", help="the grid's directory on the host")
+    remove = cmds.add_parser("remove", help="forget a host")
+    remove.add_argument("name", metavar="NAME")
+    listing = cmds.add_parser("list", help="the recorded hosts")
+    listing.add_argument("--json", action="store_true")
+    check = cmds.add_parser("check", help="log in to hosts (all at once) and check what a node host needs")
+    check.add_argument("names", metavar="NAME", nargs="*", help="default: every host")
+    p.set_defaults(fn=cmd_hosts)
+
+
 def _add_release_parser(sub: Subparsers) -> None:
     rel = sub.add_parser("release", help="build and list releases of what the grid's servers run")
     cmds = rel.add_subparsers(dest="release_command", required=True, metavar="COMMAND")
@@ -379,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop everything the run directory started").set_defaults(fn=cmd_down)
     _add_app_parser(sub)
     _add_release_parser(sub)
+    _add_hosts_parser(sub)
     upgrade = sub.add_parser("upgrade", help="roll a release through the grid, one server at a time")
     upgrade.add_argument("version", metavar="VERSION", help="a kept release (pushgrid release list)")
     _add_rollout_arguments(upgrade)

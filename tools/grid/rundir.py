@@ -172,6 +172,14 @@ class RunDir:
         return Path(self.dir("patch", "data"))
 
     @property
+    def hosts(self) -> dict[str, dict[str, Any]]:
+        """The node hosts operators added (tools/grid/hosts.py), by name; kept in hosts.json."""
+        return self._state("hosts.json", dict)
+
+    def save_hosts(self) -> None:
+        self._save("hosts.json")
+
+    @property
     def upgrade_state(self) -> Path:
         """Where an upgrade in progress remembers its target and the release before it."""
         return Path(self.path) / "upgrade.json"
