@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 GROUP = "pushgrid-dispatchers"
 POLL_MS = 500
+REPORT_AGAIN_SECONDS = 10.0  # how often the partitions report is repeated between rebalances
 BUSY_POLL_MS = 200
 REVOKE_WAIT_SECONDS = 30  # how long a rebalance waits for the running task to reach a page boundary
 BACKOFF_SECONDS = (1, 2, 5, 10, 30)
@@ -81,11 +83,13 @@ class TaskWorker:
         self._consumer: KafkaConsumer | None = None
         self._running: _Running | None = None
         self._failures = 0
+        self._reported_at = 0.0
 
     def run(self) -> None:
         consumer = self._consumer = self._connect(_Listener(self))
         try:
             while not self._stop.is_set():
+                self._report_again()
                 batch = consumer.poll(timeout_ms=POLL_MS, max_records=1)
                 records = [(tp, recs[0]) for tp, recs in batch.items() if recs]
                 if not records:
@@ -123,6 +127,7 @@ class TaskWorker:
                 if self._stop.is_set():
                     running.stop.set()
                 wait([running.future], timeout=BUSY_POLL_MS / 1000)  # answer as soon as it ends
+                self._report_again()
                 extra = consumer.poll(timeout_ms=0)
                 for other, recs in extra.items():  # paused, so none should come; never lose one
                     if recs:
@@ -190,7 +195,14 @@ class TaskWorker:
         if self._running is not None and assigned:
             self._kafka.pause(*assigned)
 
+    def _report_again(self) -> None:
+        """Repeats the partitions report now and then: a report lost with a Redis node's state
+        would otherwise stay lost until the next rebalance, and `pushgrid up` waits on it."""
+        if time.monotonic() - self._reported_at >= REPORT_AGAIN_SECONDS:
+            self._report_quietly(sorted(tp.partition for tp in self._kafka.assignment()))
+
     def _report_quietly(self, partitions: list[int]) -> None:
+        self._reported_at = time.monotonic()
         try:
             self._report(partitions)
         except Exception as exc:  # noqa: BLE001 - a report is for people; consuming goes on

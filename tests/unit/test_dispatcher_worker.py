@@ -196,3 +196,14 @@ def test_stopping_interrupts_the_running_task() -> None:
     started = time.monotonic()
     w.run()
     assert time.monotonic() - started < 2 and consumer.committed == {}
+
+
+def test_the_partitions_report_is_repeated_between_rebalances(monkeypatch) -> None:
+    """A report lost with a Redis node's state comes back without waiting for a rebalance."""
+    monkeypatch.setattr(worker, "REPORT_AGAIN_SECONDS", 0.0)
+    stop = threading.Event()
+    consumer = FakeConsumer({TP0: [task(1)], TP1: [task(2)]}, stop)
+    reports: list[list[int]] = []
+    w = TaskWorker(lambda listener: consumer, FakeRunner({1: ["done"], 2: ["done"]}), stop, report=reports.append)
+    w.run()
+    assert len(reports) >= 3 and all(r == sorted(tp.partition for tp in consumer.assignment()) for r in reports)
