@@ -16,8 +16,8 @@ from typing import Protocol
 
 import IceGrid
 
-from patch.release import Release, load
-from services.common.release import CHECKOUT
+from patch.release import Release
+from services.common.release import running
 
 DIRECTORY = "pushgrid"  # the <distrib> directory every server patches (icegrid/pushgrid.xml)
 SERVER_ID = "pushgrid.IcePatch2"  # the IcePatch2 server's id: ${application}.IcePatch2
@@ -48,10 +48,7 @@ class IcePatch2Distribution:
         self._data = data_dir
 
     def published(self) -> str:
-        try:
-            return load(self._data / DIRECTORY).version
-        except Exception:  # noqa: BLE001 - nothing (or nothing readable) published is "nothing"
-            return CHECKOUT
+        return running(self._data / DIRECTORY)
 
     def publish(self, release: Release, admin: IceGrid.AdminPrx | None) -> None:
         """Swaps the data directory's tree for release's, recomputes IcePatch2's checksums and

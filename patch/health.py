@@ -23,10 +23,10 @@ from typing import Any
 import Ice
 import IceGrid
 
-from services.common import release
 from services.common.contract import PushGrid
 from services.common.mailbox import Mailbox
 from tools.device.sdk import Credentials, Device, Message, register
+from tools.grid import icegrid
 from tools.partner import builders
 
 KINDS = ("DBAgent", "TagAlias", "Push", "PartnerGateway", "Dispatcher", "STC")
@@ -65,10 +65,9 @@ class Checks:
         try:
             if self.admin.getServerState(server_id) != IceGrid.ServerState.Active:
                 return ""
-            facet = Ice.PropertiesAdminPrx.uncheckedCast(self.admin.getServerAdmin(server_id), "Properties")
-            return str(facet.ice_invocationTimeout(CALL_TIMEOUT_MS).getProperty(release.PROPERTY))
         except (Ice.Exception, IceGrid.ServerNotExistException, IceGrid.NodeUnreachableException):
             return ""
+        return icegrid.server_release(self.admin, server_id)
 
     def check(self, server_id: str, version: str) -> None:
         """The full check after a server started: its release, then its job (Unhealthy if not)."""

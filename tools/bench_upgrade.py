@@ -27,17 +27,11 @@ from dataclasses import dataclass, field
 
 from patch import release
 from services.common import ice, paths
+from tools.bench_delivery import _pct
 from tools.device.sdk import Device, Message, register
 from tools.grid.rundir import RunDir
 from tools.partner import builders as b
 from tools.partner.sdk import PartnerClient
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _show(seen: set[int], message: Message) -> None:
@@ -178,7 +172,9 @@ def main() -> int:
 
     before = [lat for t, lat in partner.calls if t < up_start]
     during = [lat for t, lat in partner.calls if up_start <= t <= up_end]
-    p50b, p99b, p50d, p99d = pct(before, 0.5), pct(before, 0.99), pct(during, 0.5), pct(during, 0.99)
+    before.sort()
+    during.sort()
+    p50b, p99b, p50d, p99d = _pct(before, 0.5), _pct(before, 0.99), _pct(during, 0.5), _pct(during, 0.99)
     print("\nresults")
     print(f"  upgrade exit status        {result.returncode}; took {up_end - up_start:.1f}s for the whole grid")
     print(f"  partner pushes             {len(partner.accepted)} accepted, {len(partner.failed)} failed")

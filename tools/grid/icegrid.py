@@ -231,12 +231,12 @@ def _distributed(info: IceGrid.ServerInfo) -> bool:
 
 def server_release(admin: IceGrid.AdminPrx, server_id: str) -> str:
     """The release an active server says it runs (services.common.release), read through its
-    Properties admin facet; "?" if it does not answer."""
+    Properties admin facet; "" if it does not answer."""
     try:
         props = Ice.PropertiesAdminPrx.uncheckedCast(admin.getServerAdmin(server_id), "Properties")
-        return str(props.ice_invocationTimeout(5000).getProperty(release.PROPERTY)) or "?"
-    except (Ice.Exception, IceGrid.ServerNotExistException):
-        return "?"
+        return str(props.ice_invocationTimeout(5000).getProperty(release.PROPERTY))
+    except (Ice.Exception, IceGrid.ServerNotExistException, IceGrid.NodeUnreachableException):
+        return ""
 
 
 def status(run: RunDir) -> dict[str, Any]:
@@ -276,7 +276,7 @@ def status(run: RunDir) -> dict[str, Any]:
                 pid = admin.getServerPid(sid) if state == "Active" else 0
             except IceGrid.NodeUnreachableException:
                 state, pid = "NodeDown", 0
-            version = server_release(admin, sid) if state == "Active" and _distributed(info) else ""
+            version = (server_release(admin, sid) or "?") if state == "Active" and _distributed(info) else ""
             replica_groups = sorted({a.replicaGroupId for a in info.descriptor.adapters if a.replicaGroupId})
             servers.append(
                 {
