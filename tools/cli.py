@@ -14,7 +14,7 @@ from patch.release import ReleaseError
 from tools.grid import lifecycle
 from tools.grid.certs import InvalidHost
 from tools.grid.procs import StartError
-from tools.grid.rundir import RunDir
+from tools.grid.rundir import InvalidInternalHost, RunDir
 
 # PushGrid is generated from slice/ when it is first imported (slow for a CLI), and it is Any to
 # mypy anyway: the DBAgent proxy is typed by name only.
@@ -29,7 +29,7 @@ def _run_dir(args: argparse.Namespace) -> RunDir:
 
 def cmd_up(args: argparse.Namespace) -> int:
     run = _run_dir(args)
-    lifecycle.up(run, partner_host=args.partner_host)
+    lifecycle.up(run, partner_host=args.partner_host, internal_host=args.internal_host)
     print()
     return cmd_status(args)
 
@@ -133,48 +133,25 @@ def cmd_release_list(args: argparse.Namespace) -> int:
 
 def _rollout(args: argparse.Namespace, act: Callable[[Any], None]) -> int:
     """Runs act(rollout) against the grid of the run directory; a failed rollout is exit 1."""
-    from patch.distribution import IcePatch2Distribution
-    from patch.health import Checks
-    from patch.rollout import Options, Rollout, RolloutFailed
-    from services.common.config import MySQLSettings, RedisSettings, load_properties
-    from services.common.ice import client_communicator
-    from services.common.mailbox import Mailbox
-    from services.common.redis_client import cluster
-    from services.dbagent.migrations import migrate
-    from tools.grid import icegrid
+    from patch.rollout import Options, RolloutFailed
+    from tools.grid.rollouts import open_rollout
 
-    run = _run_dir(args)
     options = Options(
         canary=args.canary,
         stages=args.stage or (),
         soak_seconds=args.soak,
         max_error_rate=args.max_error_rate,
     )
-    communicator = client_communicator(run.client_config)
-    try:
-        with icegrid.admin_session(run) as admin:
-            mailbox = Mailbox(cluster(RedisSettings.from_properties(load_properties(run.client_config))))
-            rollout = Rollout(
-                admin=admin,
-                distribution=IcePatch2Distribution(run.patch_data),
-                checks=Checks(admin, communicator, mailbox, run.device_url),
-                releases=run.releases,
-                state_file=run.upgrade_state,
-                options=options,
-                progress=lambda line: print(line, flush=True),
-                confirm=_ask if args.confirm else None,
-                migrate=functools.partial(migrate, MySQLSettings.from_properties(load_properties(run.client_config))),
-            )
-            try:
-                act(rollout)
-            except RolloutFailed as e:
-                print(f"pushgrid: {e}", file=sys.stderr)
-                return 1
-            except KeyboardInterrupt:
-                print("pushgrid: interrupted; run the same command again to finish", file=sys.stderr)
-                return 130
-    finally:
-        communicator.destroy()
+    progress = functools.partial(print, flush=True)
+    with open_rollout(_run_dir(args), options, progress, _ask if args.confirm else None) as rollout:
+        try:
+            act(rollout)
+        except RolloutFailed as e:
+            print(f"pushgrid: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("pushgrid: interrupted; run the same command again to finish", file=sys.stderr)
+            return 130
     return 0
 
 
@@ -210,14 +187,21 @@ def _add_rollout_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_hosts(args: argparse.Namespace) -> int:
-    from tools.grid import hosts
+    from tools.grid import hostnode, hosts
 
     run = _run_dir(args)
     try:
-        if args.hosts_command == "add":
+        if args.hosts_command == "deploy":
+            hostnode.deploy(run, args.names, hostnode.parse_kinds(args.servers))
+        elif args.hosts_command == "stop":
+            for host in hosts.find(run, args.names):
+                print(f"{host.name}: {'node stopped' if hostnode.stop_node(host) else 'no node running'}")
+        elif args.hosts_command == "add":
             host = hosts.add(run, hosts.Host(args.name, args.address, args.user, args.port, args.key or "", args.root))
             print(f"host {host.name}: {host.user}@{host.address}:{host.port}, root {host.root}")
         elif args.hosts_command == "remove":
+            hosts.find(run, [args.name])
+            hostnode.undeploy(run, args.name)
             hosts.remove(run, args.name)
             print(f"host {args.name} removed")
         elif args.hosts_command == "list":
@@ -227,7 +211,8 @@ def cmd_hosts(args: argparse.Namespace) -> int:
             elif not found:
                 print("no hosts yet: pushgrid hosts add NAME ADDRESS")
             for h in [] if args.json else found:
-                print(f"{h.name:<12} {h.user}@{h.address}:{h.port}  root {h.root}  key {h.key or '-'}")
+                servers = ", ".join(hostnode.server_ids(h)) or "no servers"
+                print(f"{h.name:<12} {h.user}@{h.address}:{h.port}  root {h.root}  key {h.key or '-'}  {servers}")
         else:
             results = hosts.check(hosts.find(run, args.names))
             for name, line in results.items():
@@ -249,7 +234,20 @@ def _add_hosts_parser(sub: Subparsers) -> None:
     add.add_argument("--port", type=int, default=22)
     add.add_argument("--key", help="the SSH private key file (default: the agent's or ~/.ssh)")
     add.add_argument("--root", default="/var/lib/pushgrid", help="the grid's directory on the host")
-    remove = cmds.add_parser("remove", help="forget a host")
+    deploy = cmds.add_parser(
+        "deploy",
+        help="install and start an IceGrid node on hosts over SSH (all at once) and place servers on them",
+    )
+    deploy.add_argument("names", metavar="NAME", nargs="+")
+    deploy.add_argument(
+        "--servers",
+        default="dbagent,tagalias,push",
+        help="kinds of server each host runs, comma-separated: dbagent, tagalias, push, dispatcher, stc, "
+        "partnergateway (default: dbagent,tagalias,push)",
+    )
+    stop = cmds.add_parser("stop", help="stop hosts' nodes and their servers (deploy starts them again)")
+    stop.add_argument("names", metavar="NAME", nargs="*", help="default: every host")
+    remove = cmds.add_parser("remove", help="take a host's servers out of the grid, stop its node, forget it")
     remove.add_argument("name", metavar="NAME")
     listing = cmds.add_parser("list", help="the recorded hosts")
     listing.add_argument("--json", action="store_true")
@@ -424,6 +422,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="ADDR",
         help="address the Glacier2 router listens on for partners (kept in the run directory; default 127.0.0.1)",
     )
+    up.add_argument(
+        "--internal-host",
+        metavar="ADDR",
+        help="loopback or private address every internal endpoint listens on, reachable from the "
+        "node hosts (kept in the run directory; default 127.0.0.1; change it only while the grid is down)",
+    )
     up.set_defaults(fn=cmd_up)
     st = sub.add_parser("status", help="registries, nodes, replica groups and every server")
     st.add_argument("--json", action="store_true")
@@ -445,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json = False
     try:
         return args.fn(args)
-    except (StartError, InvalidHost, ReleaseError) as e:
+    except (StartError, InvalidHost, InvalidInternalHost, ReleaseError) as e:
         print(f"pushgrid: {e}", file=sys.stderr)
         return 1
 

@@ -60,15 +60,20 @@ class MySQLSettings:
 
 @dataclass(frozen=True)
 class RedisSettings:
-    """The Redis Cluster's seed nodes; the client discovers the rest."""
+    """The Redis Cluster's seed nodes (the client discovers the rest) and its password."""
 
     nodes: tuple[tuple[str, int], ...]
     timeout: float
+    password: str = ""
 
     @classmethod
     def from_properties(cls, props: Ice.Properties) -> RedisSettings:
         nodes = cls.parse_nodes(props.getPropertyWithDefault("PushGrid.Redis.Nodes", "127.0.0.1:7000"))
-        return cls(nodes=nodes, timeout=_int(props, "PushGrid.Redis.TimeoutMs", 2000) / 1000.0)
+        return cls(
+            nodes=nodes,
+            timeout=_int(props, "PushGrid.Redis.TimeoutMs", 2000) / 1000.0,
+            password=props.getProperty("PushGrid.Redis.Password"),
+        )
 
     @staticmethod
     def parse_nodes(text: str) -> tuple[tuple[str, int], ...]:

@@ -15,4 +15,5 @@ def cluster(settings: RedisSettings) -> RedisCluster:
         socket_timeout=settings.timeout,
         socket_connect_timeout=settings.timeout,
         require_full_coverage=True,
+        password=settings.password or None,
     )

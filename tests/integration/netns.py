@@ -6,9 +6,16 @@
         ns.run(["ip", "route"])               # CompletedProcess, bounded by a timeout
         ns.probe([(ns.host_address, 4063)])   # {(host, port): "open" | "refused" | "timeout" | ...}
 
-The namespace gets loopback (up, and empty: nothing listens there) and the veth's /30, and no
-other route: from inside it reaches only the /30's other end, where the root namespace answers
-on whatever listens on that address or on 0.0.0.0. IPv6 is off inside it, so no link-local
+Several hosts that reach each other share a Bridge, a switch in the root namespace with a /24:
+
+    with Bridge() as br, Netns("host1", bridge=br) as h1, Netns("host2", bridge=br) as h2:
+        br.address                            # 10.77.x.254, the root namespace on the bridge
+        h1.address, h2.address                # 10.77.x.1, 10.77.x.2; they reach each other too
+
+The namespace gets loopback (up, and empty: nothing listens there) and the veth's /30 (or its
+address on the bridge's /24), and no other route: from inside it reaches only the /30's other
+end (or the bridge's /24), where the root namespace answers on whatever listens on that address
+or on 0.0.0.0. IPv6 is off inside it, so no link-local
 address leads around that. Everything is removed on exit, also when the body fails or is
 interrupted (Ctrl-C, or SIGTERM while the context runs in the main thread); processes still
 running inside are killed first. Removing what is already gone is not an error. What a killed
@@ -36,9 +43,11 @@ from services.common import paths
 
 ROOT = str(paths.ROOT)
 POOL = ipaddress.ip_network("10.250.0.0/16")  # /30s are drawn from here, starting at one the pid picks
+BRIDGE_POOL = ipaddress.ip_network("10.77.0.0/16")  # a bridge's /24 is drawn from here
 IFNAMSIZ = 15  # longest interface name Linux takes
 INSIDE_LINK = "veth0"  # the namespace's end of the veth, inside it
 NAME_RE = re.compile(r"^pg-(\d+)-([a-z0-9]{1,16})$")
+BRIDGE_RE = re.compile(r"^pg(\d+)br$")
 
 
 class Unavailable(RuntimeError):
@@ -57,18 +66,18 @@ def names(pid: int, role: str) -> tuple[str, str]:
 
 
 def pick_subnet(
-    pid: int, taken: Iterable[ipaddress.IPv4Network], pool: ipaddress.IPv4Network = POOL
+    pid: int, taken: Iterable[ipaddress.IPv4Network], pool: ipaddress.IPv4Network = POOL, prefix: int = 30
 ) -> ipaddress.IPv4Network:
-    """A /30 of pool that overlaps nothing in taken, starting at the one pid picks (so runs of
+    """A /prefix of pool that overlaps nothing in taken, starting at the one pid picks (so runs of
     several processes at once start apart) and going on from there."""
     taken = [n for n in taken if n.version == 4]
-    subnets = 2 ** (30 - pool.prefixlen)
+    subnets, size = 2 ** (prefix - pool.prefixlen), 2 ** (32 - prefix)
     for i in range(subnets):
         n = (pid + i) % subnets
-        candidate = ipaddress.ip_network(f"{pool.network_address + 4 * n}/30")
+        candidate = ipaddress.ip_network(f"{pool.network_address + size * n}/{prefix}")
         if not any(candidate.overlaps(t) for t in taken):
             return candidate
-    raise Unavailable(f"every /30 of {pool} is in use")
+    raise Unavailable(f"every /{prefix} of {pool} is in use")
 
 
 def _taken_networks(ip: str) -> list[ipaddress.IPv4Network]:
@@ -110,25 +119,87 @@ def stale(listing: str, alive=lambda pid: os.path.exists(f"/proc/{pid}")) -> lis
 
 
 def sweep_stale(ip: str) -> list[str]:
-    """Removes what a killed test run (SIGKILL, a lost machine) left: namespaces this helper named
-    after a process that no longer exists, with their veths. Returns their names."""
+    """Removes what a killed test run (SIGKILL, a lost machine) left: namespaces and bridges this
+    helper named after a process that no longer exists, with their veths. Returns their names."""
     listing = subprocess.run([ip, "netns", "list"], capture_output=True, text=True, timeout=10).stdout
     gone = stale(listing)
     for name in gone:
         pid, role = NAME_RE.match(name).groups()
         subprocess.run([ip, "link", "del", "dev", names(int(pid), role)[1]], capture_output=True, timeout=10)
         subprocess.run([ip, "netns", "del", name], capture_output=True, timeout=10)
+    bridges = json.loads(
+        subprocess.run([ip, "-j", "link", "show", "type", "bridge"], capture_output=True, text=True, timeout=10).stdout
+        or "[]"
+    )
+    for link in bridges:
+        m = BRIDGE_RE.match(link.get("ifname", ""))
+        if m and not os.path.exists(f"/proc/{m.group(1)}"):
+            subprocess.run([ip, "link", "del", "dev", link["ifname"]], capture_output=True, timeout=10)
+            gone.append(link["ifname"])
     return gone
+
+
+class Bridge:
+    """A Linux bridge in the root namespace holding a /24's .254: the switch namespace hosts
+    plug into (Netns(role, bridge=...)), so they reach each other and the root namespace."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.link = f"pg{self.pid}br"
+        self.subnet: ipaddress.IPv4Network | None = None
+        self._ip = ip_binary()
+        self._attached = 0
+
+    @property
+    def address(self) -> str:
+        """The root namespace's address on the bridge: where backends and registries listen."""
+        assert self.subnet is not None, "not set up"
+        return str(self.subnet.network_address + 254)
+
+    def attach(self) -> tuple[str, int]:
+        """The next host's address on the bridge and the prefix length."""
+        assert self.subnet is not None, "not set up"
+        self._attached += 1
+        return str(self.subnet.network_address + self._attached), self.subnet.prefixlen
+
+    def __enter__(self) -> Bridge:
+        if os.geteuid() != 0:
+            raise Unavailable("network namespaces need root")
+        if self._ip is None:
+            raise Unavailable("no `ip` (iproute2) on this machine")
+        try:
+            sweep_stale(self._ip)
+            subprocess.run([self._ip, "link", "del", "dev", self.link], capture_output=True, timeout=10)
+            self.subnet = pick_subnet(self.pid, _taken_networks(self._ip), BRIDGE_POOL, 24)
+            for args in (
+                ["link", "add", "name", self.link, "type", "bridge"],
+                ["addr", "add", f"{self.address}/24", "dev", self.link],
+                ["link", "set", self.link, "up"],
+            ):
+                subprocess.run([self._ip, *args], capture_output=True, text=True, check=True, timeout=10)
+        except subprocess.CalledProcessError as exc:
+            self.__exit__(None, None, None)
+            raise Unavailable(f"a bridge cannot be made here: {exc.stderr.strip()}") from None
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._ip is not None:
+            subprocess.run([self._ip, "link", "del", "dev", self.link], capture_output=True, timeout=10)
 
 
 class Netns:
     """One namespace and its veth pair; a context manager (see the module's docstring)."""
 
-    def __init__(self, role: str = "partner", timeout: float = 30.0) -> None:
+    def __init__(self, role: str = "partner", timeout: float = 30.0, bridge: Bridge | None = None) -> None:
         self.pid = os.getpid()
         self.name, self.host_link = names(self.pid, role)
         self.timeout = timeout
+        self.bridge = bridge
         self.subnet: ipaddress.IPv4Network | None = None
+        self._address: str | None = None
         self._ip = ip_binary()
         self._old_sigterm = None
 
@@ -136,13 +207,18 @@ class Netns:
 
     @property
     def host_address(self) -> str:
-        """The root namespace's end of the veth: what the namespace can reach."""
+        """The root namespace's end of the veth (or its address on the bridge): what the
+        namespace can reach."""
+        if self.bridge is not None:
+            return self.bridge.address
         assert self.subnet is not None, "not set up"
         return str(self.subnet.network_address + 1)
 
     @property
     def address(self) -> str:
         """The namespace's own end of the veth."""
+        if self._address is not None:
+            return self._address
         assert self.subnet is not None, "not set up"
         return str(self.subnet.network_address + 2)
 
@@ -184,8 +260,12 @@ class Netns:
             raise Unavailable("no `ip` (iproute2) on this machine")
 
     def _setup(self) -> None:
-        self.subnet = pick_subnet(self.pid, _taken_networks(self._ip))
-        prefix = self.subnet.prefixlen
+        if self.bridge is not None:
+            self._address, prefix = self.bridge.attach()
+            self.subnet = self.bridge.subnet
+        else:
+            self.subnet = pick_subnet(self.pid, _taken_networks(self._ip))
+            prefix = self.subnet.prefixlen
         try:
             self._ip_run(["netns", "add", self.name])
         except subprocess.CalledProcessError as exc:
@@ -194,12 +274,15 @@ class Netns:
         for key in ("all", "default"):
             self.run(["sh", "-c", f"echo 1 > /proc/sys/net/ipv6/conf/{key}/disable_ipv6"], check=True)
         self._ip_run(["link", "add", self.host_link, "type", "veth", "peer", "name", INSIDE_LINK, "netns", self.name])
-        self._ip_run(["addr", "add", f"{self.host_address}/{prefix}", "dev", self.host_link])
+        if self.bridge is not None:
+            self._ip_run(["link", "set", self.host_link, "master", self.bridge.link])
+        else:
+            self._ip_run(["addr", "add", f"{self.host_address}/{prefix}", "dev", self.host_link])
         self._ip_run(["link", "set", self.host_link, "up"])
         self.run([self._ip, "link", "set", "lo", "up"], check=True)
         self.run([self._ip, "addr", "add", f"{self.address}/{prefix}", "dev", INSIDE_LINK], check=True)
         self.run([self._ip, "link", "set", INSIDE_LINK, "up"], check=True)
-        # the kernel adds the /30's route itself: no default route, nothing else
+        # the kernel adds the subnet's route itself: no default route, nothing else
         self._wait_link_up()
 
     def _wait_link_up(self) -> None:

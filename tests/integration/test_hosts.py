@@ -1,21 +1,34 @@
-"""Node hosts over SSH: three hosts in network namespaces, each with its own sshd (key login
-only) on its own address and its own directory as its disk, checked all at once with Fabric."""
+"""Node hosts over SSH: three hosts in network namespaces joined by a bridge, each with its own
+sshd (key login only) on its own address and its own directory as its disk. Fabric checks them
+all at once, then installs and starts an IceGrid node on each and places servers there: a grid
+that spans the hosts, whose calls fail over when one host's processes die, and whose releases
+reach every host's disk through IcePatch2."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import Ice
 import paramiko
 import pytest
 
-from services.common import paths
-from tests.integration.netns import Netns, Unavailable
+from patch.distribution import IcePatch2Distribution
+from services.common import paths, release
+from services.common.contract import PushGrid
+from services.common.ice import client_communicator, dbagent, tagalias
+from tests.integration.netns import Bridge, Netns, Unavailable
+from tests.integration.waiting import until
+from tools.grid import icegrid
+from tools.grid.rundir import RunDir
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +45,7 @@ KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
 UsePAM no
 StrictModes no
+Subsystem sftp /usr/lib/openssh/sftp-server
 """
 
 
@@ -43,11 +57,11 @@ def keygen(path: Path) -> Path:
 class SshHost:
     """A namespace host running its own sshd on its own address; stopped with its namespace."""
 
-    def __init__(self, name: str, base: Path, client_key: Path) -> None:
+    def __init__(self, name: str, base: Path, client_key: Path, bridge: Bridge) -> None:
         self.name, self.dir = name, base / name
         self.dir.mkdir()
         self.disk = self.dir / "disk"
-        self.ns = Netns(name)
+        self.ns = Netns(name, bridge=bridge)
         self.client_key = client_key
 
     def __enter__(self) -> SshHost:
@@ -75,38 +89,59 @@ class SshHost:
         pid = int((self.dir / "sshd.pid").read_text())
         os.kill(pid, 15)
 
+    def kill_everything(self) -> list[int]:
+        """SIGKILL to every process of the host (its sshd, node and servers), as a lost host."""
+        pids = self.ns.pids()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return pids
+
     def __exit__(self, *exc: object) -> None:
         self.ns.__exit__(*exc)
 
 
-def pushgrid(run_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def pushgrid(run_dir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tools.cli", "--run-dir", str(run_dir), "hosts", *args],
+        [sys.executable, "-m", "tools.cli", "--run-dir", str(run_dir), *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         cwd=paths.ROOT,
     )
 
 
+def hosts_cmd(run_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return pushgrid(run_dir, "hosts", *args)
+
+
 @pytest.fixture
-def three_hosts(tmp_path: Path) -> Iterator[list[SshHost]]:
+def bridge() -> Iterator[Bridge]:
     if not os.path.exists(SSHD):
         pytest.skip("openssh-server is not installed (tools/bootstrap.sh installs it)")
+    try:
+        with Bridge() as br:
+            yield br
+    except Unavailable as exc:
+        pytest.skip(f"no network namespaces here: {exc}")
+
+
+@pytest.fixture
+def three_hosts(tmp_path: Path, bridge: Bridge) -> Iterator[list[SshHost]]:
     key = keygen(tmp_path / "client_key")
     with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(SshHost(f"host{i}", tmp_path, key)) for i in (1, 2, 3)]
+        yield [stack.enter_context(SshHost(f"host{i}", tmp_path, key, bridge)) for i in (1, 2, 3)]
 
 
 def test_hosts_are_recorded_and_checked_over_ssh_all_at_once(three_hosts: list[SshHost], tmp_path: Path) -> None:
     run = tmp_path / "run"
     for h in three_hosts:
-        added = pushgrid(run, "add", h.name, h.ns.address, "--key", str(h.client_key), "--root", str(h.disk))
+        added = hosts_cmd(run, "add", h.name, h.ns.address, "--key", str(h.client_key), "--root", str(h.disk))
         assert added.returncode == 0, added.stderr
-    listed = json.loads(pushgrid(run, "list", "--json").stdout)
+    listed = json.loads(hosts_cmd(run, "list", "--json").stdout)
     assert [(h["name"], h["address"]) for h in listed] == [(h.name, h.ns.address) for h in three_hosts]
 
-    checked = pushgrid(run, "check")
+    checked = hosts_cmd(run, "check")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     lines = dict(line.split(None, 1) for line in checked.stdout.splitlines())
     for h in three_hosts:
@@ -115,15 +150,15 @@ def test_hosts_are_recorded_and_checked_over_ssh_all_at_once(three_hosts: list[S
         assert h.disk.is_dir()  # made over SSH: the host's disk is ready for its node
 
     three_hosts[1].stop_sshd()  # one host goes dark: the others still answer, and the command says so
-    checked = pushgrid(run, "check")
+    checked = hosts_cmd(run, "check")
     assert checked.returncode == 1
     lines = dict(line.split(None, 1) for line in checked.stdout.splitlines())
     assert lines["host2"].startswith("FAILED") and "not reached over ssh" in lines["host2"]
     assert lines["host1"].startswith("ok") and lines["host3"].startswith("ok")
 
-    assert pushgrid(run, "remove", "host2").returncode == 0
-    assert [h["name"] for h in json.loads(pushgrid(run, "list", "--json").stdout)] == ["host1", "host3"]
-    unknown = pushgrid(run, "check", "host2")
+    assert hosts_cmd(run, "remove", "host2").returncode == 0
+    assert [h["name"] for h in json.loads(hosts_cmd(run, "list", "--json").stdout)] == ["host1", "host3"]
+    unknown = hosts_cmd(run, "check", "host2")
     assert unknown.returncode == 1 and "no host host2" in unknown.stderr
 
 
@@ -136,11 +171,130 @@ def test_sshd_on_a_host_takes_keys_only(three_hosts: list[SshHost]) -> None:
         assert refused.value.allowed_types == ["publickey"]
 
 
-def test_the_namespaces_are_gone_afterwards(tmp_path: Path) -> None:
-    if not os.path.exists(SSHD):
-        pytest.skip("openssh-server is not installed")
+def test_hosts_on_the_bridge_reach_each_other_and_the_namespaces_are_gone_afterwards(
+    tmp_path: Path, bridge: Bridge
+) -> None:
     key = keygen(tmp_path / "k")
-    with SshHost("hostx", tmp_path, key) as h:
-        name = h.ns.name
-        assert name in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert name not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    with SshHost("hostx", tmp_path, key, bridge) as x, SshHost("hosty", tmp_path, key, bridge) as y:
+        names = {x.ns.name, y.ns.name}
+        assert names <= set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
+        assert x.ns.probe([(y.ns.address, 22)]) == {(y.ns.address, 22): "open"}  # y's sshd, across the bridge
+        assert x.ns.ping(bridge.address)  # and the root namespace
+    listed = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
+    assert not names & listed
+
+
+# ---------------------------------------------------------------- a grid over the three hosts
+
+APP = "0123456789abcdef01234567"
+CALLS = 30
+
+
+def status(run_dir: Path) -> dict[str, Any]:
+    shown = pushgrid(run_dir, "status", "--json")
+    assert shown.returncode in (0, 1), shown.stderr  # 1: something is down
+    return dict(json.loads(shown.stdout))
+
+
+def manifest_version(server_dir: Path) -> str:
+    return str(json.loads((server_dir / release.MANIFEST).read_text())["version"])
+
+
+def where_served(communicator: Ice.Communicator, count: int) -> tuple[list[str], float]:
+    """count calls each to TagAlias and DBAgent, each resolved afresh through its replica group
+    on a connection of its own: the address of the replica that answered each, and the slowest
+    call's seconds."""
+    served, slowest = [], 0.0
+    for i in range(count):
+        for make in (tagalias, dbagent):
+            fresh = make(communicator).ice_locatorCacheTimeout(0).ice_connectionId(f"c{time.monotonic_ns()}")
+            started = time.monotonic()
+            if make is tagalias:
+                assert fresh.getTags(APP, f"device{i}") == []
+            else:
+                with pytest.raises(PushGrid.UnknownApp):  # an answer from DBAgent: no such app
+                    fresh.getApp(APP)
+            slowest = max(slowest, time.monotonic() - started)
+            served.append(fresh.ice_getCachedConnection().getInfo().remoteAddress)
+    return served, slowest
+
+
+@pytest.fixture
+def spanning_grid(three_hosts: list[SshHost], bridge: Bridge, tmp_path: Path) -> Iterator[Path]:
+    """A grid whose backends and registries listen on the bridge, with a node and DBAgent,
+    TagAlias and Push on each of the three hosts, deployed over SSH; taken down afterwards
+    (before the hosts' namespaces go), also when the test fails."""
+    run_dir = tmp_path / "spanning"
+    try:
+        up = pushgrid(run_dir, "up", "--internal-host", bridge.address, timeout=300)
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        for h in three_hosts:
+            added = hosts_cmd(run_dir, "add", h.name, h.ns.address, "--key", str(h.client_key), "--root", str(h.disk))
+            assert added.returncode == 0, added.stderr
+        deployed = pushgrid(run_dir, "hosts", "deploy", *(h.name for h in three_hosts), timeout=600)
+        assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+        print(deployed.stdout)
+        yield run_dir
+    finally:
+        down = pushgrid(run_dir, "down", timeout=300)
+        print(time.strftime("%X"), down.stdout, down.stderr)
+
+
+def test_a_grid_spans_three_hosts_patches_each_disk_and_fails_over_when_hosts_are_lost(
+    spanning_grid: Path, three_hosts: list[SshHost]
+) -> None:
+    run_dir, by_name = spanning_grid, {h.name: h for h in three_hosts}
+    published = IcePatch2Distribution(RunDir(str(run_dir)).patch_data).published()
+
+    def on_hosts() -> dict[str, dict[str, Any]]:
+        return {s["id"]: s for s in status(run_dir)["servers"] if s["node"] in by_name}
+
+    def check_running(version: str) -> None:
+        """Every host server runs version from the copy its node patched onto its host's disk."""
+        servers = on_hosts()
+        assert len(servers) == 9 and {s["node"] for s in servers.values()} == set(by_name)
+        for sid, s in servers.items():
+            host = by_name[s["node"]]
+            assert (s["state"], s["release"]) == ("Active", version), s
+            cwd = Path(os.readlink(f"/proc/{s['pid']}/cwd"))
+            assert cwd == host.disk / "node" / "data" / "servers" / sid / "distrib" / "pushgrid"
+            assert manifest_version(cwd) == version
+            assert s["pid"] in host.ns.pids()  # it runs on its host, not in this namespace
+
+    check_running(published)
+
+    # an upgrade patches the code onto every host's own disk through IcePatch2
+    built = pushgrid(run_dir, "release", "build", "--version", "hosts-2")
+    assert built.returncode == 0, built.stderr
+    upgraded = pushgrid(run_dir, "upgrade", "hosts-2", "--soak", "1", "--stage", "30", timeout=600)
+    assert upgraded.returncode == 0, upgraded.stdout[-3000:] + upgraded.stderr[-3000:]
+    check_running("hosts-2")
+
+    # TagAlias and DBAgent served by the hosts alone: the grid's own replicas are disabled and stopped
+    run = RunDir(str(run_dir))
+    with icegrid.admin_session(run) as admin:
+        for sid in ("TagAlias-1", "TagAlias-2", "DBAgent-1", "DBAgent-2"):
+            admin.enableServer(sid, False)
+            admin.stopServer(sid)
+    communicator = client_communicator(run.client_config)
+    try:
+        served, _ = where_served(communicator, CALLS)
+        assert set(served) == {h.ns.address for h in three_hosts}  # spread over the three hosts
+
+        killed = by_name["host2"].kill_everything()  # its sshd, node and servers: the host is lost
+        assert killed
+        until(lambda: not by_name["host2"].ns.pids(), "host2's processes gone", 10)
+        served, slowest = where_served(communicator, CALLS)  # every call answered, none by host2
+        assert set(served) == {by_name["host1"].ns.address, by_name["host3"].ns.address}
+        print(f"{2 * CALLS} calls after host2 died: slowest {slowest * 1000:.0f} ms")
+
+        # host3 drops off the network (its link goes down; its processes run on, unreachable)
+        by_name["host3"].ns.run(["ip", "link", "set", "veth0", "down"], check=True)
+        served, slowest = where_served(communicator, CALLS // 3)  # every call answered, by host1 alone
+        assert set(served) == {by_name["host1"].ns.address}
+        print(f"{2 * (CALLS // 3)} calls after host3 vanished: slowest {slowest * 1000:.0f} ms")
+    finally:
+        communicator.destroy()
+    shown = status(run_dir)  # the operator sees which hosts are gone
+    assert shown["nodes"]["host1"] and not shown["nodes"].get("host2") and not shown["nodes"].get("host3")
+    assert {s["state"] for s in shown["servers"] if s["node"] in ("host2", "host3")} == {"NodeDown"}

@@ -17,6 +17,7 @@ import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 from fabric import Connection
 
@@ -48,6 +49,8 @@ class Host:
     port: int = 22
     key: str = ""  # a private key file; empty: the SSH agent's or ~/.ssh's
     root: str = DEFAULT_ROOT  # this grid's directory on the host: its node's config, data and code
+    index: int = 0  # the number its servers carry (DBAgent-3, Push-3...), given when first deployed
+    servers: tuple[str, ...] = ()  # the kinds of server placed on it (tools/grid/hostnode.py)
 
     def connection(self) -> Connection:
         kwargs = {"key_filename": self.key, "look_for_keys": False, "allow_agent": False} if self.key else {}
@@ -81,7 +84,8 @@ def add(run: RunDir, host: Host) -> Host:
     host = _checked(host)
     if any(h["address"] == host.address and n != host.name for n, h in run.hosts.items()):
         raise HostError(f"another host has address {host.address}")
-    run.hosts[host.name] = asdict(host)
+    placed = run.hosts.get(host.name, {})
+    run.hosts[host.name] = {**asdict(host), "index": placed.get("index", 0), "servers": placed.get("servers", [])}
     run.save_hosts()
     return host
 
@@ -94,7 +98,7 @@ def remove(run: RunDir, name: str) -> None:
 
 
 def all_hosts(run: RunDir) -> list[Host]:
-    return [Host(**h) for _, h in sorted(run.hosts.items())]
+    return [Host(**{**h, "servers": tuple(h.get("servers", ()))}) for _, h in sorted(run.hosts.items())]
 
 
 def find(run: RunDir, names: list[str]) -> list[Host]:
@@ -106,6 +110,16 @@ def find(run: RunDir, names: list[str]) -> list[Host]:
     if unknown:
         raise HostError(f"no host {', '.join(unknown)} (pushgrid hosts list)")
     return [h for h in hosts if h.name in names]
+
+
+def put(host: Host, source: str | IO[str], remote: str, mode: int = 0o644) -> None:
+    """Copies a local file (a path, or a file object's text) to remote on host over SFTP."""
+    try:
+        with host.connection() as c:
+            c.put(source, remote)
+            c.sftp().chmod(remote, mode)
+    except Exception as exc:  # noqa: BLE001 - paramiko, socket and SFTP errors: all mean "not copied"
+        raise HostError(f"{host.name}: could not copy to {remote}: {type(exc).__name__}: {exc}") from None
 
 
 def run_on(host: Host, command: str, timeout: float = 60) -> str:

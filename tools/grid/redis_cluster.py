@@ -1,4 +1,7 @@
-"""A Redis Cluster of three masters on loopback ports, each with its own directory."""
+"""A Redis Cluster of three masters on the grid's internal address, each with its own directory.
+
+Every node asks for the grid's Redis password (run.secrets["redis"]): on a private address other
+hosts can reach, Redis refuses clients that do not authenticate."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ def _node_paths(run: RunDir, name: str) -> tuple[str, str, str]:
 
 
 def start(run: RunDir) -> None:
-    ports = run.ports
+    ports, host, password = run.ports, run.internal_host, run.secrets["redis"]
     for name in REDIS_NODES:
         base, pid_file, log = _node_paths(run, name)
         procs.start(
@@ -29,7 +32,7 @@ def start(run: RunDir) -> None:
                 "--cluster-port",
                 str(ports[name + "-bus"]),
                 "--bind",
-                "127.0.0.1",
+                host,
                 "--protected-mode",
                 "yes",
                 "--cluster-enabled",
@@ -48,29 +51,40 @@ def start(run: RunDir) -> None:
                 "no",
                 "--maxclients",
                 "10000",
+                "--requirepass",
+                password,
+                "--masterauth",
+                password,
             ],
             pid_file,
             log,
         )
     for name in REDIS_NODES:
         _, pid_file, log = _node_paths(run, name)
-        procs.wait_for(functools.partial(_pings, ports[name]), f"Redis {name}", 30, log, pid_file)
-    if _cluster_info(ports[REDIS_NODES[0]])["cluster_slots_assigned"] == "0":
+        procs.wait_for(functools.partial(_pings, host, ports[name], password), f"Redis {name}", 30, log, pid_file)
+    if _cluster_info(host, ports[REDIS_NODES[0]], password)["cluster_slots_assigned"] == "0":
         subprocess.run(
-            ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{ports[n]}" for n in REDIS_NODES], "--cluster-yes"],
+            ["redis-cli", "--cluster", "create", *[f"{host}:{ports[n]}" for n in REDIS_NODES], "--cluster-yes"],
+            env={**os.environ, "REDISCLI_AUTH": password},  # not on the command line, where ps shows it
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-    procs.wait_for(lambda: all(_cluster_ok(ports[n]) for n in REDIS_NODES), "Redis Cluster state ok", 30)
+    procs.wait_for(
+        lambda: all(_cluster_ok(host, ports[n], password) for n in REDIS_NODES), "Redis Cluster state ok", 30
+    )
 
 
-def _cluster_info(port: int) -> dict[str, str]:
-    return redis.Redis(port=port, decode_responses=True, socket_timeout=1).execute_command("CLUSTER INFO")
+def _client(host: str, port: int, password: str) -> redis.Redis:
+    return redis.Redis(host, port, password=password, decode_responses=True, socket_timeout=1)
 
 
-def _cluster_ok(port: int) -> bool:
-    return _cluster_info(port)["cluster_state"] == "ok"
+def _cluster_info(host: str, port: int, password: str) -> dict[str, str]:
+    return _client(host, port, password).execute_command("CLUSTER INFO")
+
+
+def _cluster_ok(host: str, port: int, password: str) -> bool:
+    return _cluster_info(host, port, password)["cluster_state"] == "ok"
 
 
 def stop_node(run: RunDir, name: str) -> bool:
@@ -86,5 +100,5 @@ def stop(run: RunDir) -> bool:
     return stopped
 
 
-def _pings(port: int) -> bool:
-    return bool(redis.Redis(port=port, socket_timeout=1).ping())
+def _pings(host: str, port: int, password: str) -> bool:
+    return bool(_client(host, port, password).ping())

@@ -6,6 +6,7 @@ ports and two grids in two run directories (a developer's and a test run's) neve
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -32,10 +33,13 @@ PORT_NAMES = (
     "partner-ssl",
 )
 REDIS_NODES = ("redis1", "redis2", "redis3")
+SECRET_NAMES = ("mysql", "redis", "admin")
 NODES = ("node1", "node2")
+HOST_DEVICE_PORT = 8090  # STC's device port on a node host's own address (tools/grid/hostnode.py)
 INSTANCE_NAME = "PushGrid"
 ROUTER_INSTANCE_NAME = "PushGridRouter"  # Glacier2.InstanceName in glacier2/router.xml
 DEFAULT_PARTNER_HOST = "127.0.0.1"
+DEFAULT_INTERNAL_HOST = "127.0.0.1"
 CLIENT_CONFIG = "pushgrid.cfg"
 
 
@@ -49,6 +53,22 @@ def free_port() -> int:
 def client_config_path(run_dir: str) -> str:
     """The client config `pushgrid up` writes into run_dir, named without creating anything."""
     return os.path.join(os.path.abspath(run_dir), CLIENT_CONFIG)
+
+
+class InvalidInternalHost(ValueError):
+    """An internal address that is not a loopback or private IPv4 address."""
+
+
+def check_internal_host(host: str) -> str:
+    """host, if servers and backends may listen on it: a loopback or private IPv4 address (never
+    a public one: only the Glacier2 router faces the outside)."""
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        raise InvalidInternalHost(f"internal host {host!r} is not an IPv4 address") from None
+    if addr.version != 4 or not (addr.is_loopback or addr.is_private) or addr.is_unspecified:
+        raise InvalidInternalHost(f"internal host {host} is not a loopback or private IPv4 address")
+    return str(addr)
 
 
 @dataclass
@@ -109,27 +129,42 @@ class RunDir:
 
     @property
     def secrets(self) -> dict[str, str]:
-        """Generated passwords of this grid (MySQL user, IceGrid admin); the file is mode 600."""
-        return self._state(
-            "secrets.json",
-            lambda: {
-                "mysql": secrets.token_urlsafe(18),
-                "admin": secrets.token_urlsafe(18),
-            },
-        )
+        """Generated passwords of this grid (MySQL user, Redis, IceGrid admin); the file is mode 600."""
+        kept = self._state("secrets.json", dict)
+        missing = [name for name in SECRET_NAMES if name not in kept]
+        if missing:  # a new grid, or one from an older release: make the new ones, keep the rest
+            kept.update({name: secrets.token_urlsafe(18) for name in missing})
+            self._save("secrets.json")
+        return kept
 
     @property
     def locator(self) -> str:
-        p = self.ports
+        p, host = self.ports, self.internal_host
         return (
-            f"{INSTANCE_NAME}/Locator:tcp -h 127.0.0.1 -p {p['registry-master']}"
-            f":tcp -h 127.0.0.1 -p {p['registry-replica']}"
+            f"{INSTANCE_NAME}/Locator:tcp -h {host} -p {p['registry-master']}:tcp -h {host} -p {p['registry-replica']}"
         )
 
     @property
     def settings(self) -> dict[str, str]:
         """Choices an operator made for this grid (the partner host), kept across `up`s."""
         return self._state("settings.json", lambda: {"partner_host": DEFAULT_PARTNER_HOST})
+
+    @property
+    def internal_host(self) -> str:
+        """The address every internal endpoint listens on: backends, registries, nodes and
+        servers. Loopback for a grid on one machine; a private address the node hosts reach
+        when the grid spans hosts (pushgrid up --internal-host)."""
+        return self.settings.get("internal_host", DEFAULT_INTERNAL_HOST)
+
+    def set_internal_host(self, host: str) -> bool:
+        """Keeps host as the internal host; True if that changed it. Only for a grid that is down:
+        everything it started listens on the old address. InvalidInternalHost if not private."""
+        host = check_internal_host(host)
+        if host == self.internal_host:
+            return False
+        self.settings["internal_host"] = host
+        self._save("settings.json")
+        return True
 
     @property
     def partner_host(self) -> str:
@@ -195,8 +230,10 @@ class RunDir:
         return [self.device_url(node) for node in NODES]
 
     def device_url(self, node: str) -> str:
-        """The device port node's STC processes share."""
-        return f"ws://127.0.0.1:{self.ports[f'stc-{node}']}/v1/device"
+        """The device port node's STC processes share (a node host's: on its own address)."""
+        if node in self.hosts:
+            return f"ws://{self.hosts[node]['address']}:{HOST_DEVICE_PORT}/v1/device"
+        return f"ws://{self.internal_host}:{self.ports[f'stc-{node}']}/v1/device"
 
     @property
     def client_config(self) -> str:
@@ -205,15 +242,16 @@ class RunDir:
 
     def backend_properties(self) -> dict[str, str]:
         """The PushGrid.* properties every service reads; the same values go into the descriptor."""
-        p = self.ports
+        p, host = self.ports, self.internal_host
         return {
-            "PushGrid.MySQL.Host": "127.0.0.1",
+            "PushGrid.MySQL.Host": host,
             "PushGrid.MySQL.Port": str(p["mysql"]),
             "PushGrid.MySQL.User": "pushgrid",
             "PushGrid.MySQL.Password": self.secrets["mysql"],
             "PushGrid.MySQL.Database": "pushgrid",
-            "PushGrid.Redis.Nodes": ",".join(f"127.0.0.1:{p[n]}" for n in REDIS_NODES),
-            "PushGrid.Kafka.Bootstrap": f"127.0.0.1:{p['kafka']}",
+            "PushGrid.Redis.Nodes": ",".join(f"{host}:{p[n]}" for n in REDIS_NODES),
+            "PushGrid.Redis.Password": self.secrets["redis"],
+            "PushGrid.Kafka.Bootstrap": f"{host}:{p['kafka']}",
         }
 
     def write_client_config(self) -> str:
@@ -221,6 +259,7 @@ class RunDir:
             "Ice.Default.Locator": self.locator,
             "Ice.Default.LocatorCacheTimeout": "10",
             "Ice.RetryIntervals": "0 50 200 500 1000",
+            "Ice.Override.ConnectTimeout": "2000",
             "Ice.Default.Timeout": "10000",
             "Ice.Default.InvocationTimeout": "60000",
             "Ice.MessageSizeMax": "4096",

@@ -1,4 +1,4 @@
-"""The run directory's partner door settings: ports, the kept partner host, partner.cfg and the
+"""The run directory's settings: ports, the kept partner and internal hosts, partner.cfg and the
 descriptor variables router.xml gets."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import Ice
 import pytest
 
 from services.common import limits
-from tools.grid import certs
+from tools.grid import certs, mariadb
 from tools.grid.icegrid import descriptor_variables
-from tools.grid.rundir import PORT_NAMES, RunDir
+from tools.grid.rundir import PORT_NAMES, InvalidInternalHost, RunDir
 
 
 def test_partner_ports_are_picked_and_added_to_an_older_run_directory(tmp_path):
@@ -83,3 +83,30 @@ def test_descriptor_variables_carry_the_partner_door_and_its_limits(tmp_path):
     assert v["partner.session.timeout"] == str(limits.PARTNER_SESSION_TIMEOUT_SECONDS)
     assert v["partner.request.max.kib"] == str(limits.PARTNER_REQUEST_MAX_KIB)
     assert all(" " not in value for value in v.values())  # icegridadmin splits its command on spaces
+
+
+def test_internal_host_defaults_to_loopback_and_moves_every_internal_endpoint(tmp_path):
+    run = RunDir(str(tmp_path))
+    assert run.internal_host == "127.0.0.1"
+    assert run.set_internal_host("10.77.0.254") is True
+    moved = RunDir(str(tmp_path))
+    assert moved.internal_host == "10.77.0.254"
+    props = moved.backend_properties()
+    assert props["PushGrid.MySQL.Host"] == "10.77.0.254"
+    assert all(n.startswith("10.77.0.254:") for n in props["PushGrid.Redis.Nodes"].split(","))
+    assert props["PushGrid.Kafka.Bootstrap"].startswith("10.77.0.254:")
+    assert moved.locator.count("tcp -h 10.77.0.254 ") == 2
+    assert moved.partner_host == "127.0.0.1"  # the public door is its own setting
+
+
+@pytest.mark.parametrize("host", ["8.8.8.8", "0.0.0.0", "::1", "node1", "10.0.0.300"])
+def test_an_internal_host_that_is_public_or_not_an_address_is_refused_and_not_kept(tmp_path, host):
+    run = RunDir(str(tmp_path))
+    with pytest.raises(InvalidInternalHost):
+        run.set_internal_host(host)
+    assert RunDir(str(tmp_path)).internal_host == "127.0.0.1"
+
+
+def test_mysql_lets_the_pushgrid_user_in_from_the_node_hosts_subnet_only_when_internal_is_private():
+    assert mariadb.client_hosts("127.0.0.1") == ["127.0.0.1"]
+    assert mariadb.client_hosts("10.77.0.254") == ["10.77.0.%"]
