@@ -33,18 +33,15 @@ import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from services.common import batching, limits
 from services.common.contract import PushGrid
 from tools.grid.rundir import RunDir
 from tools.partner import builders as b
 
-if TYPE_CHECKING:  # websockets is imported in the client processes only
-    from websockets.asyncio.client import ClientConnection
-
 PER_WORKER_MAX = 16000
-HANDSHAKES_IN_FLIGHT = 100  # per worker process
+DEVICES_PER_SOURCE = 5000  # connections from one source address (its ports run out near 28,000)
 
 
 # ---------------------------------------------------------------- device side (worker processes)
@@ -55,107 +52,38 @@ def _raise_nofile() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def _device(
-    url: str, local_ip: str, app: str, rid: str, token: str, state: dict[str, Any], handshakes: asyncio.Semaphore
-) -> None:
-    """One device: hello, then take messages (report first sight of each msg id) and ack them."""
-    import websockets
-
-    while not state["stop"]:
-        try:
-            async with handshakes:  # a bounded number of handshakes in flight, as real devices arrive
-                ws = await websockets.connect(
-                    url, local_addr=(local_ip, 0), open_timeout=120, ping_interval=None, max_queue=64, compression=None
-                )
-                if app:  # pushgrid: say hello; nchan: the subscription is the connection
-                    await ws.send(
-                        json.dumps(
-                            {
-                                "op": "hello",
-                                "app_key": app,
-                                "registration_id": rid,
-                                "device_token": token,
-                                "sdk": "bench/1",
-                            }
-                        )
-                    )
-                    welcome = json.loads(await ws.recv())
-                    if welcome.get("op") != "welcome":
-                        state["failed"] += 1
-                        await ws.close()
-                        return
-                else:
-                    welcome = {"heartbeat": 1e9}
-            async with ws:
-                state["connected"] += 1
-                try:
-                    await _hold(ws, app, rid, state, float(welcome.get("heartbeat", 30)))
-                finally:
-                    state["connected"] -= 1
-        except Exception:  # noqa: BLE001 - whatever ended the connection, reconnect like a device
-            if state["stop"]:
-                return
-            await asyncio.sleep(1 + random.random())
-
-
-async def _hold(ws: ClientConnection, app: str, rid: str, state: dict[str, Any], heartbeat: float) -> None:
-    """Takes messages and acks them; pings when the heartbeat is due. An idle device sleeps until
-    its next ping (one timer per heartbeat), so the clients leave the cores to the servers."""
-    loop = asyncio.get_running_loop()
-    next_ping = loop.time() + heartbeat * 0.8
-    while True:
-        try:
-            async with asyncio.timeout_at(next_ping):
-                raw = await ws.recv()
-        except TimeoutError:
-            raw = None
-        if raw is not None:
-            frame = json.loads(raw)
-            if frame.get("op") == "msg" or not app:
-                mid = int(frame["msg_id"])
-                if mid not in state["seen"].setdefault(rid, set()):
-                    state["seen"][rid].add(mid)
-                    state["received"].append((mid, time.time()))
-                if app:
-                    await ws.send(json.dumps({"op": "ack", "msg_ids": [mid]}))
-        if app and loop.time() >= next_ping:
-            await ws.send('{"op":"ping"}')
-            next_ping = loop.time() + heartbeat * 0.8
-
-
 def _worker(
     index: int, devices: list[tuple[str, str]], app: str, urls: list[str], cmd: mp.Queue[Any], out: mp.Queue[Any]
 ) -> None:
-    """Holds its share of devices; reports connection counts and received (msg id, time) pairs."""
+    """Holds its share of devices in one swarm (tools/device/swarm.py); reports connection
+    counts, received (msg id, time) pairs and the CPU seconds this process used."""
+    import uvloop
+
+    from tools.device.swarm import Swarm
+
     _raise_nofile()
+    # source addresses over 127.0.0.0/8: at most DEVICES_PER_SOURCE connections from each
+    ips = [f"127.{1 + index}.{k // 250}.{1 + k % 250}" for k in range(1 + len(devices) // DEVICES_PER_SOURCE)]
 
     async def main() -> None:
-        state = {"stop": False, "connected": 0, "failed": 0, "received": [], "seen": {}}
-        handshakes = asyncio.Semaphore(HANDSHAKES_IN_FLIGHT)
-        tasks = []
-        for i, (rid, token) in enumerate(devices):
-            url = urls[i % len(urls)]
-            local_ip = f"127.{1 + index}.{(i // 20000) % 250}.{1 + (i // 5000) % 4}"
-            tasks.append(asyncio.create_task(_device(url, local_ip, app, rid, token, state, handshakes)))
+        swarm = Swarm(app, devices, urls, ips)
+        swarm.start()
         loop = asyncio.get_running_loop()
         while True:
-            out.put(("status", index, state["connected"], state["failed"]))
-            if state["received"]:
-                batch, state["received"] = state["received"], []
+            out.put(("status", index, swarm.tally.connected, swarm.tally.failed, time.process_time()))
+            batch = swarm.tally.take_received()
+            if batch:
                 out.put(("received", index, batch))
             try:
-                command = await loop.run_in_executor(None, cmd.get, True, 0.5)
+                command = await loop.run_in_executor(None, cmd.get, True, 0.25)
             except queue.Empty:
                 command = None
             if command == "stop":
-                state["stop"] = True
                 break
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await swarm.stop()
         out.put(("stopped", index))
 
-    asyncio.run(main())
+    uvloop.run(main())
 
 
 # ---------------------------------------------------------------- controller
@@ -170,6 +98,7 @@ class Bench:
         self.args = args
         self.received: dict[int, list[float]] = {}
         self.connected: dict[int, int] = {}
+        self.client_cpu: dict[int, float] = {}  # CPU seconds each worker process used so far
         self.workers: list[tuple[mp.Process, mp.Queue[Any]]] = []
         self.out: mp.Queue[Any] = mp.Queue()
         self.setup()
@@ -227,6 +156,7 @@ class Bench:
                 return
             if msg[0] == "status":
                 self.connected[msg[1]] = msg[2]
+                self.client_cpu[msg[1]] = msg[4]
             elif msg[0] == "received":
                 for mid, t in msg[2]:
                     self.received.setdefault(mid, []).append(t)
@@ -251,6 +181,8 @@ class Bench:
         return self.push.push(app, self.request(PushGrid.Audience(all=True), "broadcast")).msgId
 
     def broadcast(self, app: str, n: int, timeout: float) -> dict[str, Any]:
+        self.pump(0.5)
+        cpu_before = sum(self.client_cpu.values())
         sent_at = time.time()
         msg_id = self.publish_broadcast(app)
         deadline = time.monotonic() + timeout
@@ -258,7 +190,9 @@ class Bench:
             self.pump(0.5)
         times = sorted(self.received.get(msg_id, []))
         last = (times[-1] - sent_at) if times else float("nan")
+        self.pump(0.6)  # the workers' CPU counts as of the end
         return {
+            "client_cpu_s": sum(self.client_cpu.values()) - cpu_before,
             "msg_id": msg_id,
             "got": len(times),
             "last_s": last,
@@ -459,7 +393,7 @@ def main() -> int:
             casts.append(r)
             print(
                 f"  broadcast {i + 1}: {r['got']:,} devices, last after {r['last_s']:.2f}s, "
-                f"{r['per_s']:,.0f} deliveries/s",
+                f"{r['per_s']:,.0f} deliveries/s; the load generator used {r['client_cpu_s']:.2f} CPU-s",
                 flush=True,
             )
         lat: list[float] = []
@@ -473,6 +407,8 @@ def main() -> int:
         print(f"memory per connection   {per_conn / 1024:.1f} KiB (server RSS growth / connections)")
         print(f"broadcast deliveries/s  {statistics.median(r['per_s'] for r in casts):,.0f} (median)")
         print(f"broadcast last device   {statistics.median(r['last_s'] for r in casts):.2f} s (median)")
+        cpu_per_k = statistics.median(1000 * r["client_cpu_s"] / max(1, r["got"]) for r in casts)
+        print(f"load generator CPU      {cpu_per_k * 1000:.0f} ms per 1,000 deliveries (median; its own rusage)")
         if lat:
             print(
                 f"targeted latency        p50 {_pct(lat, 0.5):.1f} ms  p90 {_pct(lat, 0.9):.1f} ms  "

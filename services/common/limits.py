@@ -39,7 +39,7 @@ DEVICE_FRAME_MAX_BYTES = 8192  # largest frame a device may send
 DEVICE_AUTH_TIMEOUT_SECONDS = 10
 ACKS_PER_FRAME = 100
 DEVICE_FRAMES_PER_SECOND = 50  # frames one device may send per second (burst as large)
-DEVICE_OUTBOX_MAX = 500  # frames waiting to be written to one device before it counts as too slow
+DEVICE_OUTBOX_MAX_BYTES = 256 * 1024  # unwritten bytes to one device before it counts as too slow
 DEVICE_SENT_RECORD = 1000  # msg ids STC remembers per connection to route the device's acks
 RECEIPTS_PER_RECORD = 500  # acks in one receipts record on Kafka
 

@@ -29,6 +29,7 @@ from services.common import limits
 from services.common.backends import REDIS
 from services.common.lua import load_scripts
 from services.common.msgid import floor_for_time
+from services.common.redis_client import queue_eval
 
 # The client decodes replies (redis_client.cluster sets decode_responses), so the casts below
 # only tell mypy what redis-py's generic reply types cannot: these replies are str.
@@ -236,15 +237,12 @@ class Mailbox:
     # ---- helpers
 
     def _eval_each(self, script: str, calls: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Runs a one-key script once per (key, *args) in one cluster pipeline.
-
-        redis-py's cluster pipeline has no Script support, but routes EVAL by its key.
-        """
+        """Runs a one-key script once per (key, *args) in one cluster pipeline."""
         if not calls:
             return []
         with self._r.pipeline(transaction=False) as p:
             for key, *args in calls:
-                p.execute_command("EVAL", script, 1, key, *args)
+                queue_eval(p, script, [key], args)
             return p.execute()
 
     # ---- dispatch checkpoints

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from redis.cluster import ClusterNode, RedisCluster
+from collections.abc import Sequence
+from typing import Any
+
+from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
 
 from services.common.config import RedisSettings
 
@@ -17,3 +20,14 @@ def cluster(settings: RedisSettings) -> RedisCluster:
         require_full_coverage=True,
         password=settings.password or None,
     )
+
+
+def queue_eval(pipe: ClusterPipeline, script: str, keys: Sequence[str], args: Sequence[Any]) -> None:
+    """Queues EVAL of script in a cluster pipeline (which has no script registry), sent to the
+    node of its first key: left to route it, redis-py asks Redis for the command's keys
+    (COMMAND GETKEYS), one round trip per call. Every key must share that slot."""
+    node = pipe.get_node_from_key(keys[0]) if keys else None
+    if node is None:
+        pipe.execute_command("EVAL", script, len(keys), *keys, *args)
+    else:
+        pipe.execute_command("EVAL", script, len(keys), *keys, *args, target_nodes=node)

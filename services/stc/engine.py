@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -58,14 +58,14 @@ class Outgoing:
 class Conn(Protocol):
     """One device connection as the transport gives it to the engine."""
 
-    def send(self, frame: str) -> bool:
-        """Queues a text frame; False if the connection is closing or not reading."""
+    def send(self, frame: str | bytes) -> bool:
+        """Writes a text frame (bytes: already UTF-8); False if the connection is closing or not reading."""
 
     def close(self, code: int, reason: str) -> None:
         """Starts closing the connection with a close code of PROTOCOL.md."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Device:
     """A verified device: what hello learns from DBAgent."""
 
@@ -109,13 +109,14 @@ class Mailbox(Protocol):
 # ---------------------------------------------------------------- sessions
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Session:
-    """A device that said hello on a connection here; sent maps msg id -> is a broadcast."""
+    """A device that said hello on a connection here; sent maps msg id -> is a broadcast, oldest
+    first (a plain dict: a connection's every byte counts, and an OrderedDict takes twice its room)."""
 
     conn: Conn
     device: Device
-    sent: OrderedDict[int, bool] = field(default_factory=OrderedDict)
+    sent: dict[int, bool] = field(default_factory=dict)
     open: bool = True
 
     @property
@@ -128,10 +129,10 @@ class Session:
 
     def remember(self, msg_id: int, broadcast: bool) -> None:
         """Keeps the newest DEVICE_SENT_RECORD ids, enough to route every ack a device owes."""
+        self.sent.pop(msg_id, None)  # sent again: now the newest
         self.sent[msg_id] = broadcast
-        self.sent.move_to_end(msg_id)
         if len(self.sent) > limits.DEVICE_SENT_RECORD:
-            self.sent.popitem(last=False)
+            del self.sent[next(iter(self.sent))]
 
 
 @dataclass(frozen=True)
@@ -288,7 +289,7 @@ class Engine:
 
     # ---- sending
 
-    def _send(self, session: Session, frame: str, msg_id: int, broadcast: bool) -> bool:
+    def _send(self, session: Session, frame: str | bytes, msg_id: int, broadcast: bool) -> bool:
         if not session.open or not session.conn.send(frame):
             return False
         session.remember(msg_id, broadcast)
@@ -302,12 +303,13 @@ class Engine:
         if self._expired(msg.expires_at):
             return []
         out = []
+        frame = msg.body.encode()  # encoded once, the same bytes to every device
         for rid in dict.fromkeys(rids):
             session = self._sessions.get(rid)
             if (
                 session is not None
                 and session.app == msg.app_key
-                and self._send(session, msg.body, msg.msg_id, msg.broadcast)
+                and self._send(session, frame, msg.msg_id, msg.broadcast)
             ):
                 out.append(rid)
         return out
@@ -318,6 +320,7 @@ class Engine:
         targets = [s for s in self._by_app.get(msg.app_key, {}).values() if not wanted or s.device.platform in wanted]
         loop = asyncio.get_running_loop()
         start, spread, n = loop.time(), max(spread_ms, 0) / 1000.0, len(targets)
+        frame = msg.body.encode()  # encoded once, the same bytes to every device
         sent = 0
         for i, session in enumerate(targets):
             if spread:
@@ -331,7 +334,7 @@ class Engine:
                 await asyncio.sleep(0)  # a huge app must not hold up the other connections
             if self._expired(msg.expires_at) or self._stopping.is_set():
                 break  # the devices not reached get it from the broadcast log when they reconnect
-            sent += self._send(session, msg.body, msg.msg_id, True)
+            sent += self._send(session, frame, msg.msg_id, True)
         return sent
 
     def online_count(self, app_key: str) -> int:

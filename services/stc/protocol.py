@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+import orjson
+
 from services.common import limits, platforms
 
 MSG_ID_MAX = 2**63 - 1
@@ -48,6 +50,10 @@ class DeviceError(Exception):
 
 class BadFrame(DeviceError):
     code = Close.BAD_FRAME
+
+
+class InvalidUtf8(DeviceError):
+    code = Close.INVALID_UTF8
 
 
 class AuthFailed(DeviceError):
@@ -130,7 +136,7 @@ def _msg_ids(obj: dict[str, Any]) -> tuple[int, ...]:
 def parse(text: str) -> Frame:
     """The frame a text message holds; BadFrame for anything PROTOCOL.md does not allow."""
     try:
-        obj = json.loads(text)
+        obj = orjson.loads(text)  # every ack of every device passes here: the C parser
     except (ValueError, RecursionError):
         raise BadFrame("frame is not JSON") from None
     if not isinstance(obj, dict):

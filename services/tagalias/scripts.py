@@ -16,6 +16,7 @@ from redis.commands.core import Script
 
 from services.common import platforms
 from services.common.lua import load_scripts
+from services.common.redis_client import queue_eval
 from services.tagalias import keys
 
 ADD_DEVICES = "add_devices"
@@ -77,4 +78,4 @@ class Registered:
 def queue(pipe: ClusterPipeline, name: str, keys_: Sequence[str], args: Sequence[Any]) -> None:
     """Queues a script in a cluster pipeline. EVAL with the text: redis-py's cluster pipeline has
     no script registry, and EVAL never fails with NOSCRIPT on a fresh replica."""
-    pipe.execute_command("EVAL", SOURCES[name], len(keys_), *keys_, *args)
+    queue_eval(pipe, SOURCES[name], keys_, args)

@@ -59,10 +59,10 @@ class FakeConn:
         self.closed: tuple[int, str] | None = None
         self.accept = accept
 
-    def send(self, frame: str) -> bool:
+    def send(self, frame: str | bytes) -> bool:
         if self.closed is not None or not self.accept:
             return False
-        self.frames.append(frame)
+        self.frames.append(frame.decode() if isinstance(frame, bytes) else frame)  # bytes are UTF-8 text
         return True
 
     def close(self, code: int, reason: str) -> None:
