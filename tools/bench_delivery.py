@@ -1,22 +1,25 @@
-"""Delivery benchmark: hold N device connections across the STC processes and measure.
+"""Delivery benchmark: pushgrid's STC and nginx nchan (the C reference), side by side.
 
     .venv/bin/python -m tools.bench_delivery --run-dir run --devices 100000
 
-Figures printed (and plotted to --plot):
-  * connections held, connect rate, and STC memory per connection (RSS growth / connections);
-  * broadcast fan-out: deliveries per second and time until the last device has it (medians);
-  * end-to-end latency of targeted pushes (registration id) at a steady rate: p50, p90, p99.
+One command measures both targets on the same machine: it registers the devices (pushgrid:
+through DBAgent, as STC's register op does), connects them to each target in turn and holds
+both sets, then broadcasts in alternating rounds (pushgrid, nchan, pushgrid, ...), and ends with
+targeted pushes at a steady rate through Push (pushgrid only; nchan has no per-device address).
+nginx + nchan is started here on loopback with as many workers as STC processes and one channel
+every connection subscribes to; its broadcast is published over HTTP.
 
-With --target nchan the same client workers subscribe to nginx's nchan module instead (the
-reference C push server, started here on loopback with as many workers as STC processes) and
-the same broadcast is published over HTTP: connections, memory per connection and fan-out are
-measured the same way, side by side.
+Printed as one table with a column per target and the ratio (above 1: pushgrid does better):
+connections held, new connections/s, memory per connection (server RSS growth / connections),
+broadcast time to the last device and deliveries/s (medians), the share of held devices that
+got each broadcast, the load generator's own CPU per 1,000 deliveries (it must not be the
+limit), device registrations/s, and targeted latency p50/p90/p99. The plot (--plot) draws both
+on the same axes: connections over time, and the arrival CDF of one broadcast.
 
-Devices are registered through DBAgent (the Ice call STC's register op makes), then held by
-worker processes (each below the 20,000 open files a process may have here) whose connections
-come from source addresses spread over 127.0.0.0/8, so no source address runs out of ports.
-Each worker speaks the device protocol (services/stc/PROTOCOL.md) with a lean client: hello,
-ack, ping. Everything stays on loopback and stops by itself.
+The devices are swarms (tools/device/swarm.py) in worker processes, each below the 20,000 open
+files a process may have here, whose connections come from source addresses spread over
+127.0.0.0/8 so no source address runs out of ports. Everything stays on loopback and stops by
+itself.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from services.common import batching, limits
@@ -138,9 +142,10 @@ class Bench:
         with icegrid.admin_session(self.run) as admin:
             return {sid: _rss(admin.getServerPid(sid)) for sid in admin.getAllServerIds() if sid.startswith("STC-")}
 
-    def start_workers(self, app: str, creds: list[tuple[str, str]]) -> None:
+    def start_workers(self, app: str, creds: list[tuple[str, str]], first_index: int = 0) -> None:
+        """Worker processes, numbered from first_index: each number has its own source addresses."""
         per = min(PER_WORKER_MAX, max(1, -(-len(creds) // self.args.workers)))
-        for index, chunk in enumerate(batching.chunks(creds, per)):
+        for index, chunk in enumerate(batching.chunks(creds, per), first_index):
             cmd: mp.Queue[Any] = mp.Queue()
             p = mp.Process(target=_worker, args=(index, chunk, app, self.urls, cmd, self.out), daemon=True)
             p.start()
@@ -162,11 +167,14 @@ class Bench:
                     self.received.setdefault(mid, []).append(t)
 
     def wait_connected(self, n: int, timeout: float) -> float:
+        """Waits until n devices are connected; keeps (seconds, connected) in self.curve."""
         started = time.monotonic()
         last_print = 0.0
+        self.curve: list[tuple[float, int]] = []
         while time.monotonic() - started < timeout:
             self.pump(0.5)
             total = sum(self.connected.values())
+            self.curve.append((time.monotonic() - started, total))
             if time.monotonic() - last_print > 5:
                 print(f"  connected {total:,}/{n:,}", flush=True)
                 last_print = time.monotonic()
@@ -346,100 +354,169 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(len(values) * q))] if values else float("nan")
 
 
+@dataclass
+class Run:
+    """One target's figures in a side-by-side run."""
+
+    bench: Bench
+    app: str = ""
+    creds: list[tuple[str, str]] = field(default_factory=list)
+    register_per_s: float = 0.0
+    connect_s: float = 0.0
+    held: int = 0
+    per_conn: float = float("nan")
+    casts: list[dict[str, Any]] = field(default_factory=list)
+    lat: list[float] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.bench.name
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", default="run")
     parser.add_argument("--devices", type=int, default=100000)
-    parser.add_argument("--workers", type=int, default=8, help="device-holding processes")
-    parser.add_argument("--broadcasts", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2, help="device-holding processes per target (one per core)")
+    parser.add_argument("--broadcasts", type=int, default=3, help="broadcast rounds (each target in turn)")
     parser.add_argument("--rate", type=float, default=50, help="targeted pushes per second")
     parser.add_argument("--seconds", type=float, default=20, help="duration of the targeted phase")
     parser.add_argument(
-        "--target",
-        choices=("pushgrid", "nchan"),
-        default="pushgrid",
-        help="measure pushgrid's STC, or nginx nchan as the reference",
+        "--targets",
+        default="pushgrid,nchan",
+        help="what to measure, side by side: pushgrid (STC), nchan (nginx, the C reference), or both",
     )
     parser.add_argument("--nchan-workers", type=int, default=6, help="nginx worker processes (nchan)")
     parser.add_argument("--plot", default="bench-delivery.png")
     args = parser.parse_args()
+    names = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if not names or any(t not in ("pushgrid", "nchan") for t in names):
+        parser.error("--targets takes pushgrid, nchan or both, comma-separated")
     _raise_nofile()
-    b = NchanBench(args) if args.target == "nchan" else Bench(args)
+    runs: list[Run] = []
     try:
-        print(f"[1/4] registering {args.devices:,} devices", flush=True)
-        app, creds = b.register(args.devices)
-        rss_before = b.server_rss()
-        print(
-            f"[2/4] connecting them to {b.name} through {len(b.urls)} port(s) ({len(rss_before)} server processes)",
-            flush=True,
-        )
-        b.start_workers(app, creds)
-        connect_s = b.wait_connected(args.devices, timeout=max(120, args.devices / 200))
-        held = sum(b.connected.values())
-        time.sleep(2)
-        rss_after = b.server_rss()
-        grown = sum(rss_after.values()) - sum(rss_before.values())
-        per_conn = grown / held if held else float("nan")
-        print(
-            f"  held {held:,} connections after {connect_s:.1f}s ({held / connect_s:,.0f}/s); "
-            f"server RSS {sum(rss_after.values()) / 2**20:,.0f} MiB, {per_conn / 1024:.1f} KiB per connection",
-            flush=True,
-        )
-
-        print(f"[3/4] {args.broadcasts} broadcasts to {held:,} devices", flush=True)
-        casts = []
-        for i in range(args.broadcasts):
-            r = b.broadcast(app, held, timeout=120)
-            casts.append(r)
+        for i, t in enumerate(names):
+            run = Run(NchanBench(args) if t == "nchan" else Bench(args))
+            runs.append(run)
+            print(f"[{run.name}] registering {args.devices:,} devices", flush=True)
+            started = time.monotonic()
+            run.app, run.creds = run.bench.register(args.devices)
+            run.register_per_s = args.devices / (time.monotonic() - started)
+            rss_before = run.bench.server_rss()
+            print(f"[{run.name}] connecting them through {len(run.bench.urls)} port(s)", flush=True)
+            run.bench.start_workers(run.app, run.creds, first_index=i * 100)
+            run.connect_s = run.bench.wait_connected(args.devices, timeout=max(120, args.devices / 200))
+            run.held = sum(run.bench.connected.values())
+            time.sleep(2)
+            grown = sum(run.bench.server_rss().values()) - sum(rss_before.values())
+            run.per_conn = grown / run.held if run.held else float("nan")
             print(
-                f"  broadcast {i + 1}: {r['got']:,} devices, last after {r['last_s']:.2f}s, "
-                f"{r['per_s']:,.0f} deliveries/s; the load generator used {r['client_cpu_s']:.2f} CPU-s",
+                f"  held {run.held:,} after {run.connect_s:.1f}s ({run.held / run.connect_s:,.0f}/s); "
+                f"{run.per_conn / 1024:.1f} KiB per connection",
                 flush=True,
             )
-        lat: list[float] = []
-        if args.target == "pushgrid":
-            waited = b.settle(app, [r["msg_id"] for r in casts], held, timeout=600)
+        for r in range(args.broadcasts):
+            for run in runs:  # alternating: each round gives every target the same machine
+                cast = run.bench.broadcast(run.app, run.held, timeout=120)
+                run.casts.append(cast)
+                print(
+                    f"  round {r + 1}, {run.name}: {cast['got']:,} of {run.held:,} devices, last after "
+                    f"{cast['last_s']:.2f}s, {cast['per_s']:,.0f} deliveries/s; load generator "
+                    f"{cast['client_cpu_s']:.2f} CPU-s",
+                    flush=True,
+                )
+        for run in runs:
+            if isinstance(run.bench, NchanBench):
+                continue
+            waited = run.bench.settle(run.app, [c["msg_id"] for c in run.casts], run.held, timeout=600)
             print(f"  every broadcast's receipts counted {waited:.0f}s after the last one", flush=True)
-            print(f"[4/4] targeted pushes at {args.rate:g}/s for {args.seconds:g}s", flush=True)
-            lat = b.targeted(app, creds, args.rate, args.seconds)
-        print(f"\n{b.name}:")
-        print(f"connections held        {held:,} of {args.devices:,} ({len(rss_after)} server processes)")
-        print(f"memory per connection   {per_conn / 1024:.1f} KiB (server RSS growth / connections)")
-        print(f"broadcast deliveries/s  {statistics.median(r['per_s'] for r in casts):,.0f} (median)")
-        print(f"broadcast last device   {statistics.median(r['last_s'] for r in casts):.2f} s (median)")
-        cpu_per_k = statistics.median(1000 * r["client_cpu_s"] / max(1, r["got"]) for r in casts)
-        print(f"load generator CPU      {cpu_per_k * 1000:.0f} ms per 1,000 deliveries (median; its own rusage)")
-        if lat:
-            print(
-                f"targeted latency        p50 {_pct(lat, 0.5):.1f} ms  p90 {_pct(lat, 0.9):.1f} ms  "
-                f"p99 {_pct(lat, 0.99):.1f} ms  ({len(lat)} pushes)"
-            )
-        _plot(args.plot, b.name, casts, lat, held, per_conn)
+            print(f"[{run.name}] targeted pushes at {args.rate:g}/s for {args.seconds:g}s", flush=True)
+            run.lat = run.bench.targeted(run.app, run.creds, args.rate, args.seconds)
+        _report(runs, args.devices)
+        _plot(args.plot, runs)
         print(f"plot saved to {args.plot}")
     finally:
-        b.stop()
+        for run in runs:
+            run.bench.stop()
     return 0
 
 
-def _plot(path: str, name: str, casts: list[dict[str, Any]], lat: list[float], held: int, per_conn: float) -> None:
+def _rows(run: Run) -> dict[str, tuple[float, str, bool]]:
+    """Each figure of a run: (value, format, higher is better)."""
+    casts = run.casts
+    got = [c["got"] / max(1, run.held) for c in casts]
+    rows: dict[str, tuple[float, str, bool]] = {
+        "connections held": (run.held, "{:,.0f}", True),
+        "new connections/s": (run.held / run.connect_s if run.connect_s else 0.0, "{:,.0f}", True),
+        "memory per connection (KiB)": (run.per_conn / 1024, "{:.1f}", False),
+        "broadcast: last device (s, median)": (statistics.median(c["last_s"] for c in casts), "{:.2f}", False),
+        "broadcast deliveries/s (median)": (statistics.median(c["per_s"] for c in casts), "{:,.0f}", True),
+        "held devices that got it (worst)": (100 * min(got), "{:.2f}%", True),
+        "load generator ms per 1,000 deliveries": (
+            statistics.median(1e6 * c["client_cpu_s"] / max(1, c["got"]) for c in casts),
+            "{:.0f}",
+            False,
+        ),
+    }
+    if not isinstance(run.bench, NchanBench):
+        rows["device registrations/s"] = (run.register_per_s, "{:,.0f}", True)
+    if run.lat:
+        for q in (0.5, 0.9, 0.99):
+            rows[f"targeted p{int(q * 100)} (ms)"] = (_pct(run.lat, q), "{:.1f}", False)
+    return rows
+
+
+def _report(runs: list[Run], devices: int) -> None:
+    """One table: a column per target and, with two, the first's figure against the second's
+    (above 1: the first does better)."""
+    tables = [_rows(r) for r in runs]
+    print(f"\n{'measure at ' + format(devices, ',') + ' devices':<42}" + "".join(f"{r.name:>16}" for r in runs), end="")
+    print(f"{'ratio':>10}" if len(runs) == 2 else "")
+    for key in dict.fromkeys(k for t in tables for k in t):
+        cells = [t.get(key) for t in tables]
+        line = f"{key:<42}" + "".join(f"{c[1].format(c[0]) if c else '-':>16}" for c in cells)
+        if len(runs) == 2 and all(cells) and cells[0] and cells[1]:
+            (a, _, up), (b, _, _) = cells  # type: ignore[misc]  # both present: checked above
+            ratio = (a / b if up else b / a) if a and b else float("nan")
+            line += f"{ratio:>9.2f}x"
+        print(line)
+
+
+def _plot(path: str, runs: list[Run]) -> None:
+    """Both targets on the same axes: connections over time, the arrival CDF of each one's median
+    broadcast, and pushgrid's targeted latency."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, c) = plt.subplots(1, 2, figsize=(13, 4.5))
-    for i, r in enumerate(casts):
-        a.plot(r["curve"], range(1, len(r["curve"]) + 1), label=f"broadcast {i + 1}: last {r['last_s']:.2f}s")
-    a.set_xlabel("seconds after push")
-    a.set_ylabel("devices that have it")
-    a.set_title(f"{name}: broadcast fan-out, {held:,} connections ({per_conn / 1024:.1f} KiB each)")
-    a.legend()
-    if lat:
-        c.plot(lat, [i / len(lat) for i in range(len(lat))])
-        c.set_xscale("log")
-    c.set_xlabel("end-to-end latency (ms)")
-    c.set_ylabel("fraction of targeted pushes")
-    c.set_title(f"targeted latency: p50 {_pct(lat, 0.5):.1f} ms, p99 {_pct(lat, 0.99):.1f} ms")
+    fig, (conn, cdf, lat) = plt.subplots(1, 3, figsize=(18, 4.8))
+    for run in runs:
+        xs, ys = zip(*run.bench.curve, strict=True) if run.bench.curve else ((), ())
+        conn.plot(xs, ys, label=f"{run.name}: {run.held:,} in {run.connect_s:.0f}s, {run.per_conn / 1024:.1f} KiB each")
+        if run.casts:
+            median = sorted(run.casts, key=lambda c: c["last_s"])[len(run.casts) // 2]
+            curve = median["curve"]
+            cdf.plot(
+                curve,
+                [(i + 1) / max(1, run.held) for i in range(len(curve))],
+                label=f"{run.name}: last {median['last_s']:.2f}s",
+            )
+        if run.lat:
+            lat.plot(run.lat, [i / len(run.lat) for i in range(len(run.lat))], label=run.name)
+    conn.set_xlabel("seconds")
+    conn.set_ylabel("devices connected")
+    conn.set_title("connections over time")
+    cdf.set_xlabel("seconds after the push")
+    cdf.set_ylabel("fraction of held devices that have it")
+    cdf.set_title("one broadcast's arrival times (median round)")
+    lat.set_xscale("log")
+    lat.set_xlabel("partner call to device (ms)")
+    lat.set_ylabel("fraction of targeted pushes")
+    lat.set_title("targeted pushes")
+    for ax in (conn, cdf, lat):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
 
