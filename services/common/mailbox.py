@@ -29,7 +29,7 @@ from services.common import limits
 from services.common.backends import REDIS
 from services.common.lua import load_scripts
 from services.common.msgid import floor_for_time
-from services.common.redis_client import queue_eval
+from services.common.redis_client import queue, queue_eval
 
 # The client decodes replies (redis_client.cluster sets decode_responses), so the casts below
 # only tell mypy what redis-py's generic reply types cannot: these replies are str.
@@ -115,7 +115,8 @@ class Mailbox:
         """Marks devices as held by stc_id (also refreshes them: STC calls this on heartbeats)."""
         with self._r.pipeline(transaction=False) as p:
             for rid in rids:
-                p.set(_presence(rid), stc_id, ex=ttl_seconds)
+                key = _presence(rid)
+                queue(p, key, "SET", key, stc_id, "EX", ttl_seconds)
             p.execute()
 
     @REDIS.guarded
@@ -169,12 +170,12 @@ class Mailbox:
         with self._r.pipeline(transaction=False) as p:
             for rid in rids:
                 key = _queue(rid)
-                p.zadd(key, {str(msg.msg_id): msg.expires_at})
+                queue(p, key, "ZADD", key, msg.expires_at, str(msg.msg_id))
                 if msg.override_msg_id:
-                    p.zrem(key, str(msg.override_msg_id))
-                p.zremrangebyrank(key, 0, -limits.OFFLINE_PER_DEVICE - 1)
-                p.pexpireat(key, msg.expires_at, gt=True)
-                p.pexpireat(key, msg.expires_at, nx=True)
+                    queue(p, key, "ZREM", key, str(msg.override_msg_id))
+                queue(p, key, "ZREMRANGEBYRANK", key, 0, -limits.OFFLINE_PER_DEVICE - 1)
+                queue(p, key, "PEXPIREAT", key, msg.expires_at, "GT")
+                queue(p, key, "PEXPIREAT", key, msg.expires_at, "NX")
                 count += 1
             p.execute()
         return count
@@ -195,7 +196,8 @@ class Mailbox:
         with self._r.pipeline(transaction=False) as p:
             for rid, msg_ids in acks.items():
                 if msg_ids:
-                    p.zrem(_queue(rid), *[str(m) for m in msg_ids])
+                    key = _queue(rid)
+                    queue(p, key, "ZREM", key, *[str(m) for m in msg_ids])
             p.execute()
 
     # ---- broadcasts

@@ -22,12 +22,18 @@ def cluster(settings: RedisSettings) -> RedisCluster:
     )
 
 
+def queue(pipe: ClusterPipeline, key: str, *command: Any) -> None:
+    """Queues command in a cluster pipeline, sent to the node of key (every key of the command
+    must share its slot). Left to route it, redis-py finds the keys of each command itself: in
+    Python for most (twice the CPU of the command), and with a round trip to Redis
+    (COMMAND GETKEYS) for EVAL."""
+    pipe.execute_command(*command, target_nodes=pipe.get_node_from_key(key))
+
+
 def queue_eval(pipe: ClusterPipeline, script: str, keys: Sequence[str], args: Sequence[Any]) -> None:
     """Queues EVAL of script in a cluster pipeline (which has no script registry), sent to the
-    node of its first key: left to route it, redis-py asks Redis for the command's keys
-    (COMMAND GETKEYS), one round trip per call. Every key must share that slot."""
-    node = pipe.get_node_from_key(keys[0]) if keys else None
-    if node is None:
-        pipe.execute_command("EVAL", script, len(keys), *keys, *args)
+    node of its first key; every key must share that slot."""
+    if keys:
+        queue(pipe, keys[0], "EVAL", script, len(keys), *keys, *args)
     else:
-        pipe.execute_command("EVAL", script, len(keys), *keys, *args, target_nodes=node)
+        pipe.execute_command("EVAL", script, 0, *args)
