@@ -162,9 +162,11 @@ def install(run: RunDir, host: Host, wheels: Sequence[Path], say: Progress) -> N
         missing = hosts.run_on(host, f"sh -c {shlex.quote(query)}").split()
         if not missing:
             return "present"
+        sudo = "" if host.user == "root" else "sudo -n "  # another user needs passwordless sudo for this
         hosts.run_on(
             host,
-            "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q " + " ".join(missing),
+            f"{sudo}apt-get update -q && DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -q "
+            + " ".join(missing),
             timeout=900,
         )
         return "installed " + " ".join(missing)
