@@ -165,7 +165,7 @@ def install(run: RunDir, host: Host, wheels: Sequence[Path], say: Progress) -> N
         sudo = "" if host.user == "root" else "sudo -n "  # another user needs passwordless sudo for this
         hosts.run_on(
             host,
-            f"{sudo}apt-get update -q && DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -q "
+            f"{sudo}apt-get update -q && {sudo}env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
             + " ".join(missing),
             timeout=900,
         )
