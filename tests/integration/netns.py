@@ -58,6 +58,14 @@ def ip_binary() -> str | None:
     return shutil.which("ip") or shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin")
 
 
+def require(ip: str | None) -> None:
+    """Unavailable unless namespaces can be made here: root, and iproute2's ip."""
+    if os.geteuid() != 0:
+        raise Unavailable("network namespaces need root")
+    if ip is None:
+        raise Unavailable("no `ip` (iproute2) on this machine")
+
+
 def names(pid: int, role: str) -> tuple[str, str]:
     """The namespace's name and the host-side veth's name for process pid and a role."""
     if not re.fullmatch(r"[a-z0-9]{1,16}", role):
@@ -163,10 +171,7 @@ class Bridge:
         return str(self.subnet.network_address + self._attached), self.subnet.prefixlen
 
     def __enter__(self) -> Bridge:
-        if os.geteuid() != 0:
-            raise Unavailable("network namespaces need root")
-        if self._ip is None:
-            raise Unavailable("no `ip` (iproute2) on this machine")
+        require(self._ip)
         try:
             sweep_stale(self._ip)
             subprocess.run([self._ip, "link", "del", "dev", self.link], capture_output=True, timeout=10)
@@ -254,10 +259,7 @@ class Netns:
         return in_list or link
 
     def _check(self) -> None:
-        if os.geteuid() != 0:
-            raise Unavailable("network namespaces need root")
-        if self._ip is None:
-            raise Unavailable("no `ip` (iproute2) on this machine")
+        require(self._ip)
 
     def _setup(self) -> None:
         if self.bridge is not None:

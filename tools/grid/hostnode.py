@@ -147,12 +147,9 @@ def wheelhouse(run: RunDir, progress: Progress = print) -> list[Path]:
 
 def install(run: RunDir, host: Host, wheels: Sequence[Path], say: Progress) -> None:
     """Packages, wheels, venv and node config on host; then its node, started unless it runs."""
-    p = _paths(host)
+    from tools.grid.lifecycle import step
 
-    def step(what: str, fn: Callable[[], str]) -> None:
-        started = time.monotonic()
-        result = fn()
-        say(f"    {host.name}: {what}: {result} ({time.monotonic() - started:.1f}s)")
+    p, reqs = _paths(host), requirements()
 
     def packages() -> str:
         query = " ".join(
@@ -173,29 +170,28 @@ def install(run: RunDir, host: Host, wheels: Sequence[Path], say: Progress) -> N
 
     def upload() -> str:
         hosts.run_on(host, f"mkdir -p {p['wheels']} {p['data']} {p['logs']}")
-        for wheel in wheels:
-            hosts.put(host, str(wheel), f"{p['wheels']}/{wheel.name}")
+        hosts.put(host, [(str(wheel), f"{p['wheels']}/{wheel.name}") for wheel in wheels])
         return f"{len(wheels)} uploaded"
 
     def venv() -> str:
-        reqs = " ".join(shlex.quote(r) for r in requirements())
         hosts.run_on(
             host,
             f"test -x {p['venv']}/bin/python || /usr/bin/python3 -m venv --system-site-packages {p['venv']}; "
             f"{p['venv']}/bin/python -m pip install -q --disable-pip-version-check --no-index "
-            f"--find-links {p['wheels']} {reqs}",
+            f"--find-links {p['wheels']} {' '.join(shlex.quote(r) for r in reqs)}",
             timeout=600,
         )
-        return f"{p['venv']} ({len(requirements())} packages)"
+        return f"{p['venv']} ({len(reqs)} packages)"
 
     def config() -> str:
         text = "".join(f"{k}={v}\n" for k, v in node_config(run, host).items())
-        hosts.put(host, io.StringIO(text), p["config"], mode=0o600)
+        hosts.put(host, [(io.StringIO(text), p["config"])], mode=0o600)
         return p["config"]
 
     def node() -> str:
-        if _node_pid(host):
-            return f"running (pid {_node_pid(host)})"
+        running = _node_pid(host)
+        if running:
+            return f"running (pid {running})"
         hosts.run_on(
             host,
             f"icegridnode --Ice.Config={p['config']} --daemon --pidfile {p['pid']} --nochdir",
@@ -203,11 +199,14 @@ def install(run: RunDir, host: Host, wheels: Sequence[Path], say: Progress) -> N
         )
         return f"started (pid {_node_pid(host)})"
 
-    step("packages", packages)
-    step("wheels", upload)
-    step("venv", venv)
-    step("node config", config)
-    step("IceGrid node", node)
+    for what, fn in (
+        ("packages", packages),
+        ("wheels", upload),
+        ("venv", venv),
+        ("node config", config),
+        ("IceGrid node", node),
+    ):
+        step(say, f"  {host.name}: {what}", fn)
 
 
 def _node_pid(host: Host) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -112,12 +113,15 @@ def find(run: RunDir, names: list[str]) -> list[Host]:
     return [h for h in hosts if h.name in names]
 
 
-def put(host: Host, source: str | IO[str], remote: str, mode: int = 0o644) -> None:
-    """Copies a local file (a path, or a file object's text) to remote on host over SFTP."""
+def put(host: Host, files: Sequence[tuple[str | IO[str], str]], mode: int = 0o644) -> None:
+    """Copies local files (a path, or a file object's text) to their remote paths on host over
+    SFTP, all on one connection."""
+    remote = ""
     try:
         with host.connection() as c:
-            c.put(source, remote)
-            c.sftp().chmod(remote, mode)
+            for source, remote in files:
+                c.put(source, remote)
+                c.sftp().chmod(remote, mode)
     except Exception as exc:  # noqa: BLE001 - paramiko, socket and SFTP errors: all mean "not copied"
         raise HostError(f"{host.name}: could not copy to {remote}: {type(exc).__name__}: {exc}") from None
 

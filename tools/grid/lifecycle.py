@@ -25,7 +25,7 @@ from tools.grid.rundir import NODES, RunDir, check_internal_host
 Progress = Callable[[str], None]
 
 
-def _step(progress: Progress, what: str, fn: Callable[[], object]) -> None:
+def step(progress: Progress, what: str, fn: Callable[[], object]) -> None:
     """Runs one step of a bring-up, saying what it starts and how it ended (a str result says how)."""
     started = time.monotonic()
     progress(f"  {what} ...")
@@ -42,35 +42,35 @@ def _migrate(run: RunDir) -> None:
 def start_backends(run: RunDir, progress: Progress = print) -> None:
     run.write_client_config()
     ports, host = run.ports, run.internal_host
-    _step(progress, f"MariaDB on {host}:{ports['mysql']}", lambda: mariadb.start(run))
-    _step(progress, "schema migrations", lambda: _migrate(run))
-    _step(
+    step(progress, f"MariaDB on {host}:{ports['mysql']}", lambda: mariadb.start(run))
+    step(progress, "schema migrations", lambda: _migrate(run))
+    step(
         progress,
         f"Redis Cluster, 3 masters on {host}:{ports['redis1']},{ports['redis2']},{ports['redis3']}",
         lambda: redis_cluster.start(run),
     )
-    _step(progress, f"Kafka-compatible broker on {host}:{ports['kafka']}", lambda: kafka.start(run))
+    step(progress, f"Kafka-compatible broker on {host}:{ports['kafka']}", lambda: kafka.start(run))
 
 
 def start_icegrid(run: RunDir, progress: Progress = print) -> None:
     ports = run.ports
-    _step(
+    step(
         progress,
         f"IceGrid registry master :{ports['registry-master']} and replica :{ports['registry-replica']}",
         lambda: icegrid.start_registries(run),
     )
     for node in NODES:
-        _step(progress, f"IceGrid {node}", functools.partial(icegrid.start_node, run, node))
-    _step(progress, "nodes registered", lambda: icegrid.wait_nodes(run))
+        step(progress, f"IceGrid {node}", functools.partial(icegrid.start_node, run, node))
+    step(progress, "nodes registered", lambda: icegrid.wait_nodes(run))
 
 
 def deploy(run: RunDir, progress: Progress = print, timeout: float = 90) -> None:
-    _step(progress, f"partner door certificate and config for {run.partner_host}", lambda: router.prepare(run))
-    _step(progress, "release published for the nodes", lambda: publish_first_release(run, progress))
-    _step(progress, "application pushgrid", lambda: icegrid.deploy(run))
-    _step(progress, "every server active", lambda: wait_servers_active(run, timeout, progress))
-    _step(progress, "Glacier2 router answers partners", lambda: router.wait_answering(run, timeout))
-    _step(progress, "dispatchers own every task partition", lambda: wait_dispatchers(run, timeout))
+    step(progress, f"partner door certificate and config for {run.partner_host}", lambda: router.prepare(run))
+    step(progress, "release published for the nodes", lambda: publish_first_release(run, progress))
+    step(progress, "application pushgrid", lambda: icegrid.deploy(run))
+    step(progress, "every server active", lambda: wait_servers_active(run, timeout, progress))
+    step(progress, "Glacier2 router answers partners", lambda: router.wait_answering(run, timeout))
+    step(progress, "dispatchers own every task partition", lambda: wait_dispatchers(run, timeout))
 
 
 def publish_first_release(run: RunDir, progress: Progress = print) -> str:
@@ -98,11 +98,11 @@ def set_partner_host(run: RunDir, host: str, progress: Progress = print, timeout
         return False
     with icegrid.admin_session(run) as admin:
         old_pid = admin.getServerPid(router.SERVER_ID)
-    _step(progress, f"partner door certificate and config for {run.partner_host}", lambda: router.prepare(run))
-    _step(progress, "application pushgrid", lambda: icegrid.deploy(run))
+    step(progress, f"partner door certificate and config for {run.partner_host}", lambda: router.prepare(run))
+    step(progress, "application pushgrid", lambda: icegrid.deploy(run))
     # the old router may still answer where the new host resolves to the same address
-    _step(progress, "Glacier2 router restarted", lambda: wait_restarted(run, router.SERVER_ID, old_pid, timeout))
-    _step(
+    step(progress, "Glacier2 router restarted", lambda: wait_restarted(run, router.SERVER_ID, old_pid, timeout))
+    step(
         progress, f"Glacier2 router answers partners on {run.partner_host}", lambda: router.wait_answering(run, timeout)
     )
     return True

@@ -38,8 +38,7 @@ NODES = ("node1", "node2")
 HOST_DEVICE_PORT = 8090  # STC's device port on a node host's own address (tools/grid/hostnode.py)
 INSTANCE_NAME = "PushGrid"
 ROUTER_INSTANCE_NAME = "PushGridRouter"  # Glacier2.InstanceName in glacier2/router.xml
-DEFAULT_PARTNER_HOST = "127.0.0.1"
-DEFAULT_INTERNAL_HOST = "127.0.0.1"
+DEFAULT_SETTINGS = {"partner_host": "127.0.0.1", "internal_host": "127.0.0.1"}
 CLIENT_CONFIG = "pushgrid.cfg"
 
 
@@ -147,29 +146,24 @@ class RunDir:
     @property
     def settings(self) -> dict[str, str]:
         """Choices an operator made for this grid (the partner host), kept across `up`s."""
-        return self._state("settings.json", lambda: {"partner_host": DEFAULT_PARTNER_HOST})
+        return self._state("settings.json", lambda: {"partner_host": DEFAULT_SETTINGS["partner_host"]})
 
     @property
     def internal_host(self) -> str:
         """The address every internal endpoint listens on: backends, registries, nodes and
         servers. Loopback for a grid on one machine; a private address the node hosts reach
         when the grid spans hosts (pushgrid up --internal-host)."""
-        return self.settings.get("internal_host", DEFAULT_INTERNAL_HOST)
+        return self._setting("internal_host")
 
     def set_internal_host(self, host: str) -> bool:
         """Keeps host as the internal host; True if that changed it. Only for a grid that is down:
         everything it started listens on the old address. InvalidInternalHost if not private."""
-        host = check_internal_host(host)
-        if host == self.internal_host:
-            return False
-        self.settings["internal_host"] = host
-        self._save("settings.json")
-        return True
+        return self._keep_setting("internal_host", check_internal_host(host))
 
     @property
     def partner_host(self) -> str:
         """The address the Glacier2 router listens on for partners (its client endpoints)."""
-        return self.settings.get("partner_host", DEFAULT_PARTNER_HOST)
+        return self._setting("partner_host")
 
     def set_partner_host(self, host: str) -> bool:
         """Keeps host as the partner host; True if that changed it. Deploying is the caller's.
@@ -178,10 +172,16 @@ class RunDir:
         """
         from tools.grid.certs import check_host
 
-        host = check_host(host)
-        if host == self.partner_host:
+        return self._keep_setting("partner_host", check_host(host))
+
+    def _setting(self, name: str) -> str:
+        return str(self.settings.get(name, DEFAULT_SETTINGS[name]))
+
+    def _keep_setting(self, name: str, value: str) -> bool:
+        """Keeps a checked setting in settings.json; True if that changed it."""
+        if self._setting(name) == value:
             return False
-        self.settings["partner_host"] = host
+        self.settings[name] = value
         self._save("settings.json")
         return True
 
