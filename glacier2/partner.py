@@ -25,7 +25,7 @@ class Backends:
 
 
 class PartnerPushI(PushGrid.PartnerPush):
-    """Push, validate, schedule, cancel and report for one app."""
+    """Push, push batches, validate, schedule, cancel and report for one app."""
 
     def __init__(self, app_key: str, backends: Backends) -> None:
         self._app = app_key
@@ -34,6 +34,12 @@ class PartnerPushI(PushGrid.PartnerPush):
     def push(self, request: PushGrid.PushRequest, current: Ice.Current = None) -> PushGrid.PushResult:
         with backend("push"):
             return self._push.push(self._app, request)
+
+    def pushBatch(
+        self, requests: list[PushGrid.PushRequest], current: Ice.Current = None
+    ) -> list[PushGrid.BatchPushResult]:
+        with backend("push"):
+            return self._push.pushBatch(self._app, requests)
 
     def validate(self, request: PushGrid.PushRequest, current: Ice.Current = None) -> None:
         with backend("push"):

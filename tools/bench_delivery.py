@@ -3,7 +3,7 @@
     .venv/bin/python -m tools.bench_delivery --run-dir run --devices 100000
 
 One command measures both targets on the same machine: it registers the devices (pushgrid:
-through DBAgent, as STC's register op does), connects them to each target in turn and holds
+through DBAgent in calls of 100, as STC gathers registrations), connects them to each target in turn and holds
 both sets, then broadcasts in alternating rounds (pushgrid, nchan, pushgrid, ...), and ends with
 targeted pushes at a steady rate through Push (pushgrid only; nchan has no per-device address).
 nginx + nchan is started here on loopback with as many workers as STC processes and one channel
@@ -45,6 +45,7 @@ from tools.grid.rundir import RunDir
 from tools.partner import builders as b
 
 PER_WORKER_MAX = 16000
+REGISTER_BATCH = 100  # devices per registerDevices call: what STC gathers from devices registering together
 DEVICES_PER_SOURCE = 5000  # connections from one source address (its ports run out near 28,000)
 
 
@@ -121,18 +122,19 @@ class Bench:
         ).appKey  # not the bench's limit
         creds: list[tuple[str, str]] = []
         started = time.monotonic()
-        with ThreadPoolExecutor(16) as pool:
+        with ThreadPoolExecutor(4) as pool:
 
-            def one(_: int) -> tuple[str, str]:
-                c = self.db.registerDevice(app, PushGrid.Platform.Android)
-                self.ta.addDevice(app, c.registrationId, PushGrid.Platform.Android)
-                return c.registrationId, c.deviceToken
+            def some(count: int) -> list[tuple[str, str]]:
+                made = self.db.registerDevices(app, PushGrid.Platform.Android, count)
+                self.ta.addDevices(app, [c.registrationId for c in made], PushGrid.Platform.Android)
+                return [(c.registrationId, c.deviceToken) for c in made]
 
-            for i, c in enumerate(pool.map(one, range(n)), 1):
-                creds.append(c)
-                if i % 5000 == 0 or i == n:
-                    rate = i / (time.monotonic() - started)
-                    print(f"  registered {i:,}/{n:,} devices ({rate:,.0f}/s)", flush=True)
+            sizes = [len(c) for c in batching.chunks(range(n), REGISTER_BATCH)]
+            for made in pool.map(some, sizes):
+                creds += made
+                if len(creds) % 5000 < REGISTER_BATCH or len(creds) == n:
+                    rate = len(creds) / (time.monotonic() - started)
+                    print(f"  registered {len(creds):,}/{n:,} devices ({rate:,.0f}/s)", flush=True)
         return app, creds
 
     def server_rss(self) -> dict[str, int]:

@@ -1,14 +1,14 @@
 """Bulk loaders of TagAlias's data, for benchmarks and tests: many devices per Redis round trip.
 
-The TagAlias service changes one device per call (services/tagalias/store.py). These write the
-same keys with the same scripts (services/tagalias/lua/), but group the devices by bucket and
-send one pipelined script call per bucket and BATCH devices, so a million devices load in
-seconds. They take a client of redis_client.cluster(), such as a TagAliasStore's own.
+TagAlias tags one device per call (services/tagalias/store.py). These write the same keys with
+the same scripts (services/tagalias/lua/), but group the devices by bucket and send one
+pipelined script call per bucket and BATCH devices, so a million devices load in seconds. They
+take a client of redis_client.cluster(), such as a TagAliasStore's own. Devices themselves are
+loaded as addDevices loads them, by the store's add_devices.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -20,20 +20,6 @@ from services.common.batching import chunks
 from services.tagalias import keys, scripts
 
 BATCH = 1000  # devices per script call
-
-
-@REDIS.guarded
-def add_devices(client: RedisCluster, app: str, devices: Sequence[tuple[str, int]]) -> None:
-    """Adds devices (registration id, Platform value) to all and their platform set, as addDevice
-    does for each."""
-    groups: dict[int, list[tuple[str, int]]] = defaultdict(list)
-    for rid, plat in devices:
-        groups[keys.bucket(rid)].append((rid, plat))
-    pipe = client.pipeline()
-    for b, group in groups.items():
-        for chunk in chunks(group, BATCH):
-            scripts.queue(pipe, scripts.ADD_DEVICES, *scripts.add_devices_call(app, b, chunk))
-    pipe.execute()
 
 
 @REDIS.guarded

@@ -23,6 +23,7 @@ SCHEDULE_MAX_AHEAD_SECONDS = 365 * 86400
 
 PUSH_QUOTA_DEFAULT = 600  # push calls per minute per app (push and schedule count)
 PUSH_QUOTA_MAX = 1_000_000
+PUSH_BATCH_MAX = 1000  # pushes in one pushBatch call (JPush's batch push takes as many)
 
 MSG_IDS_PER_REPORT = 100
 REPLY_MAX_BYTES = 512 * 1024  # a list reply stops growing here (Ice.MessageSizeMax is 4 MiB)
@@ -31,6 +32,7 @@ RECEIPTS_PER_CALL = 10000
 OFFLINE_PER_DEVICE = 10  # targeted messages kept per offline device (newest win)
 BROADCAST_LOG_MAX = 200  # broadcasts kept per app for replay (within their TTL)
 DELIVER_BATCH = 1000  # registration ids per STC.deliver call
+DEVICE_BATCH = 1000  # hellos verified or devices registered in one DBAgent or TagAlias call
 DELIVER_TIMEOUT_SECONDS = 10  # STC gives up a deliver call after this; the dispatcher waits as long
 BROADCAST_GRACE_SECONDS = 60  # a broadcast call may take its spread plus this
 PRESENCE_TTL_SECONDS = 90  # presence expires unless STC refreshes it (STC does every 30 s)

@@ -180,10 +180,22 @@ class Mailbox:
             p.execute()
         return count
 
-    @REDIS.guarded
     def pending(self, rid: str, now_ms: int) -> list[int]:
         """Queued msg ids of a device that have not expired, oldest first."""
-        return [int(m) for m in cast(list[str], self._r.zrangebyscore(_queue(rid), now_ms, "+inf"))]
+        return self.missed([rid], now_ms)[rid][0]
+
+    @REDIS.guarded
+    def missed(self, rids: Sequence[str], now_ms: int) -> dict[str, tuple[list[int], int]]:
+        """For each device, what replay starts from: its queued msg ids that have not expired
+        (oldest first) and the newest broadcast it acknowledged; one pipeline for all."""
+        with self._r.pipeline(transaction=False) as p:
+            for rid in rids:
+                key = _queue(rid)
+                queue(p, key, "ZRANGEBYSCORE", key, now_ms, "+inf")
+                key = _last_broadcast(rid)
+                queue(p, key, "GET", key)
+            replies = p.execute()
+        return {rid: ([int(m) for m in replies[2 * i]], int(replies[2 * i + 1] or 0)) for i, rid in enumerate(rids)}
 
     @REDIS.guarded
     def ack(self, rid: str, msg_ids: Sequence[int]) -> None:
@@ -222,9 +234,8 @@ class Mailbox:
         found = cast(list[str], self._r.zrangebyscore(_broadcasts(app), f"({after_msg_id}", "+inf"))
         return [int(m) for m in found]
 
-    @REDIS.guarded
     def last_broadcast(self, rid: str) -> int:
-        return int(self._r.get(_last_broadcast(rid)) or 0)
+        return self.missed([rid], 0)[rid][1]
 
     @REDIS.guarded
     def ack_broadcast(self, rid: str, msg_id: int) -> int:

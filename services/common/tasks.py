@@ -8,6 +8,7 @@ partition, so a busy app is not held to one dispatcher.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,9 +89,26 @@ class TaskPublisher:
         )
 
     def publish(self, task: Task) -> None:
-        with KAFKA.guard():
-            future = self._producer().send(self._settings.tasks_topic, key=task.key, value=task.to_dict())
-            future.get(timeout=self._timeout)
+        failure = self.publish_many([task])[0]
+        if failure is not None:
+            raise failure
+
+    def publish_many(self, tasks: Sequence[Task]) -> list[PushGrid.Unavailable | None]:
+        """Sends every task, then waits for the broker's acks together; answers, in order, None
+        for a task the broker took and Unavailable("kafka") for one it did not."""
+        out: list[PushGrid.Unavailable | None] = []
+        try:
+            producer = self._producer()
+            futures = [producer.send(self._settings.tasks_topic, key=t.key, value=t.to_dict()) for t in tasks]
+        except KAFKA.errors as exc:
+            return [KAFKA.unavailable(exc)] * len(tasks)
+        for future in futures:
+            try:
+                future.get(timeout=self._timeout)
+                out.append(None)
+            except KAFKA.errors as exc:
+                out.append(KAFKA.unavailable(exc))
+        return out
 
     def close(self) -> None:
         self._producer.close()

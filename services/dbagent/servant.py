@@ -97,6 +97,21 @@ def _short(value: str | None) -> bool:
     return len((value or "").encode("utf-8")) <= CREDENTIAL_MAX_BYTES
 
 
+def _checkable(check: PushGrid.DeviceCheck) -> bool:
+    """A hello's app key and registration id are well formed and its token not too long: only
+    then is it looked up (a malformed one fails like a wrong token)."""
+    try:
+        validation.app_key(check.appKey)
+        validation.registration_id(check.registrationId)
+    except PushGrid.InvalidArgument:
+        return False
+    return _short(check.deviceToken)
+
+
+# verifyDevices' answer for a check that failed (PushGrid::DBAgent::verifyDevices)
+_NOT_VERIFIED = PushGrid.DeviceInfo(appKey="", registrationId="", platform=PushGrid.Platform.Android)
+
+
 class DBAgentI(PushGrid.DBAgent):
     """Named storage operations over Ice; no SQL crosses the wire."""
 
@@ -139,17 +154,30 @@ class DBAgentI(PushGrid.DBAgent):
     ) -> PushGrid.DeviceCredentials:
         return self._store.register_device(_known_app_key(appKey), _enum(platform, PushGrid.Platform, "platform"))
 
+    def registerDevices(
+        self, appKey: str, platform: PushGrid.Platform, count: int, current: Ice.Current = None
+    ) -> list[PushGrid.DeviceCredentials]:
+        if count is None or not 0 < count <= limits.DEVICE_BATCH:
+            raise _invalid("count", f"count must be 1-{limits.DEVICE_BATCH}")
+        app_key = _known_app_key(appKey)
+        return self._store.register_devices(app_key, _enum(platform, PushGrid.Platform, "platform"), count)
+
     def verifyDevice(
         self, appKey: str, registrationId: str, deviceToken: str, current: Ice.Current = None
     ) -> PushGrid.DeviceInfo:
-        try:
-            validation.app_key(appKey)
-            validation.registration_id(registrationId)
-        except PushGrid.InvalidArgument:
-            raise PushGrid.AuthenticationFailed(reason="registration id or device token is wrong") from None
-        if not _short(deviceToken):
+        if not _checkable(PushGrid.DeviceCheck(appKey, registrationId, deviceToken)):
             raise PushGrid.AuthenticationFailed(reason="registration id or device token is wrong")
         return self._store.verify_device(appKey, registrationId, deviceToken or "")
+
+    def verifyDevices(self, checks: Sequence[PushGrid.DeviceCheck], current: Ice.Current = None) -> list[Any]:
+        wanted = _count(checks, "checks", limits.DEVICE_BATCH)
+        well_formed = [(i, c) for i, c in enumerate(wanted) if c is not None and _checkable(c)]
+        found = self._store.verify_devices([(c.appKey, c.registrationId, c.deviceToken or "") for _, c in well_formed])
+        out = [_NOT_VERIFIED] * len(wanted)
+        for (i, _), info in zip(well_formed, found, strict=True):
+            if info is not None:
+                out[i] = info
+        return out
 
     def getDevice(self, appKey: str, registrationId: str, current: Ice.Current = None) -> PushGrid.DeviceInfo:
         return self._store.get_device(validation.app_key(appKey), validation.registration_id(registrationId))
@@ -174,6 +202,15 @@ class DBAgentI(PushGrid.DBAgent):
 
     def recordMessage(self, record: PushGrid.MessageRecord, current: Ice.Current = None) -> None:
         self._store.record_message(_message_record(record))
+
+    def recordMessages(
+        self, appKey: str, records: Sequence[PushGrid.MessageRecord], current: Ice.Current = None
+    ) -> list[bool]:
+        app_key = _known_app_key(appKey)
+        wanted = [_message_record(r) for r in _count(records, "records", limits.PUSH_BATCH_MAX)]
+        if any(r.appKey != app_key for r in wanted):
+            raise _invalid("records", "every record must be of appKey")
+        return self._store.record_messages(app_key, wanted) if wanted else []
 
     def getMessage(self, appKey: str, msgId: int, current: Ice.Current = None) -> PushGrid.MessageRecord:
         return self._store.get_message(*_message_key(appKey, msgId))

@@ -206,9 +206,14 @@ class Store:
     # ------------------------------------------------------------ devices
 
     def register_device(self, app_key: str, platform: PushGrid.Platform) -> PushGrid.DeviceCredentials:
-        """Only an enabled app takes new devices."""
-        token = credentials.new_device_token()
-        token_hash = credentials.hash_token(token)
+        return self.register_devices(app_key, platform, 1)[0]
+
+    def register_devices(
+        self, app_key: str, platform: PushGrid.Platform, count: int
+    ) -> list[PushGrid.DeviceCredentials]:
+        """count new devices in one INSERT and one commit; only an enabled app takes new devices."""
+        tokens = [credentials.new_device_token() for _ in range(count)]
+        hashes = [credentials.hash_token(t) for t in tokens]
         with self._cursor() as cur:
             cur.execute("SELECT enabled FROM apps WHERE app_key = %s", (app_key,))
             row = cur.fetchone()
@@ -216,33 +221,56 @@ class Store:
                 raise _unknown_app(app_key)
             for _ in range(_ID_ATTEMPTS):
                 now = now_ms()
-                registration_id = credentials.new_registration_id(now)
+                rids = [credentials.new_registration_id(now) for _ in range(count)]
+                if len(set(rids)) < count:
+                    continue
                 try:
-                    cur.execute(
+                    cur.executemany(
                         "INSERT INTO devices (registration_id, app_key, platform, token_hash, created_at, last_seen)"
                         " VALUES (%s, %s, %s, %s, %s, %s)",
-                        (registration_id, app_key, platform.name, token_hash, now, now),
+                        [(rid, app_key, platform.name, h, now, now) for rid, h in zip(rids, hashes, strict=True)],
                     )
-                    return PushGrid.DeviceCredentials(registrationId=registration_id, deviceToken=token)
+                    return [
+                        PushGrid.DeviceCredentials(registrationId=rid, deviceToken=t)
+                        for rid, t in zip(rids, tokens, strict=True)
+                    ]
                 except pymysql.IntegrityError as exc:
                     if not _duplicate_of(exc, "PRIMARY"):
                         raise
-        raise RuntimeError("could not draw an unused registration id")
+        raise RuntimeError("could not draw unused registration ids")
 
     def verify_device(self, app_key: str, registration_id: str, device_token: str) -> PushGrid.DeviceInfo:
         """Unknown device, device of a disabled app and wrong token fail alike. A read only: every
         connect calls it, and STC records last-seen times in batches (touch_devices)."""
-        with self._cursor(write=False) as cur:
-            cur.execute(
-                "SELECT d.app_key, d.registration_id, d.platform, d.created_at, d.last_seen, d.token_hash"
-                " FROM devices d JOIN apps a ON a.app_key = d.app_key"
-                " WHERE d.registration_id = %s AND d.app_key = %s AND a.enabled",
-                (registration_id, app_key),
-            )
-            row = cur.fetchone()
-        if not credentials.verify_token(device_token, row["token_hash"] if row else None):
+        found = self.verify_devices([(app_key, registration_id, device_token)])[0]
+        if found is None:
             raise PushGrid.AuthenticationFailed(reason="registration id or device token is wrong")
-        return _device(row)
+        return found
+
+    def verify_devices(self, checks: Sequence[tuple[str, str, str]]) -> list[PushGrid.DeviceInfo | None]:
+        """verify_device for many (app key, registration id, token) in one SELECT; None where one
+        fails. Every check pays for one token comparison, found or not."""
+        rows: dict[str, dict[str, Any]] = {}
+        wanted = list(dict.fromkeys(rid for _, rid, _ in checks))
+        if wanted:
+            with self._cursor(write=False) as cur:
+                for chunk in chunks(wanted, CHUNK):
+                    cur.execute(
+                        "SELECT d.app_key, d.registration_id, d.platform, d.created_at, d.last_seen, d.token_hash"
+                        " FROM devices d JOIN apps a ON a.app_key = d.app_key"
+                        f" WHERE d.registration_id IN ({', '.join(['%s'] * len(chunk))}) AND a.enabled",
+                        list(chunk),
+                    )
+                    for row in cur.fetchall():
+                        rows[row["registration_id"]] = row
+        out: list[PushGrid.DeviceInfo | None] = []
+        for app, rid, token in checks:
+            row = rows.get(rid)
+            if row is not None and row["app_key"] != app:
+                row = None
+            ok = credentials.verify_token(token, row["token_hash"] if row else None)
+            out.append(_device(row) if ok and row else None)
+        return out
 
     def get_device(self, app_key: str, registration_id: str) -> PushGrid.DeviceInfo:
         with self._cursor(write=False) as cur:
@@ -312,6 +340,30 @@ class Store:
                     ) from None
                 raise
             cur.execute("INSERT INTO message_stats (msg_id) VALUES (%s)", (record.msgId,))
+
+    def record_messages(self, app_key: str, records: Sequence[PushGrid.MessageRecord]) -> list[bool]:
+        """record_message for many messages of app_key in one transaction; False where the msg
+        id is taken (those are left as they were)."""
+        with self._cursor(transaction=True) as cur:
+            cur.execute("SELECT enabled FROM apps WHERE app_key = %s", (app_key,))
+            row = cur.fetchone()
+            if row is None or not row["enabled"]:
+                raise _unknown_app(app_key)
+            ids = [r.msgId for r in records]
+            cur.execute(f"SELECT msg_id FROM messages WHERE msg_id IN ({', '.join(['%s'] * len(ids))})", ids)
+            taken = {r["msg_id"] for r in cur.fetchall()}
+            fresh = [r for r in dict((r.msgId, r) for r in records).values() if r.msgId not in taken]
+            if fresh:
+                cur.executemany(
+                    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    [
+                        (r.msgId, app_key, codec.dumps(r.request), r.state.name, r.createdAt, r.sendAt, r.expiresAt)
+                        for r in fresh
+                    ],
+                )
+                cur.executemany("INSERT INTO message_stats (msg_id) VALUES (%s)", [(r.msgId,) for r in fresh])
+        recorded = {r.msgId for r in fresh}
+        return [r.msgId in recorded for r in records]
 
     def get_message(self, app_key: str, msg_id: int) -> PushGrid.MessageRecord:
         with self._cursor() as cur:

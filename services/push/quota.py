@@ -27,24 +27,34 @@ def _key(app_key: str, window: int) -> str:
 
 
 class Quota:
-    """take() counts one push of an app and raises RateLimited past the app's quota."""
+    """take() counts one push of an app and raises RateLimited past the app's quota; take_many() counts a batch."""
 
     def __init__(self, connect: Callable[[], RedisCluster], clock: Callable[[], int] = now_ms) -> None:
         self._client = Lazy(connect)
         self._clock = clock
 
     def take(self, app: PushGrid.AppInfo) -> None:
+        if not self.take_many(app, 1):
+            raise self.refusal(app)
+
+    def take_many(self, app: PushGrid.AppInfo, count: int) -> int:
+        """Counts count pushes of app at once; answers how many of them fit in its quota (the
+        first ones). A Redis failure counts nothing and lets every push through."""
         allowed = app.pushQuotaPerMinute or limits.PUSH_QUOTA_DEFAULT
-        now = self._clock()
-        window = now // WINDOW_MS
+        window = self._clock() // WINDOW_MS
         try:
             with self._client().pipeline(transaction=False) as p:
-                p.incr(_key(app.appKey, window))
+                p.incr(_key(app.appKey, window), count)
                 p.pexpire(_key(app.appKey, window), 2 * WINDOW_MS)
-                count = int(p.execute()[0])
+                total = int(p.execute()[0])
         except REDIS.errors as exc:
             log.warning("quota of %s not counted, redis failed: %r", app.appKey, exc)
-            return
-        if count > allowed:
-            retry = (window + 1) * WINDOW_MS - now
-            raise PushGrid.RateLimited(reason=f"the app may push {allowed} times a minute", retryAfterMs=retry)
+            return count
+        return max(0, min(count, allowed - (total - count)))
+
+    def refusal(self, app: PushGrid.AppInfo) -> PushGrid.RateLimited:
+        """What a push past the quota is answered: RateLimited, with the time until the next window."""
+        allowed = app.pushQuotaPerMinute or limits.PUSH_QUOTA_DEFAULT
+        now = self._clock()
+        retry = (now // WINDOW_MS + 1) * WINDOW_MS - now
+        return PushGrid.RateLimited(reason=f"the app may push {allowed} times a minute", retryAfterMs=retry)

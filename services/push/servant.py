@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import Ice
 
-from services.common import validation
+from services.common import limits, validation
 from services.common.clock import now_ms
 from services.common.contract import PushGrid
 from services.common.ice import backend
@@ -24,6 +24,12 @@ from services.common.tasks import Task, TaskPublisher
 from services.push.quota import Quota
 
 log = logging.getLogger(__name__)
+
+
+def _failed(exc: PushGrid.PushGridError) -> PushGrid.BatchPushResult:
+    """A batch item's answer for the error a single push would have raised."""
+    return PushGrid.BatchPushResult(0, 0, type(exc).__name__, exc.reason)
+
 
 S = PushGrid.MessageState
 RECORD_ATTEMPTS = 3  # fresh msg ids to try if one is taken (a restart after the clock went back)
@@ -56,6 +62,40 @@ class PushServiceI(PushGrid.PushService):
         self._publish(record)
         self._apply_override(record)
         return PushGrid.PushResult(msgId=record.msgId, sendno=clean.options.sendno)
+
+    def pushBatch(
+        self, appKey: str, requests: Sequence[PushGrid.PushRequest], current: Ice.Current = None
+    ) -> list[PushGrid.BatchPushResult]:
+        """push for each request, with one call per step for the whole batch (app, quota, record,
+        publish); each request fails alone."""
+        wanted = list(requests or [])
+        if not 0 < len(wanted) <= limits.PUSH_BATCH_MAX:
+            raise validation.invalid("requests", f"a batch holds 1-{limits.PUSH_BATCH_MAX} pushes")
+        app = self._app(appKey)
+        results: list[PushGrid.BatchPushResult | None] = [None] * len(wanted)
+        clean: dict[int, PushGrid.PushRequest] = {}
+        for i, request in enumerate(wanted):
+            try:
+                checked = validation.push_request(request)
+                self._check_override(app.appKey, checked)
+                clean[i] = checked
+            except (PushGrid.InvalidArgument, PushGrid.LimitExceeded, PushGrid.Unavailable) as exc:
+                results[i] = _failed(exc)
+        granted = self._quota.take_many(app, len(clean)) if self._quota is not None else len(clean)
+        for i in list(clean)[granted:]:
+            results[i] = _failed(self._quota.refusal(app) if self._quota is not None else PushGrid.RateLimited())
+            del clean[i]
+        now = self._clock()
+        records = self._record_many(app.appKey, clean, now)
+        failures = self._publisher.publish_many([Task.from_record(r) for r in records.values()])
+        for (i, record), failure in zip(records.items(), failures, strict=True):
+            if failure is not None:
+                self._cancel_unpublished(record)
+                results[i] = _failed(failure)
+                continue
+            self._apply_override(record)
+            results[i] = PushGrid.BatchPushResult(record.msgId, clean[i].options.sendno, "", "")
+        return [r if r is not None else _failed(PushGrid.Unavailable(reason="not sent")) for r in results]
 
     def validate(self, appKey: str, request: PushGrid.PushRequest, current: Ice.Current = None) -> None:
         self._check(appKey, request)
@@ -93,38 +133,54 @@ class PushServiceI(PushGrid.PushService):
         """Everything push checks: the request alone first, then the app and the overridden message."""
         validation.app_key(app_key)
         clean = validation.push_request(request)
+        app = self._app(app_key)
+        self._check_override(app_key, clean)
+        return clean, app
+
+    def _app(self, app_key: str) -> PushGrid.AppInfo:
+        """The app, if it exists and is enabled."""
+        validation.app_key(app_key)
         with backend("dbagent"):
             app = self._db.getApp(app_key)
-            if not app.enabled:
-                raise PushGrid.UnknownApp(reason="the app is disabled", appKey=app_key)
-            old = clean.options.overrideMsgId
-            if old:
-                try:
+        if not app.enabled:
+            raise PushGrid.UnknownApp(reason="the app is disabled", appKey=app_key)
+        return app
+
+    def _check_override(self, app_key: str, clean: PushGrid.PushRequest) -> None:
+        """The message a checked request overrides must be one of the app's."""
+        old = clean.options.overrideMsgId
+        if old:
+            try:
+                with backend("dbagent"):
                     self._db.getMessage(app_key, old)
-                except PushGrid.UnknownMessage:
-                    raise validation.invalid(
-                        "options.overrideMsgId", f"override_msg_id {old} is not a message of this app"
-                    ) from None
-        return clean, app
+            except PushGrid.UnknownMessage:
+                raise validation.invalid(
+                    "options.overrideMsgId", f"override_msg_id {old} is not a message of this app"
+                ) from None
 
     def _take_quota(self, app: PushGrid.AppInfo) -> None:
         if self._quota is not None:
             self._quota.take(app)
 
+    def _new_record(
+        self, app_key: str, request: PushGrid.PushRequest, state: PushGrid.MessageState, now: int, send_at: int
+    ) -> PushGrid.MessageRecord:
+        """A message with a fresh msg id, expiring its time to live after send_at."""
+        return PushGrid.MessageRecord(
+            msgId=self._ids.next(),
+            appKey=app_key,
+            request=request,
+            state=state,
+            createdAt=now,
+            sendAt=send_at,
+            expiresAt=send_at + validation.ttl_seconds(request.options) * 1000,
+        )
+
     def _record(
         self, app_key: str, request: PushGrid.PushRequest, state: PushGrid.MessageState, now: int, send_at: int
     ) -> PushGrid.MessageRecord:
-        expires_at = send_at + validation.ttl_seconds(request.options) * 1000
         for attempt in range(RECORD_ATTEMPTS):
-            record = PushGrid.MessageRecord(
-                msgId=self._ids.next(),
-                appKey=app_key,
-                request=request,
-                state=state,
-                createdAt=now,
-                sendAt=send_at,
-                expiresAt=expires_at,
-            )
+            record = self._new_record(app_key, request, state, now, send_at)
             try:
                 with backend("dbagent"):
                     self._db.recordMessage(record)
@@ -133,16 +189,36 @@ class PushServiceI(PushGrid.PushService):
                 log.warning("msg id %d was taken (attempt %d); drawing another", record.msgId, attempt + 1)
         raise PushGrid.Unavailable(reason="no free msg id; retry", backend="dbagent")
 
+    def _record_many(
+        self, app_key: str, requests: dict[int, PushGrid.PushRequest], now: int
+    ) -> dict[int, PushGrid.MessageRecord]:
+        """Records the accepted requests of a batch in one call; a request whose msg id was taken
+        is recorded again alone, with a fresh one."""
+        records = {i: self._new_record(app_key, r, S.Accepted, now, now) for i, r in requests.items()}
+        if not records:
+            return {}
+        with backend("dbagent"):
+            recorded = self._db.recordMessages(app_key, list(records.values()))
+        for (i, record), ok in zip(list(records.items()), recorded, strict=True):
+            if not ok:
+                log.warning("msg id %d was taken; drawing another", record.msgId)
+                records[i] = self._record(app_key, record.request, S.Accepted, now, now)
+        return records
+
     def _publish(self, record: PushGrid.MessageRecord) -> None:
         try:
             self._publisher.publish(Task.from_record(record))
         except PushGrid.Unavailable:
-            try:
-                with backend("dbagent"):
-                    self._db.transitionMessage(record.appKey, record.msgId, S.Accepted, S.Cancelled)
-            except PushGrid.PushGridError as exc:
-                log.error("message %d stays Accepted without a task: %s", record.msgId, exc.reason)
+            self._cancel_unpublished(record)
             raise
+
+    def _cancel_unpublished(self, record: PushGrid.MessageRecord) -> None:
+        """The broker did not take the task: the message is Cancelled, never to be sent."""
+        try:
+            with backend("dbagent"):
+                self._db.transitionMessage(record.appKey, record.msgId, S.Accepted, S.Cancelled)
+        except PushGrid.PushGridError as exc:
+            log.error("message %d stays Accepted without a task: %s", record.msgId, exc.reason)
 
     def _apply_override(self, record: PushGrid.MessageRecord) -> None:
         """The new message's task is on the broker: DBAgent ends the message it overrides now.

@@ -24,26 +24,30 @@ class IceDirectory:
         self._db = dbagent
         self._tags = tagalias
 
-    def register(self, app_key: str, platform: str) -> tuple[str, str]:
-        """A new device, known to DBAgent and to TagAlias's index of the app's devices."""
+    def register(self, app_key: str, platform: str, count: int) -> list[tuple[str, str]]:
+        """count new devices, known to DBAgent and to TagAlias's index of the app's devices."""
         try:
             validation.app_key(app_key)
-            creds = self._db.registerDevice(app_key, platforms.BY_NAME[platform])
-            self._tags.addDevice(app_key, creds.registrationId, platforms.BY_NAME[platform])
+            kind = platforms.BY_NAME[platform]
+            creds = self._db.registerDevices(app_key, kind, count)
+            self._tags.addDevices(app_key, [c.registrationId for c in creds], kind)
         except (PushGrid.UnknownApp, PushGrid.InvalidArgument):
             raise protocol.AuthFailed("unknown app") from None
         except (PushGrid.Unavailable, Ice.LocalException) as exc:
             raise BackendUnavailable(f"registration failed: {type(exc).__name__}") from exc
-        return creds.registrationId, creds.deviceToken
+        return [(c.registrationId, c.deviceToken) for c in creds]
 
-    def verify(self, app_key: str, registration_id: str, device_token: str) -> Device:
+    def verify(self, hellos: Sequence[protocol.Hello]) -> list[Device | None]:
+        """The devices of hellos, in order; None where the credentials are wrong."""
+        checks = [PushGrid.DeviceCheck(h.app_key, h.registration_id, h.device_token) for h in hellos]
         try:
-            info = self._db.verifyDevice(app_key, registration_id, device_token)
-        except PushGrid.AuthenticationFailed:
-            raise protocol.AuthFailed("authentication failed") from None
-        except (PushGrid.Unavailable, Ice.LocalException) as exc:
+            found = self._db.verifyDevices(checks)
+        except (PushGrid.Unavailable, PushGrid.InvalidArgument, Ice.LocalException) as exc:
             raise BackendUnavailable(f"authentication unavailable: {type(exc).__name__}") from exc
-        return Device(info.appKey, info.registrationId, platforms.name(info.platform), info.createdAt)
+        return [
+            Device(i.appKey, i.registrationId, platforms.name(i.platform), i.createdAt) if i.registrationId else None
+            for i in found
+        ]
 
     def touch(self, app_key: str, registration_ids: Sequence[str], seen_at: int) -> None:
         self._db.touchDevices(app_key, list(registration_ids), seen_at)

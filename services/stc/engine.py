@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from services.common import limits, msgid
-from services.common.batching import chunks
+from services.common.batching import Batcher, chunks
 from services.common.clock import now_ms
 from services.common.mailbox import Stored
 from services.stc import protocol
@@ -33,6 +33,10 @@ from services.stc.protocol import Close
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Hellos, replays or registrations in one batched backend call. Past a few hundred a batch saves
+# no more round trips, and each device in it holds its transient objects until the batch ends.
+HELLO_BATCH = 200
 
 
 # ---------------------------------------------------------------- what the engine talks to
@@ -76,12 +80,12 @@ class Device:
 
 
 class Directory(Protocol):
-    """The device registry (DBAgent and TagAlias); blocking calls. register and verify raise
-    protocol.AuthFailed for an unknown app or wrong credentials, BackendUnavailable when the
-    registry cannot be reached."""
+    """The device registry (DBAgent and TagAlias); blocking calls, each for many devices at once.
+    register raises protocol.AuthFailed for an unknown app; verify answers None for a device
+    whose credentials are wrong; both raise BackendUnavailable when the registry cannot be reached."""
 
-    def register(self, app_key: str, platform: str) -> tuple[str, str]: ...
-    def verify(self, app_key: str, registration_id: str, device_token: str) -> Device: ...
+    def register(self, app_key: str, platform: str, count: int) -> list[tuple[str, str]]: ...
+    def verify(self, hellos: Sequence[protocol.Hello]) -> list[Device | None]: ...
     def touch(self, app_key: str, registration_ids: Sequence[str], seen_at: int) -> None: ...
 
 
@@ -98,10 +102,9 @@ class Mailbox(Protocol):
     def set_online(self, rids: Sequence[str], stc_id: str, ttl_seconds: int) -> None: ...
     def set_offline_many(self, rids: Sequence[str], stc_id: str) -> None: ...
     def refresh_online(self, rids: Sequence[str], stc_id: str, ttl_seconds: int) -> list[str]: ...
-    def pending(self, rid: str, now_ms: int) -> list[int]: ...
+    def missed(self, rids: Sequence[str], now_ms: int) -> dict[str, tuple[list[int], int]]: ...
     def load(self, msg_ids: Sequence[int]) -> dict[int, Stored]: ...
     def broadcasts_after(self, app: str, after_msg_id: int) -> list[int]: ...
-    def last_broadcast(self, rid: str) -> int: ...
     def ack_many(self, acks: Mapping[str, Sequence[int]]) -> None: ...
     def ack_broadcasts(self, marks: Mapping[str, int]) -> None: ...
 
@@ -191,8 +194,22 @@ class Engine:
         self._flush_wanted = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
+        # Devices arriving together share their backend calls (one DBAgent call, one Redis
+        # pipeline per batch): a reconnect storm costs round trips per batch, not per device.
+        self._registrations = Batcher(self._register_many, self._executor, HELLO_BATCH)
+        self._verifications = Batcher(self._verify_many, self._executor, HELLO_BATCH)
+        self._replays = Batcher(self._replay_plans, self._executor, HELLO_BATCH)
 
     # ---- blocking work off the loop
+
+    async def _backend(self, answer: Awaitable[T]) -> T:
+        """Waits for a batched call's answer for one device, with _call's failures."""
+        try:
+            return await answer
+        except (protocol.DeviceError, BackendUnavailable):
+            raise
+        except Exception as exc:  # logged once per batch by the Batcher
+            raise BackendUnavailable("STC could not reach its backends; try again") from exc
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """Runs a blocking call in the pool. A DeviceError (the directory's verdict on a device) and
@@ -210,15 +227,28 @@ class Engine:
 
     async def register(self, app_key: str, platform: str) -> str:
         """A new device of app_key: the registered frame (its credentials)."""
-        rid, token = await self._call(self._directory.register, app_key, platform)
+        rid, token = await self._backend(self._registrations.submit((app_key, platform)))
         return protocol.registered(rid, token)
+
+    def _register_many(self, wanted: list[tuple[str, str]]) -> list[tuple[str, str] | Exception]:
+        """(In the pool.) One directory call per app and platform among wanted, in order."""
+        groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for i, key in enumerate(wanted):
+            groups[key].append(i)
+        out: list[tuple[str, str] | Exception] = [BackendUnavailable("registration failed")] * len(wanted)
+        for (app_key, platform), places in groups.items():
+            answers: list[tuple[str, str] | Exception]
+            try:
+                answers = list(self._directory.register(app_key, platform, len(places)))
+            except Exception as exc:  # noqa: BLE001 - the verdict of each device of the group
+                answers = [exc] * len(places)
+            for i, answer in zip(places, answers, strict=True):
+                out[i] = answer
+        return out
 
     async def hello(self, conn: Conn, hello: protocol.Hello) -> Session:
         """Verifies the device, takes over an older connection of it, marks it online, welcomes it."""
-        device = await self._call(self._directory.verify, hello.app_key, hello.registration_id, hello.device_token)
-        await self._call(
-            self._mailbox.set_online, [device.registration_id], self.settings.stc_id, self.settings.presence_ttl
-        )
+        device = await self._backend(self._verifications.submit(hello))
         old = self._sessions.get(device.registration_id)
         if old is not None:
             self._drop(old)
@@ -231,10 +261,17 @@ class Engine:
         conn.send(protocol.welcome(self.settings.heartbeat, self.settings.stc_id, self._clock()))
         return session
 
+    def _verify_many(self, hellos: list[protocol.Hello]) -> list[Device | Exception]:
+        """(In the pool.) Verifies hellos in one directory call and marks the good ones online."""
+        devices = self._directory.verify(hellos)
+        good = [d.registration_id for d in devices if d is not None]
+        if good:
+            self._mailbox.set_online(good, self.settings.stc_id, self.settings.presence_ttl)
+        return [d if d is not None else protocol.AuthFailed("authentication failed") for d in devices]
+
     async def replay(self, session: Session) -> int:
         """Sends what the device missed (PROTOCOL.md, Replay); returns how many messages."""
-        now = self._clock()
-        plan = await self._call(self._replay_plan, session.device, now)
+        plan = await self._backend(self._replays.submit(session.device))
         sent = 0
         for msg, is_broadcast in plan:
             if not session.open:
@@ -247,13 +284,30 @@ class Engine:
             sent += self._send(session, frame, msg.msg_id, is_broadcast)
         return sent
 
-    def _replay_plan(self, device: Device, now: int) -> list[tuple[Stored, bool]]:
-        """(In the pool.) The device's queue and the app's broadcasts it has not acknowledged."""
-        queued = self._mailbox.pending(device.registration_id, now)
-        after = max(self._mailbox.last_broadcast(device.registration_id), msgid.floor_for_time(device.created_at))
-        broadcasts = self._mailbox.broadcasts_after(device.app_key, after)
-        stored = self._mailbox.load(list(dict.fromkeys([*queued, *broadcasts])))
-        return replay_order(queued, broadcasts, stored, device.platform, now)
+    def _replay_plans(self, devices: list[Device]) -> list[list[tuple[Stored, bool]]]:
+        """(In the pool.) Each device's queue and the broadcasts of its app it has not acknowledged:
+        one pipeline for the queues and marks, one read per app's log, one for the messages."""
+        now = self._clock()
+        missed = self._mailbox.missed([d.registration_id for d in devices], now)
+        after = {
+            d.registration_id: max(missed[d.registration_id][1], msgid.floor_for_time(d.created_at)) for d in devices
+        }
+        oldest: dict[str, int] = {}
+        for d in devices:
+            oldest[d.app_key] = min(oldest.get(d.app_key, after[d.registration_id]), after[d.registration_id])
+        logs = {app: self._mailbox.broadcasts_after(app, mark) for app, mark in oldest.items()}
+        wanted = [m for queued, _ in missed.values() for m in queued] + [m for log_ in logs.values() for m in log_]
+        stored = self._mailbox.load(list(dict.fromkeys(wanted)))
+        return [
+            replay_order(
+                missed[d.registration_id][0],
+                [m for m in logs[d.app_key] if m > after[d.registration_id]],
+                stored,
+                d.platform,
+                now,
+            )
+            for d in devices
+        ]
 
     def ack(self, session: Session, msg_ids: Sequence[int]) -> None:
         """Routes the acks of msg ids sent on this connection; others are ignored (never trusted)."""

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from services.common import validation
+from services.common import limits, validation
 from services.common.contract import PushGrid
 
 
 class Store(Protocol):
     """What the servant needs of its store (TagAliasStore; a fake in unit tests)."""
 
-    def add_device(self, app: str, registration_id: str, platform: int) -> None: ...
+    def add_devices(self, app: str, devices: list[tuple[str, int]]) -> None: ...
     def remove_device(self, app: str, registration_id: str) -> None: ...
     def add_tags(self, app: str, registration_id: str, tags: list[str]) -> None: ...
     def remove_tags(self, app: str, registration_id: str, tags: list[str]) -> None: ...
@@ -60,7 +60,18 @@ class TagAliasI(PushGrid.TagAlias):
 
     def addDevice(self, appKey: str, registrationId: str, platform: PushGrid.Platform, current: Any = None) -> None:
         app, rid = validation.app_key(appKey), validation.registration_id(registrationId)
-        self._store.add_device(app, rid, _platform(platform).value)
+        self._store.add_devices(app, [(rid, _platform(platform).value)])
+
+    def addDevices(
+        self, appKey: str, registrationIds: list[str], platform: PushGrid.Platform, current: Any = None
+    ) -> None:
+        app, plat = validation.app_key(appKey), _platform(platform).value
+        rids = list(registrationIds or [])
+        if len(rids) > limits.DEVICE_BATCH:
+            raise validation.invalid("registrationIds", f"at most {limits.DEVICE_BATCH} registration ids per call")
+        devices = [(validation.registration_id(r, "registrationIds"), plat) for r in dict.fromkeys(rids)]
+        if devices:
+            self._store.add_devices(app, devices)
 
     def removeDevice(self, appKey: str, registrationId: str, current: Any = None) -> None:
         self._store.remove_device(validation.app_key(appKey), validation.registration_id(registrationId))

@@ -22,11 +22,12 @@ tagSize sums 32 SCARDs.
 
 resolve and tagMembers page through the buckets as walk.py decides, making their reads through
 _Sets here. deleteTag and deleteAlias work in small batches, so no single script holds Redis
-for long. Loading many devices at once (benchmarks, tests) is tools/tagalias_load.py's.
+for long. Loading many tags at once (benchmarks, tests) is tools/tagalias_load.py's.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -34,6 +35,7 @@ from redis.cluster import RedisCluster
 
 from services.common import limits
 from services.common.backends import REDIS
+from services.common.batching import chunks
 from services.common.config import RedisSettings
 from services.common.contract import PushGrid
 from services.common.lazy import Lazy
@@ -45,6 +47,20 @@ RETRIES = 10  # rounds of read-then-write before giving up on a device that keep
 
 # The client decodes replies (redis_client.cluster sets decode_responses), so the casts below
 # only tell mypy what redis-py's generic reply types cannot: these replies are str.
+
+
+@REDIS.guarded
+def add_devices(client: RedisCluster, app: str, devices: Sequence[tuple[str, int]]) -> None:
+    """Adds devices (registration id, Platform value) of app to all and their platform set: one
+    script call per bucket, all in one pipeline (addDevice and addDevices)."""
+    groups: dict[int, list[tuple[str, int]]] = defaultdict(list)
+    for rid, plat in devices:
+        groups[keys.bucket(rid)].append((rid, plat))
+    pipe = client.pipeline()
+    for b, group in groups.items():
+        for chunk in chunks(group, limits.DEVICE_BATCH):
+            scripts.queue(pipe, scripts.ADD_DEVICES, *scripts.add_devices_call(app, b, chunk))
+    pipe.execute()
 
 
 class _Sets:
@@ -106,12 +122,10 @@ class TagAliasStore:
     # ------------------------------------------------------------ devices
 
     @REDIS.guarded
-    def add_device(self, app: str, registration_id: str, platform: int) -> None:
-        """Adds the device to all and its platform set (out of any other platform's)."""
-        self._run(
-            scripts.ADD_DEVICES,
-            *scripts.add_devices_call(app, keys.bucket(registration_id), [(registration_id, platform)]),
-        )
+    def add_devices(self, app: str, devices: Sequence[tuple[str, int]]) -> None:
+        """Adds each device (registration id, Platform value) to all and its platform set (out
+        of any other platform's)."""
+        add_devices(self._r(), app, devices)
 
     @REDIS.guarded
     def remove_device(self, app: str, registration_id: str) -> None:

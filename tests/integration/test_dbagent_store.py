@@ -225,6 +225,79 @@ def test_verify_device_rejects_wrong_token_other_app_and_unknown_id(store):
         store.get_device(other.appKey, dev.registrationId)
 
 
+def test_register_devices_makes_many_distinct_devices_in_one_call(servant, store):
+    creds, disabled = new_app(store), new_app(store)
+    made = servant.registerDevices(creds.appKey, PushGrid.Platform.Ios, 300)
+    assert len({d.registrationId for d in made}) == 300 and len({d.deviceToken for d in made}) == 300
+    assert store.device_count(creds.appKey) == 300
+    some = made[::37]
+    assert all(
+        store.verify_device(creds.appKey, d.registrationId, d.deviceToken).platform == PushGrid.Platform.Ios
+        for d in some
+    )
+    for count in (0, -1, limits.DEVICE_BATCH + 1):
+        with pytest.raises(PushGrid.InvalidArgument):
+            servant.registerDevices(creds.appKey, PushGrid.Platform.Ios, count)
+    store.set_app_enabled(disabled.appKey, False)
+    with pytest.raises(PushGrid.UnknownApp):
+        servant.registerDevices(disabled.appKey, PushGrid.Platform.Ios, 2)
+    assert store.device_count(creds.appKey) == 300  # refused calls added nothing
+
+
+def test_verify_devices_answers_each_hello_in_order_and_fails_only_the_bad_ones(servant, store):
+    creds, other = new_app(store), new_app(store)
+    good = servant.registerDevices(creds.appKey, PushGrid.Platform.Android, 3)
+    theirs = store.register_device(other.appKey, PushGrid.Platform.Web)
+    check = PushGrid.DeviceCheck
+    checks = [
+        check(creds.appKey, good[0].registrationId, good[0].deviceToken),
+        check(creds.appKey, good[1].registrationId, good[0].deviceToken),  # another device's token
+        check(other.appKey, good[2].registrationId, good[2].deviceToken),  # right token, wrong app
+        check(other.appKey, theirs.registrationId, theirs.deviceToken),
+        check(creds.appKey, "no spaces allowed", "t"),  # malformed: fails alone
+        check(creds.appKey, good[2].registrationId, "t" * 5000),
+        check(creds.appKey, good[2].registrationId, good[2].deviceToken),
+        check(creds.appKey, good[0].registrationId, good[0].deviceToken),  # the same hello twice
+    ]
+    answers = [a.registrationId for a in servant.verifyDevices(checks)]
+    assert answers == [
+        good[0].registrationId,
+        "",
+        "",
+        theirs.registrationId,
+        "",
+        "",
+        good[2].registrationId,
+        good[0].registrationId,
+    ]
+    assert servant.verifyDevices([]) == []
+    with pytest.raises(PushGrid.InvalidArgument):
+        servant.verifyDevices([checks[0]] * (limits.DEVICE_BATCH + 1))
+    store.set_app_enabled(other.appKey, False)
+    assert servant.verifyDevices(checks[3:4])[0].registrationId == ""
+
+
+def test_record_messages_records_a_batch_and_leaves_taken_ids_as_they_were(servant, store):
+    creds, other = new_app(store), new_app(store)
+    taken = record(creds.appKey)
+    store.record_message(taken)
+    clash = record(creds.appKey, request=full_request())
+    clash.msgId = taken.msgId
+    batch = [record(creds.appKey), clash, record(creds.appKey, state=State.Scheduled, send_at=now_ms() + 60_000)]
+    assert servant.recordMessages(creds.appKey, batch) == [True, False, True]
+    assert store.get_message(creds.appKey, taken.msgId).request.audience.all  # the first one kept
+    assert store.get_message(creds.appKey, batch[2].msgId).state == State.Scheduled
+    assert [s.targets for s in store.get_stats(creds.appKey, [batch[0].msgId, batch[2].msgId])] == [0, 0]
+    with pytest.raises(PushGrid.InvalidArgument):  # every record must be of the app named
+        servant.recordMessages(creds.appKey, [record(creds.appKey), record(other.appKey)])
+    with pytest.raises(PushGrid.InvalidArgument):
+        servant.recordMessages(creds.appKey, [record(creds.appKey)] * (limits.PUSH_BATCH_MAX + 1))
+    store.set_app_enabled(other.appKey, False)
+    with pytest.raises(PushGrid.UnknownApp):
+        servant.recordMessages(other.appKey, [record(other.appKey)])
+    assert servant.recordMessages(creds.appKey, []) == []
+
+
 def test_touch_devices_moves_last_seen_forward_only(store):
     creds, other = new_app(store), new_app(store)
     a = store.register_device(creds.appKey, PushGrid.Platform.Android).registrationId

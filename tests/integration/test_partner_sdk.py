@@ -121,6 +121,30 @@ def test_push_by_registration_id_reaches_the_device_and_is_reported(grid, creds,
     asyncio.run(main())
 
 
+def test_a_push_batch_through_the_router_answers_each_push_and_each_reaches_its_device(grid, creds, client) -> None:
+    async def main() -> None:
+        async with Phone(grid, creds.appKey) as one, Phone(grid, creds.appKey) as two:
+            nobody = to(one.rid)
+            nobody.audience = b.audience(registration_ids=[])  # names no device: refused alone
+            batch = [to(one.rid, "first"), nobody, to(two.rid, "second")]
+            results = await asyncio.to_thread(client.push_batch, batch)
+            assert [r.error for r in results] == ["", "InvalidArgument", ""]
+            assert results[1].msgId == 0 and results[1].reason
+            await until_async(lambda: one.got(results[0].msgId), "the first device to show its push", 30)
+            await until_async(lambda: two.got(results[2].msgId), "the second device to show its push", 30)
+            assert one.got(results[0].msgId).notification["alert"] == "first" and not two.got(results[0].msgId)
+            await asyncio.to_thread(
+                until,
+                lambda: [s.received for s in client.report([results[0].msgId, results[2].msgId])] == [1, 1],
+                "both receipts to be counted",
+                30,
+            )
+            with pytest.raises(PushGrid.InvalidArgument):
+                await asyncio.to_thread(client.push_batch, [to(one.rid)] * (limits.PUSH_BATCH_MAX + 1))
+
+    asyncio.run(main())
+
+
 def test_the_sdk_talks_ssl_to_the_router(client) -> None:
     client.device_count()
     connection = client.communicator.getDefaultRouter().ice_getCachedConnection()

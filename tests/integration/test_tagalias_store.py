@@ -122,9 +122,7 @@ def world(store: TagAliasStore) -> World:
         if sum(1 for d in devices.values() if d.alias == alias) < limits.ALIAS_MAX_DEVICES:
             devices[rid].alias = alias
 
-    tagalias_load.add_devices(
-        store._r(), app, [(r, d.platform.value) for r, d in devices.items() if d.platform is not None]
-    )
+    store.add_devices(app, [(r, d.platform.value) for r, d in devices.items() if d.platform is not None])
     bulk, single = rids[:2500], rids[2500:]
     for tag in TAG_POOL:
         assert tagalias_load.tag_devices(store._r(), app, tag, [r for r in bulk if tag in devices[r].tags]) == []
@@ -310,9 +308,9 @@ def test_tag_queries_of_the_world(world: World, store: TagAliasStore) -> None:
 
 
 def test_add_device_moves_between_platforms(store: TagAliasStore, app: str) -> None:
-    store.add_device(app, "dev1", P.Ios.value)
-    store.add_device(app, "dev1", P.Web.value)
-    store.add_device(app, "dev1", P.Web.value)  # idempotent
+    store.add_devices(app, [("dev1", P.Ios.value)])
+    store.add_devices(app, [("dev1", P.Web.value)])
+    store.add_devices(app, [("dev1", P.Web.value)])  # idempotent
     assert resolve_all([store], app, A(all=True), [P.Ios]) == []
     assert resolve_all([store], app, A(all=True), [P.Web]) == ["dev1"]
     assert resolve_all([store], app, A(all=True)) == ["dev1"]
@@ -333,7 +331,7 @@ def test_tags_add_remove_clear(store: TagAliasStore, app: str) -> None:
 
 
 def test_remove_device_forgets_everything(store: TagAliasStore, app: str) -> None:
-    tagalias_load.add_devices(store._r(), app, [("dev1", P.Android.value), ("dev2", P.Ios.value)])
+    store.add_devices(app, [("dev1", P.Android.value), ("dev2", P.Ios.value)])
     store.add_tags(app, "dev1", ["shared", "mine"])
     store.add_tags(app, "dev2", ["shared"])
     store.set_alias(app, "dev1", "al")
@@ -418,7 +416,7 @@ def test_full_alias_drops_stale_index_entries(store: TagAliasStore, app: str) ->
 
 
 def test_resolve_ignores_stale_alias_index_entries(store: TagAliasStore, app: str) -> None:
-    tagalias_load.add_devices(store._r(), app, [("dev1", P.Ios.value), ("ghost", P.Ios.value)])
+    store.add_devices(app, [("dev1", P.Ios.value), ("ghost", P.Ios.value)])
     store.set_alias(app, "dev1", "family")
     store.set_alias(app, "ghost", "other")
     store._r().sadd(keys.alias_devices(app, "family"), "ghost")  # stale: ghost's alias is "other"
@@ -462,7 +460,7 @@ def test_unreachable_cluster_is_unavailable_quickly(app: str) -> None:
     dead = TagAliasStore(RedisSettings(nodes=(("127.0.0.1", 1),), timeout=1.0))
     servant = TagAliasI(dead)
     calls: list[Callable[[], object]] = [
-        lambda: dead.add_device(app, "dev1", 0),
+        lambda: dead.add_devices(app, [("dev1", 0)]),
         lambda: dead.add_tags(app, "dev1", ["a"]),
         lambda: dead.get_tags(app, "dev1"),
         lambda: dead.set_alias(app, "dev1", "al"),
@@ -484,8 +482,8 @@ def test_another_apps_devices_never_resolve_by_id_or_alias(store: TagAliasStore)
     app_a, app_b = new_app(), new_app()
     theirs = [f"theirs{i}" for i in range(20)]
     for rid in theirs:
-        store.add_device(app_b, rid, P.Android.value)
-    store.add_device(app_a, "mine1", P.Android.value)
+        store.add_devices(app_b, [(rid, P.Android.value)])
+    store.add_devices(app_a, [("mine1", P.Android.value)])
     store.set_alias(app_a, theirs[0], "stolen")  # A tags/aliases an id it does not own
     for aud in (
         PushGrid.Audience(registrationIds=theirs + ["mine1"]),

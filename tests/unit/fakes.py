@@ -79,9 +79,15 @@ class FakeMailbox:
             if msg.msg_id not in log:
                 log.append(msg.msg_id)
 
-    def pending(self, rid: str, now_ms: int) -> list[int]:
+    def missed(self, rids: Sequence[str], now_ms: int) -> dict[str, tuple[list[int], int]]:
         with self.lock:
-            return [m for m, exp in sorted(self.queues.get(rid, {}).items(), key=lambda kv: kv[1]) if exp >= now_ms]
+            return {
+                rid: (
+                    [m for m, exp in sorted(self.queues.get(rid, {}).items(), key=lambda kv: kv[1]) if exp >= now_ms],
+                    self.marks.get(rid, 0),
+                )
+                for rid in rids
+            }
 
     def load(self, msg_ids: Sequence[int]) -> dict[int, Stored]:
         with self.lock:
@@ -92,10 +98,6 @@ class FakeMailbox:
             return [m for m in sorted(self.broadcast_log.get(app, [])) if m > after_msg_id]
 
     # ---- acks
-
-    def last_broadcast(self, rid: str) -> int:
-        with self.lock:
-            return self.marks.get(rid, 0)
 
     def ack_many(self, acks: Mapping[str, Sequence[int]]) -> None:
         with self.lock:

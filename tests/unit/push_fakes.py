@@ -56,6 +56,14 @@ class FakeDB:
             raise PushGrid.AlreadyExists(reason="taken", id=str(record.msgId))
         self.messages[record.msgId] = record
 
+    def recordMessages(self, app: str, records: list[PushGrid.MessageRecord]) -> list[bool]:
+        self._call("recordMessages")
+        taken = [r.msgId in self.messages for r in records]
+        for record, was_taken in zip(records, taken, strict=True):
+            if not was_taken:
+                self.messages[record.msgId] = record
+        return [not t for t in taken]
+
     def getMessage(self, app: str, msg_id: int) -> PushGrid.MessageRecord:
         self._call("getMessage")
         rec = self.messages.get(msg_id)
@@ -191,3 +199,13 @@ class FakePublisher:
         if self.down:
             raise PushGrid.Unavailable(reason="broker down", backend="kafka")
         self.tasks.append(task)
+
+    def publish_many(self, tasks: list[Any]) -> list[PushGrid.Unavailable | None]:
+        out: list[PushGrid.Unavailable | None] = []
+        for task in tasks:
+            try:
+                self.publish(task)
+                out.append(None)
+            except PushGrid.Unavailable as exc:
+                out.append(exc)
+        return out

@@ -16,24 +16,30 @@ class FakeDirectory:
     def __init__(self) -> None:
         self.devices: dict[str, Device] = {}
         self.touched: list[tuple[str, list[str], int]] = []
+        self.verify_calls: list[int] = []  # hellos per verify call
         self._n = 0
 
     def add(self, rid: str, app: str = APP, platform: str = "android", created_at: int = 0) -> Device:
         self.devices[rid] = Device(app, rid, platform, created_at)
         return self.devices[rid]
 
-    def register(self, app_key: str, platform: str) -> tuple[str, str]:
+    def register(self, app_key: str, platform: str, count: int) -> list[tuple[str, str]]:
         if app_key not in (APP, OTHER_APP):
             raise protocol.AuthFailed("unknown app")
-        self._n += 1
-        self.add(f"new{self._n}", app_key, platform)
-        return f"new{self._n}", "good"
+        out = []
+        for _ in range(count):
+            self._n += 1
+            self.add(f"new{self._n}", app_key, platform)
+            out.append((f"new{self._n}", "good"))
+        return out
 
-    def verify(self, app_key: str, registration_id: str, device_token: str) -> Device:
-        d = self.devices.get(registration_id)
-        if d is None or d.app_key != app_key or device_token != "good":
-            raise protocol.AuthFailed("authentication failed")
-        return d
+    def verify(self, hellos: Sequence[protocol.Hello]) -> list[Device | None]:
+        self.verify_calls.append(len(hellos))
+        out: list[Device | None] = []
+        for h in hellos:
+            d = self.devices.get(h.registration_id)
+            out.append(d if d is not None and d.app_key == h.app_key and h.device_token == "good" else None)
+        return out
 
     def touch(self, app_key: str, registration_ids: Sequence[str], seen_at: int) -> None:
         self.touched.append((app_key, list(registration_ids), seen_at))

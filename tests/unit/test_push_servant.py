@@ -179,8 +179,8 @@ class FakeRedis:
     def __exit__(self, *exc) -> None:
         pass
 
-    def incr(self, key: str) -> None:
-        self.counts[key] = self.counts.get(key, 0) + 1
+    def incr(self, key: str, amount: int = 1) -> None:
+        self.counts[key] = self.counts.get(key, 0) + amount
         self._ops.append(key)
 
     def pexpire(self, key: str, ms: int) -> None:
@@ -205,3 +205,48 @@ def test_quota_per_minute(db, publisher) -> None:
     clock[0] += 60_000
     servant.push(APP, request())
     assert len(publisher.tasks) == 4
+
+
+def test_push_batch_answers_each_push_in_order_with_one_record_call(servant, db, publisher) -> None:
+    old = servant.push(APP, request()).msgId
+    bad = request()
+    bad.audience = PushGrid.Audience(all=False, registrationIds=[])  # an audience naming nobody
+    batch = [request(sendno=1), bad, request(sendno=3, overrideMsgId=old), request(sendno=4, overrideMsgId=12345)]
+    db.calls.clear()
+    results = servant.pushBatch(APP, batch)
+    assert [r.error for r in results] == ["", "InvalidArgument", "", "InvalidArgument"]
+    assert "override_msg_id 12345" in results[3].reason and results[1].reason
+    assert [r.sendno for r in results] == [1, 0, 3, 0] and results[1].msgId == results[3].msgId == 0
+    assert db.calls.count("recordMessages") == 1 and "recordMessage" not in db.calls
+    assert [t.msg_id for t in publisher.tasks[1:]] == [results[0].msgId, results[2].msgId]
+    assert db.messages[old].state == S.Overridden  # the override took effect, as a single push's does
+    for wrong in ([], [request()] * (limits.PUSH_BATCH_MAX + 1)):
+        with pytest.raises(PushGrid.InvalidArgument):
+            servant.pushBatch(APP, wrong)
+    with pytest.raises(PushGrid.UnknownApp):
+        servant.pushBatch("0" * 24, [request()])
+
+
+def test_push_batch_fails_alone_what_the_broker_or_the_quota_refuses(db, publisher) -> None:
+    clock = [NOW - NOW % 60_000]
+    servant = PushServiceI(
+        db, publisher, MsgIdGenerator(worker=1), Quota(lambda: FakeRedis(), lambda: clock[0]), clock=lambda: clock[0]
+    )
+    db.apps[APP].pushQuotaPerMinute = 2
+    results = servant.pushBatch(APP, [request(sendno=n) for n in range(4)])
+    assert [r.error for r in results] == ["", "", "RateLimited", "RateLimited"]
+    assert len(publisher.tasks) == 2
+    clock[0] += 60_000
+    publisher.down = True
+    results = servant.pushBatch(APP, [request()])
+    assert results[0].error == "Unavailable" and results[0].msgId == 0
+    assert [m.state for m in db.messages.values()].count(S.Cancelled) == 1  # recorded, never sent
+
+
+def test_push_batch_draws_fresh_ids_for_taken_ones(servant, db, publisher) -> None:
+    first = servant.push(APP, request()).msgId
+    db.messages[first + 1] = db.messages[first]  # the next id is taken (a restart after the clock went back)
+    results = servant.pushBatch(APP, [request(), request()])
+    assert [r.error for r in results] == ["", ""]
+    assert first + 1 not in [r.msgId for r in results] and len({r.msgId for r in results}) == 2
+    assert [t.msg_id for t in publisher.tasks[1:]] == [r.msgId for r in results]

@@ -146,6 +146,58 @@ def test_replay_sends_queue_then_broadcasts_newer_than_mark_and_registration() -
     run(t)
 
 
+def test_hellos_arriving_together_share_one_verify_and_replay_and_fail_alone() -> None:
+    async def t(w: World) -> None:
+        created = NOW - 1800_000
+        for i in range(50):
+            w.directory.add(f"r{i}", app=APP if i % 2 else OTHER_APP, created_at=created)
+        old_bc, app_bc, other_bc = mid(1000_000), mid(2000_000), mid(2100_000)
+        w.mailbox.log(APP, stored(old_bc))
+        w.mailbox.log(APP, stored(app_bc))
+        w.mailbox.log(OTHER_APP, stored(other_bc))
+        w.mailbox.marks["r1"] = app_bc  # r1 has the app's broadcast already
+        queued = mid(2050_000)
+        w.mailbox.queue("r3", stored(queued))
+        conns = [FakeConn() for _ in range(51)]
+        hellos = [protocol.Hello(w.directory.devices[f"r{i}"].app_key, f"r{i}", "good", "") for i in range(50)]
+        hellos.append(protocol.Hello(APP, "r5", "bad", ""))  # a wrong token among them
+        outcomes = await asyncio.gather(
+            *(w.engine.hello(c, h) for c, h in zip(conns, hellos, strict=True)), return_exceptions=True
+        )
+        assert isinstance(outcomes[-1], protocol.AuthFailed)
+        sessions = [o for o in outcomes[:-1] if isinstance(o, Session)]
+        assert len(sessions) == 50 and w.engine.connections == 50
+        assert w.directory.verify_calls == [51]  # every hello of the turn in one directory call
+        assert all(w.mailbox.presence[f"r{i}"] == STC for i in range(50))
+        await asyncio.gather(*(w.engine.replay(s) for s in sessions))
+        got = {f"r{i}": [f["msg_id"] for f in frames(conns[i])[1:]] for i in range(50)}
+        assert got["r1"] == []  # the old broadcast predates the device; the newer one it acked
+        assert got["r3"] == [queued, app_bc]
+        assert got["r0"] == [other_bc] and got["r7"] == [app_bc]
+
+    run(t)
+
+
+def test_registrations_arriving_together_share_a_call_per_app() -> None:
+    async def t(w: World) -> None:
+        calls: list[tuple[str, int]] = []
+        register = w.directory.register
+
+        def counted(app_key: str, platform: str, count: int) -> list[tuple[str, str]]:
+            calls.append((app_key, count))
+            return register(app_key, platform, count)
+
+        w.directory.register = counted  # type: ignore[method-assign]  # the fake, counting its calls
+        apps = [APP, OTHER_APP, "unknown-app"] * 4
+        frames_ = await asyncio.gather(*(w.engine.register(a, "ios") for a in apps), return_exceptions=True)
+        assert sorted(calls) == sorted([(APP, 4), (OTHER_APP, 4), ("unknown-app", 4)])
+        assert all(isinstance(f, protocol.AuthFailed) for f in frames_[2::3])
+        rids = [json.loads(f)["registration_id"] for f in frames_ if isinstance(f, str)]
+        assert len(set(rids)) == 8 and all(w.directory.devices[r].platform == "ios" for r in rids)
+
+    run(t)
+
+
 def test_acks_route_to_queue_or_broadcast_mark_and_become_receipts() -> None:
     async def t(w: World) -> None:
         w.directory.add("r1")

@@ -59,7 +59,7 @@ def test_good_calls_reach_the_store_with_clean_values(servant: TagAliasI, fake: 
     assert servant.isMember(APP, "t", "r1") is True
     page = servant.tagMembers(APP, "t", None, 0)
     assert page.done
-    assert fake.calls[0] == ("add_device", (APP, "r1", P.Web.value))
+    assert fake.calls[0] == ("add_devices", (APP, [("r1", P.Web.value)]))
     assert fake.calls[1] == ("add_tags", (APP, "r1", ["a", "b"]))
     assert fake.calls[2] == ("remove_tags", (APP, "r1", []))
     assert fake.calls[-1] == ("tag_members", (APP, "t", "", limits.PAGE_DEFAULT))

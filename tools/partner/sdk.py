@@ -152,6 +152,12 @@ class PartnerClient:
         req = _request(request)
         return self._push(lambda p: p.push(req), idempotent=False)
 
+    def push_batch(self, requests: Sequence[Request]) -> list[PushGrid.BatchPushResult]:
+        """Sends up to 1,000 pushes in one call; each answered on its own, in order (msgId, or
+        error naming what a single push would have raised, with its reason)."""
+        reqs = [_request(r) for r in requests]
+        return self._push(lambda p: p.pushBatch(reqs), idempotent=False)
+
     def validate(self, request: Request) -> None:
         """Checks a request as push would, without sending it (InvalidArgument, LimitExceeded)."""
         req = _request(request)
