@@ -48,6 +48,8 @@ RECEIPTS_PER_RECORD = 500  # acks in one receipts record on Kafka
 # Push and the dispatchers
 KAFKA_ACK_TIMEOUT_SECONDS = 10  # push waits this long for the broker to take a task
 DISPATCH_PAGE = 1000  # registration ids per audience page a dispatcher resolves
+TASK_BATCH = 200  # tasks a dispatcher polls and runs together (one call per step for all of them)
+MESSAGES_PER_CALL = 1000  # messages named in one of DBAgent's calls about many (getMessages, ...)
 DUE_PER_SCAN = 100  # scheduled messages the scheduler publishes per one-second scan
 ONLINE_ONLY_GRACE_SECONDS = 60  # STC may still send a time_to_live 0 message this long after dispatch
 

@@ -144,9 +144,17 @@ class Mailbox:
 
     # ---- stored messages
 
-    @REDIS.guarded
     def store(self, msg: Stored) -> None:
-        self._r.set(_message(msg.msg_id), msg.to_json(), pxat=msg.expires_at)
+        self.store_many([msg])
+
+    @REDIS.guarded
+    def store_many(self, msgs: Sequence[Stored]) -> None:
+        """Keeps messages for replay until their expiry, in one pipeline."""
+        with self._r.pipeline(transaction=False) as p:
+            for msg in msgs:
+                key = _message(msg.msg_id)
+                queue(p, key, "SET", key, msg.to_json(), "PXAT", msg.expires_at)
+            p.execute()
 
     @REDIS.guarded
     def load(self, msg_ids: Sequence[int]) -> dict[int, Stored]:
@@ -163,21 +171,27 @@ class Mailbox:
 
     # ---- targeted queues
 
-    @REDIS.guarded
     def enqueue(self, msg: Stored, rids: Iterable[str]) -> int:
         """Queues msg for each device (bounded, newest kept); drops the message it overrides."""
+        return self.enqueue_many([(msg, rids)])
+
+    @REDIS.guarded
+    def enqueue_many(self, items: Sequence[tuple[Stored, Iterable[str]]]) -> int:
+        """enqueue for many messages in one pipeline; answers how many devices' queues it wrote."""
         count = 0
         with self._r.pipeline(transaction=False) as p:
-            for rid in rids:
-                key = _queue(rid)
-                queue(p, key, "ZADD", key, msg.expires_at, str(msg.msg_id))
-                if msg.override_msg_id:
-                    queue(p, key, "ZREM", key, str(msg.override_msg_id))
-                queue(p, key, "ZREMRANGEBYRANK", key, 0, -limits.OFFLINE_PER_DEVICE - 1)
-                queue(p, key, "PEXPIREAT", key, msg.expires_at, "GT")
-                queue(p, key, "PEXPIREAT", key, msg.expires_at, "NX")
-                count += 1
-            p.execute()
+            for msg, rids in items:
+                for rid in rids:
+                    key = _queue(rid)
+                    queue(p, key, "ZADD", key, msg.expires_at, str(msg.msg_id))
+                    if msg.override_msg_id:
+                        queue(p, key, "ZREM", key, str(msg.override_msg_id))
+                    queue(p, key, "ZREMRANGEBYRANK", key, 0, -limits.OFFLINE_PER_DEVICE - 1)
+                    queue(p, key, "PEXPIREAT", key, msg.expires_at, "GT")
+                    queue(p, key, "PEXPIREAT", key, msg.expires_at, "NX")
+                    count += 1
+            if count:
+                p.execute()
         return count
 
     def pending(self, rid: str, now_ms: int) -> list[int]:
@@ -260,17 +274,32 @@ class Mailbox:
 
     # ---- dispatch checkpoints
 
-    @REDIS.guarded
     def checkpoint(self, msg_id: int) -> dict[str, str]:
-        return cast(dict[str, str], self._r.hgetall(_task(msg_id)))
+        return self.checkpoint_many([msg_id])[0]
 
     @REDIS.guarded
-    def save_checkpoint(self, msg_id: int, fields: dict[str, str | int], expires_at_ms: int) -> None:
-        key = _task(msg_id)
+    def checkpoint_many(self, msg_ids: Sequence[int]) -> list[dict[str, str]]:
+        """Each task's checkpoint (empty if it has none), in one pipeline."""
         with self._r.pipeline(transaction=False) as p:
-            p.hset(key, mapping={k: str(v) for k, v in fields.items()})
-            p.pexpireat(key, expires_at_ms + 86400_000)
-            p.execute()
+            for msg_id in msg_ids:
+                key = _task(msg_id)
+                queue(p, key, "HGETALL", key)
+            return cast(list[dict[str, str]], p.execute()) if msg_ids else []
+
+    def save_checkpoint(self, msg_id: int, fields: dict[str, str | int], expires_at_ms: int) -> None:
+        self.save_checkpoint_many([(msg_id, fields, expires_at_ms)])
+
+    @REDIS.guarded
+    def save_checkpoint_many(self, saves: Sequence[tuple[int, Mapping[str, str | int], int]]) -> None:
+        """Writes fields into each task's checkpoint (msg id, fields, the message's expiry), kept a
+        day past the expiry; one pipeline."""
+        with self._r.pipeline(transaction=False) as p:
+            for msg_id, fields, expires_at_ms in saves:
+                key = _task(msg_id)
+                queue(p, key, "HSET", key, *[x for k, v in fields.items() for x in (k, str(v))])
+                queue(p, key, "PEXPIREAT", key, expires_at_ms + 86400_000)
+            if saves:
+                p.execute()
 
     # ---- dispatcher assignments (for operators and `pushgrid up`)
 

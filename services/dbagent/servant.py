@@ -108,6 +108,23 @@ def _checkable(check: PushGrid.DeviceCheck) -> bool:
     return _short(check.deviceToken)
 
 
+def _stats_row(msg_id: int, batch_key: str | None, delta: PushGrid.StatsDelta | None) -> tuple[int, str, Any]:
+    """recordStats' arguments, checked."""
+    msg_id = _positive(msg_id, "msgId")
+    batch_key = batch_key or ""
+    if not batch_key or len(batch_key) > BATCH_KEY_MAX_BYTES or not _BATCH_KEY_RE.fullmatch(batch_key):
+        raise _invalid("batchKey", f"batch key must be 1-{BATCH_KEY_MAX_BYTES} printable ASCII characters")
+    if delta is None:
+        raise _invalid("delta", "delta is required")
+    for field in ("targets", "sentOnline", "storedOffline"):
+        if getattr(delta, field) < 0:
+            raise _invalid(f"delta.{field}", f"delta.{field} must not be negative")
+    return msg_id, batch_key, delta
+
+
+# getMessages' answer for a message that does not exist (PushGrid::DBAgent::getMessages)
+_NO_MESSAGE = PushGrid.MessageRecord(msgId=0, appKey="")
+
 # verifyDevices' answer for a check that failed (PushGrid::DBAgent::verifyDevices)
 _NOT_VERIFIED = PushGrid.DeviceInfo(appKey="", registrationId="", platform=PushGrid.Platform.Android)
 
@@ -212,6 +229,12 @@ class DBAgentI(PushGrid.DBAgent):
             raise _invalid("records", "every record must be of appKey")
         return self._store.record_messages(app_key, wanted) if wanted else []
 
+    def getMessages(self, keys: Sequence[PushGrid.MessageKey], current: Ice.Current = None) -> list[Any]:
+        wanted = _count(keys, "keys", limits.MESSAGES_PER_CALL)
+        named = [(_well_formed_app_key(k.appKey), k.msgId) if k is not None else (None, 0) for k in wanted]
+        found = self._store.get_messages([(app, m) for app, m in named if app is not None and m and m > 0])
+        return [found.get((app, m), _NO_MESSAGE) if app is not None else _NO_MESSAGE for app, m in named]
+
     def getMessage(self, appKey: str, msgId: int, current: Ice.Current = None) -> PushGrid.MessageRecord:
         return self._store.get_message(*_message_key(appKey, msgId))
 
@@ -231,6 +254,25 @@ class DBAgentI(PushGrid.DBAgent):
             raise lifecycle.forbidden(msg_id, from_state, to_state)
         return self._store.transition_message(app_key, msg_id, from_state, to_state)
 
+    def transitionMessages(self, moves: Sequence[PushGrid.Transition], current: Ice.Current = None) -> list[bool]:
+        wanted = _count(moves, "moves", limits.MESSAGES_PER_CALL)
+        for m in wanted:
+            if m is None or not lifecycle.allowed(m._from, m.to):
+                raise _invalid(
+                    "moves", f"{m._from} to {m.to} is not a move a message can make" if m else "a move is required"
+                )
+        out = []
+        for m in wanted:
+            key = _well_formed_app_key(m.appKey)
+            moved = False
+            if key is not None and m.msgId and m.msgId > 0:
+                try:
+                    moved = self._store.transition_message(key, m.msgId, m._from, m.to)
+                except PushGrid.UnknownMessage:
+                    moved = False
+            out.append(moved)
+        return out
+
     def applyOverride(self, appKey: str, msgId: int, current: Ice.Current = None) -> bool:
         return self._store.apply_override(*_message_key(appKey, msgId))
 
@@ -242,16 +284,16 @@ class DBAgentI(PushGrid.DBAgent):
     # ------------------------------------------------------------ statistics
 
     def recordStats(self, msgId: int, batchKey: str, delta: PushGrid.StatsDelta, current: Ice.Current = None) -> None:
-        msg_id = _positive(msgId, "msgId")
-        batch_key = batchKey or ""
-        if not batch_key or len(batch_key) > BATCH_KEY_MAX_BYTES or not _BATCH_KEY_RE.fullmatch(batch_key):
-            raise _invalid("batchKey", f"batch key must be 1-{BATCH_KEY_MAX_BYTES} printable ASCII characters")
-        if delta is None:
-            raise _invalid("delta", "delta is required")
-        for field in ("targets", "sentOnline", "storedOffline"):
-            if getattr(delta, field) < 0:
-                raise _invalid(f"delta.{field}", f"delta.{field} must not be negative")
-        self._store.record_stats(msg_id, batch_key, delta)
+        self._store.record_stats(*_stats_row(msgId, batchKey, delta))
+
+    def recordStatsMany(self, rows: Sequence[PushGrid.StatsRow], current: Ice.Current = None) -> None:
+        wanted = _count(rows, "rows", limits.MESSAGES_PER_CALL)
+        checked = [_stats_row(r.msgId, r.batchKey, r.delta) for r in wanted if r is not None]
+        for row in checked:
+            try:
+                self._store.record_stats(*row)
+            except PushGrid.UnknownMessage:
+                continue
 
     def recordReceipts(
         self, appKey: str, msgId: int, registrationIds: Sequence[str], current: Ice.Current = None

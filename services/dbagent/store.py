@@ -365,6 +365,19 @@ class Store:
         recorded = {r.msgId for r in fresh}
         return [r.msgId in recorded for r in records]
 
+    def get_messages(self, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], PushGrid.MessageRecord]:
+        """The messages among keys (app key, msg id) that exist, in one SELECT."""
+        ids = list(dict.fromkeys(m for _, m in keys))
+        if not ids:
+            return {}
+        with self._cursor() as cur:
+            cur.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE msg_id IN ({', '.join(['%s'] * len(ids))})", ids
+            )
+            rows = cur.fetchall()
+        wanted = set(keys)
+        return {k: _message(r) for r in rows if (k := (r["app_key"], r["msg_id"])) in wanted}
+
     def get_message(self, app_key: str, msg_id: int) -> PushGrid.MessageRecord:
         with self._cursor() as cur:
             cur.execute(

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import Ice
 
-from services.common import ice, kafka_client, redis_client
+from services.common import ice, kafka_client, limits, redis_client
 from services.common.config import CallTimeouts, DispatcherSettings, KafkaSettings, RedisSettings
 from services.common.mailbox import Mailbox
 from services.common.tasks import TaskPublisher
@@ -73,7 +73,7 @@ def main() -> int:
                         settings.tasks_topic,
                         name,
                         listener=listener,
-                        max_poll_records=1,
+                        max_poll_records=limits.TASK_BATCH,
                         fetch_max_wait_ms=TASK_FETCH_WAIT_MS,
                     ),
                     runner,

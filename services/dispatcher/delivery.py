@@ -38,6 +38,19 @@ def _start(method: Callable[..., Any], *args: Any) -> Callable[[], Any]:
     return future.result
 
 
+def _calls(parts: list[tuple[int, list[str]]]) -> list[list[tuple[int, list[str]]]]:
+    """parts (each at most DELIVER_BATCH ids) grouped into calls of at most DELIVER_BATCH ids."""
+    calls: list[list[tuple[int, list[str]]]] = []
+    size = limits.DELIVER_BATCH
+    for part in parts:
+        if size + len(part[1]) > limits.DELIVER_BATCH:
+            calls.append([])
+            size = 0
+        calls[-1].append(part)
+        size += len(part[1])
+    return calls
+
+
 class Delivery:
     """Presence lookups and STC calls; several STC processes are called at once."""
 
@@ -51,20 +64,34 @@ class Delivery:
 
     def deliver(self, env: PushGrid.Envelope, rids: Sequence[str]) -> int:
         """Sends env to those of rids that are online; returns how many STC says it sent to."""
-        by_stc: dict[str, list[str]] = defaultdict(list)
-        for rid, stc_id in self._mailbox.where(list(rids)).items():
-            by_stc[stc_id].append(rid)
+        return self.deliver_many([(env, rids)])[0]
+
+    def deliver_many(self, items: Sequence[tuple[PushGrid.Envelope, Sequence[str]]]) -> list[int]:
+        """deliver for many messages: one presence lookup for all their devices, then one
+        deliverMany per STC process (of at most DELIVER_BATCH ids), all at once. Answers, in
+        order, how many devices STC says each message was sent to."""
+        where = self._mailbox.where(list({rid for _, rids in items for rid in rids}))
+        per_stc: dict[str, list[tuple[int, list[str]]]] = defaultdict(list)
+        for i, (_, rids) in enumerate(items):
+            held: dict[str, list[str]] = defaultdict(list)
+            for rid in dict.fromkeys(rids):
+                if rid in where:
+                    held[where[rid]].append(rid)
+            for stc_id, group in held.items():
+                per_stc[stc_id] += [(i, list(part)) for part in chunks(group, limits.DELIVER_BATCH)]
         calls = []
-        for stc_id, held in by_stc.items():
-            prx = self._proxy(stc_id)
-            for batch in chunks(held, limits.DELIVER_BATCH):
-                calls.append((stc_id, batch, _start(prx.deliverAsync, env, batch)))
-        sent = 0
-        for stc_id, batch, future in calls:
+        for stc_id, parts in per_stc.items():
+            deliver_many = self._proxy(stc_id).deliverManyAsync
+            for call in _calls(parts):
+                deliveries = [PushGrid.Delivery(items[i][0], rids) for i, rids in call]
+                calls.append((stc_id, call, _start(deliver_many, deliveries)))
+        sent = [0] * len(items)
+        for stc_id, call, future in calls:
             try:
-                sent += len(set(future()) & set(batch))
+                for (i, rids), got in zip(call, future(), strict=True):
+                    sent[i] += len(set(got) & set(rids))
             except Ice.Exception as exc:
-                log.warning("STC %s did not take %d devices of message %d: %s", stc_id, len(batch), env.msgId, exc)
+                log.warning("STC %s did not take %d messages: %s", stc_id, len(call), exc)
         return sent
 
     def broadcast(self, env: PushGrid.Envelope, platforms: Sequence[PushGrid.Platform], spread_ms: int) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from services.common import frames, lifecycle, limits, platforms, validation
@@ -81,6 +81,12 @@ def _page_key(page: int) -> str:
     return f"page-{page}"
 
 
+def _batchable(task: Task) -> bool:
+    """A task run_batch can take: targeted, unpaced, overriding nothing."""
+    opts = task.request.options
+    return not task.request.audience.all and not opts.bigPushDuration and not opts.overrideMsgId
+
+
 class TaskRunner:
     """Runs tasks; the collaborators are the services' proxies, so unit tests pass fakes."""
 
@@ -134,6 +140,137 @@ class TaskRunner:
                 return self._end(task, stop_early)
         self._db.transitionMessage(task.app_key, task.msg_id, S.Dispatching, S.Done)
         return self._end(task, DONE)
+
+    def run_batch(self, tasks: Sequence[Task], stop: threading.Event) -> list[Outcome | Exception]:
+        """run() for many tasks, with one call per step for all of them: checkpoints, states,
+        claims, stored messages, first pages, queues, deliveries, stats and the move to Done.
+
+        The batch takes targeted, unpaced tasks that have not started; it leaves to run(), one by
+        one and from where the batch left them, whatever it cannot finish alone: broadcasts, paced
+        pushes, overrides, audiences of more than one page, a message whose state moved under it.
+        Answers, in order, each task's Outcome, or the exception run() raised for it. A backend
+        failure of a batched step raises for the whole batch, which is safe to run again.
+        """
+        out: list[Outcome | Exception | None] = [None] * len(tasks)
+        cps = self._mailbox.checkpoint_many([t.msg_id for t in tasks])
+        fresh = []
+        for i, (task, fields) in enumerate(zip(tasks, cps, strict=True)):
+            cp = Checkpoint.from_fields(fields)
+            if cp.done:
+                out[i] = ALREADY_DONE
+            elif not cp.started and _batchable(task):
+                fresh.append(i)
+        claimed = self._claim_many([tasks[i] for i in fresh])
+        finals: list[Task] = []
+        walked: list[tuple[int, Stored, int]] = []  # (task index, stored form, ttl)
+        for i, verdict in zip(fresh, claimed, strict=True):
+            if isinstance(verdict, Outcome):
+                out[i] = verdict
+                if verdict.final:
+                    finals.append(tasks[i])
+            elif verdict:
+                task = tasks[i]
+                req = task.request
+                frame = frames.message_frame(task.msg_id, req)
+                stored = Stored(task.msg_id, frame, platforms.names(req.platforms), task.expires_at)
+                walked.append((i, stored, validation.ttl_seconds(req.options)))
+        if walked:
+            self._first_pages(tasks, walked, out, finals)
+        self._mailbox.save_checkpoint_many([(t.msg_id, {"done": 1}, t.expires_at) for t in finals])
+        for i, task in enumerate(tasks):
+            if out[i] is None:
+                try:
+                    out[i] = self.run(task, stop)
+                except Exception as exc:  # noqa: BLE001 - this task's verdict, as run() gives it
+                    out[i] = exc
+        return [o if o is not None else UNSETTLED for o in out]
+
+    def _claim_many(self, tasks: Sequence[Task]) -> list[Outcome | bool]:
+        """_claim for many tasks in two calls: an Outcome where a task is skipped, True where it
+        was claimed (moved to Dispatching), False where run() should look again."""
+        if not tasks:
+            return []
+        records = self._db.getMessages([PushGrid.MessageKey(t.app_key, t.msg_id) for t in tasks])
+        verdicts: list[Outcome | bool] = []
+        moves: dict[int, PushGrid.Transition] = {}
+        now = self._clock()
+        for k, (task, record) in enumerate(zip(tasks, records, strict=True)):
+            state = record.state
+            expired = validation.ttl_seconds(task.request.options) > 0 and now >= task.expires_at
+            if not record.msgId or expired:
+                verdicts.append(False)  # run() drops it or moves it to Expired
+            elif state not in lifecycle.RUNNABLE:
+                verdicts.append(skipped(state))
+            elif state == S.Scheduled and record.sendAt > now:
+                verdicts.append(NOT_DUE)
+            else:
+                verdicts.append(state == S.Dispatching)
+                if state != S.Dispatching:
+                    moves[k] = PushGrid.Transition(task.app_key, task.msg_id, state, S.Dispatching)
+        if moves:
+            for k, moved in zip(moves, self._db.transitionMessages(list(moves.values())), strict=True):
+                verdicts[k] = moved
+        return verdicts
+
+    def _first_pages(
+        self,
+        tasks: Sequence[Task],
+        walked: list[tuple[int, Stored, int]],
+        out: list[Outcome | Exception | None],
+        finals: list[Task],
+    ) -> None:
+        """The first page of each claimed task: stored, resolved, queued, delivered, counted; the
+        tasks whose audience ended there are moved to Done."""
+        self._mailbox.store_many([stored for _, stored, ttl in walked if ttl > 0])
+        futures = [
+            self._tagalias.resolveAsync(
+                tasks[i].app_key, tasks[i].request.audience, tasks[i].request.platforms, "", self._page_size
+            )
+            for i, _, _ in walked
+        ]
+        pages: list[PushGrid.AudiencePage] = [f.result() for f in futures]
+        self._mailbox.enqueue_many(
+            [(stored, page.registrationIds) for (_, stored, ttl), page in zip(walked, pages, strict=True) if ttl > 0]
+        )
+        sent = self._delivery.deliver_many(
+            [
+                (self._envelope(tasks[i], stored, ttl, 0), list(page.registrationIds))
+                for (i, stored, ttl), page in zip(walked, pages, strict=True)
+            ]
+        )
+        rows = []
+        for (i, _, ttl), page, online in zip(walked, pages, sent, strict=True):
+            count = len(page.registrationIds)
+            if count:
+                offline = count - online if ttl > 0 else 0
+                rows.append(
+                    PushGrid.StatsRow(tasks[i].msg_id, _page_key(0), PushGrid.StatsDelta(count, online, offline))
+                )
+        if rows:
+            self._db.recordStatsMany(rows)
+        ended = [(i, page) for (i, _, _), page in zip(walked, pages, strict=True) if page.done]
+        partial = [(i, page) for (i, _, _), page in zip(walked, pages, strict=True) if not page.done]
+        self._mailbox.save_checkpoint_many(
+            [
+                (
+                    tasks[i].msg_id,
+                    {
+                        **Checkpoint(started=self._clock())
+                        .after_page(page.cursor, len(page.registrationIds), False)
+                        .to_fields(),
+                        "owner": self._owner,
+                    },
+                    tasks[i].expires_at,
+                )
+                for i, page in partial
+            ]
+        )
+        if ended:
+            moves = [PushGrid.Transition(tasks[i].app_key, tasks[i].msg_id, S.Dispatching, S.Done) for i, _ in ended]
+            self._db.transitionMessages(moves)
+            for i, _ in ended:
+                out[i] = DONE
+                finals.append(tasks[i])
 
     # ------------------------------------------------------------ state
 

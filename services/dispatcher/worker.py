@@ -1,10 +1,14 @@
-"""The tasks consumer: one task at a time, its offset committed only once the task is finished.
+"""The tasks consumer: a batch of tasks at a time, each offset committed only once its task is
+finished.
 
-While a task runs (a throttled big push can take hours) the worker pauses its partitions and
-keeps polling, so the group keeps it as a member without handing it more records. If a rebalance
-takes the task's partition away, the task is stopped at its next page boundary and not
-committed: the partition's new owner resumes it from the checkpoint. Each finished task is logged
-with the runner's Outcome ("done", "skipped: Cancelled", ...).
+Each poll takes up to limits.TASK_BATCH tasks, which the runner runs together (run_batch: one
+call per step for all of them). While they run (a throttled big push among them can take hours)
+the worker pauses its partitions and keeps polling, so the group keeps it as a member without
+handing it more records. On each partition the tasks up to the first unfinished one are
+committed, and that one is read again. If a rebalance takes a partition away, the batch is
+stopped at its tasks' next page boundary and that partition is not committed: its new owner
+resumes the tasks from their checkpoints. Each finished task is logged with the runner's Outcome
+("done", "skipped: Cancelled", ...).
 """
 
 from __future__ import annotations
@@ -14,14 +18,14 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
-from services.common import kafka_client
+from services.common import kafka_client, limits
 from services.common.backends import KAFKA
 from services.common.contract import PushGrid
 from services.common.tasks import Task
@@ -47,11 +51,10 @@ PERMANENT = (
 
 @dataclass
 class _Running:
-    tp: TopicPartition
-    offset: int
-    future: Future[Outcome]
+    offsets: dict[TopicPartition, list[int]]  # the batch's offsets on each partition, in order
+    future: Future[list[Outcome | Exception]]
     stop: threading.Event
-    lost: bool = False  # its partition was revoked: do not commit
+    lost: set[TopicPartition] = field(default_factory=set)  # revoked meanwhile: not committed
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -90,13 +93,10 @@ class TaskWorker:
         try:
             while not self._stop.is_set():
                 self._report_again()
-                batch = consumer.poll(timeout_ms=POLL_MS, max_records=1)
-                records = [(tp, recs[0]) for tp, recs in batch.items() if recs]
-                if not records:
-                    continue
-                for tp, rec in records[1:]:  # one at a time: the others are read again later
-                    consumer.seek(tp, rec.offset)
-                self._handle(*records[0])
+                batch = consumer.poll(timeout_ms=POLL_MS, max_records=limits.TASK_BATCH)
+                records = [(tp, rec) for tp, recs in batch.items() for rec in recs]
+                if records:
+                    self._handle(records)
         finally:
             self._pool.shutdown(wait=True)
             kafka_client.leave(consumer)
@@ -110,15 +110,23 @@ class TaskWorker:
 
     # ------------------------------------------------------------ one task
 
-    def _handle(self, tp: TopicPartition, rec: ConsumerRecord) -> None:
-        try:
-            task = Task.from_dict(rec.value)
-        except ValueError as exc:
-            log.error("dropping malformed task at %s:%d: %s", tp.partition, rec.offset, exc)
-            self._commit(tp, rec.offset + 1)
-            return
+    def _handle(self, records: list[tuple[TopicPartition, ConsumerRecord]]) -> None:
+        """Runs the tasks of records together (TaskRunner.run_batch), then commits what finished."""
+        tasks: list[Task] = []
+        places: list[tuple[TopicPartition, int]] = []
+        settled: dict[TopicPartition, dict[int, bool]] = {}  # offset -> finished, per partition
+        for tp, rec in records:
+            try:
+                tasks.append(Task.from_dict(rec.value))
+                places.append((tp, rec.offset))
+            except ValueError as exc:
+                log.error("dropping malformed task at %s:%d: %s", tp.partition, rec.offset, exc)
+                settled.setdefault(tp, {})[rec.offset] = True
+        offsets: dict[TopicPartition, list[int]] = {}
+        for tp, rec in records:
+            offsets.setdefault(tp, []).append(rec.offset)
         stop = threading.Event()
-        running = _Running(tp, rec.offset, self._pool.submit(self._runner.run, task, stop), stop)
+        running = _Running(offsets, self._pool.submit(self._runner.run_batch, tasks, stop), stop)
         self._running = running
         consumer = self._kafka
         consumer.pause(*consumer.assignment())
@@ -135,38 +143,62 @@ class TaskWorker:
         finally:
             self._running = None
             consumer.resume(*consumer.paused())
-        self._settle(task, running)
+        self._settle(tasks, places, settled, running)
 
-    def _settle(self, task: Task, running: _Running) -> None:
-        """Commits a finished task; leaves an unfinished one to be read again."""
+    def _settle(
+        self,
+        tasks: list[Task],
+        places: list[tuple[TopicPartition, int]],
+        settled: dict[TopicPartition, dict[int, bool]],
+        running: _Running,
+    ) -> None:
+        """Commits, on each partition, the tasks finished before its first unfinished one, and
+        leaves that one and the rest to be read again."""
         try:
-            outcome = running.future.result()
-        except Interrupted:
-            log.info("task %d interrupted; it resumes from its checkpoint", task.msg_id)
-            self._retry_later(running, backoff=False)
-            return
-        except PERMANENT as exc:
-            log.error("task %d cannot run: %s", task.msg_id, getattr(exc, "reason", exc))
-            outcome = DROPPED
-        except Exception as exc:  # noqa: BLE001 - a backend failed (Unavailable, Ice): retry
-            log.warning("task %d failed, retrying from its checkpoint: %r", task.msg_id, exc)
-            self._retry_later(running, backoff=True)
-            return
-        log.info("task %d: %s", task.msg_id, outcome)
-        self._failures = 0
-        if not running.lost:
-            self._commit(running.tp, running.offset + 1)
-
-    def _retry_later(self, running: _Running, backoff: bool) -> None:
-        # Also when the partition was lost: a rebalance during the task may have handed it straight
-        # back, and a partition kept across a rebalance keeps its position, already past this task.
-        # Reading it again is safe: its checkpoint makes a finished task a skip.
-        if running.tp in self._kafka.assignment():
-            self._kafka.seek(running.tp, running.offset)
-        if backoff:
+            outcomes: list[Outcome | Exception] = running.future.result()
+        except Exception as exc:  # noqa: BLE001 - a batched step failed (Unavailable, Ice): retry
+            log.warning("a batch of %d tasks failed, retrying from their checkpoints: %r", len(tasks), exc)
+            outcomes = [exc] * len(tasks)
+        retry = backoff = False
+        for task, (tp, offset), outcome in zip(tasks, places, outcomes, strict=True):
+            finished = self._outcome(task, outcome)
+            settled.setdefault(tp, {})[offset] = finished
+            retry |= not finished
+            backoff |= not finished and not isinstance(outcome, Interrupted)
+        for tp, done in settled.items():
+            ordered = sorted(done)
+            first_unfinished = next((o for o in ordered if not done[o]), None)
+            if tp in running.lost:
+                # A rebalance may have handed it straight back, keeping its position past these
+                # tasks; reading them again is safe (a finished task's checkpoint makes it a skip).
+                if tp in self._kafka.assignment():
+                    self._kafka.seek(tp, ordered[0])
+                continue
+            commit_to = first_unfinished if first_unfinished is not None else ordered[-1] + 1
+            if commit_to > ordered[0]:
+                self._commit(tp, commit_to)
+            if first_unfinished is not None and tp in self._kafka.assignment():
+                self._kafka.seek(tp, first_unfinished)
+        if not retry:
+            self._failures = 0
+        elif backoff:
             delay = BACKOFF_SECONDS[min(self._failures, len(BACKOFF_SECONDS) - 1)]
             self._failures += 1
             self._stop.wait(delay)
+
+    def _outcome(self, task: Task, outcome: Outcome | Exception) -> bool:
+        """Logs how a task ended; True if it is finished (its offset may be committed)."""
+        if isinstance(outcome, Interrupted):
+            log.info("task %d interrupted; it resumes from its checkpoint", task.msg_id)
+            return False
+        if isinstance(outcome, PERMANENT):
+            log.error("task %d cannot run: %s", task.msg_id, getattr(outcome, "reason", outcome))
+            outcome = DROPPED
+        elif isinstance(outcome, Exception):
+            log.warning("task %d failed, retrying from its checkpoint: %r", task.msg_id, outcome)
+            return False
+        log.info("task %d: %s", task.msg_id, outcome)
+        return True
 
     def _commit(self, tp: TopicPartition, offset: int) -> None:
         try:
@@ -180,9 +212,9 @@ class TaskWorker:
         log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
         self._report_quietly([])
         running = self._running
-        if running is None or running.tp not in revoked:
+        if running is None or not revoked & set(running.offsets):
             return
-        running.lost = True
+        running.lost |= revoked & set(running.offsets)
         running.stop.set()
         try:
             running.future.exception(timeout=REVOKE_WAIT_SECONDS)

@@ -76,6 +76,20 @@ class STCI(PushGrid.STC):
             validation.registration_id(rid, "registrationIds")
         return self._run(self._engine.deliver(msg, rids))
 
+    def deliverMany(self, deliveries: list[PushGrid.Delivery], current: Any = None) -> Future[Any]:
+        wanted = [
+            (_outgoing(d.env if d is not None else None), list(d.registrationIds or [])) for d in deliveries or []
+        ]
+        if sum(len(rids) for _, rids in wanted) > limits.DELIVER_BATCH:
+            raise validation.invalid("deliveries", f"at most {limits.DELIVER_BATCH} registration ids per call")
+        for _, rids in wanted:
+            for rid in rids:
+                validation.registration_id(rid, "registrationIds")
+        return self._run(self._deliver_many(wanted))
+
+    async def _deliver_many(self, wanted: list[tuple[Outgoing, list[str]]]) -> list[list[str]]:
+        return [await self._engine.deliver(msg, rids) for msg, rids in wanted]
+
     def broadcast(
         self, env: PushGrid.Envelope, wanted: list[PushGrid.Platform], spreadMs: int, current: Any = None
     ) -> Future[Any]:

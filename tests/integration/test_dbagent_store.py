@@ -298,6 +298,55 @@ def test_record_messages_records_a_batch_and_leaves_taken_ids_as_they_were(serva
     assert servant.recordMessages(creds.appKey, []) == []
 
 
+def test_a_dispatchers_batch_reads_moves_and_counts_many_messages_per_call(servant, store):
+    creds, other = new_app(store), new_app(store)
+    mine = [record(creds.appKey) for _ in range(3)]
+    theirs = record(other.appKey)
+    assert servant.recordMessages(creds.appKey, mine) == [True] * 3
+    store.record_message(theirs)
+    key = PushGrid.MessageKey
+    found = servant.getMessages(
+        [key(creds.appKey, mine[0].msgId), key(creds.appKey, theirs.msgId), key(creds.appKey, 12345), key("bad", 1)]
+        + [key(creds.appKey, mine[2].msgId)]
+    )
+    assert [r.msgId for r in found] == [mine[0].msgId, 0, 0, 0, mine[2].msgId]
+    assert found[0].request.audience.all and found[4].state == State.Accepted
+    move = PushGrid.Transition
+    moved = servant.transitionMessages(
+        [
+            move(creds.appKey, mine[0].msgId, State.Accepted, State.Dispatching),
+            move(creds.appKey, mine[1].msgId, State.Scheduled, State.Dispatching),  # not in that state
+            move(creds.appKey, theirs.msgId, State.Accepted, State.Dispatching),  # another app's
+            move(creds.appKey, 12345, State.Accepted, State.Dispatching),  # unknown
+        ]
+    )
+    assert moved == [True, False, False, False]
+    assert [store.get_message(creds.appKey, m.msgId).state for m in mine] == [
+        State.Dispatching,
+        State.Accepted,
+        State.Accepted,
+    ]
+    with pytest.raises(PushGrid.InvalidArgument):  # a move no message makes fails the whole call
+        servant.transitionMessages(
+            [
+                move(creds.appKey, mine[2].msgId, State.Accepted, State.Dispatching),
+                move(creds.appKey, mine[1].msgId, State.Done, State.Accepted),
+            ]
+        )
+    assert store.get_message(creds.appKey, mine[2].msgId).state == State.Accepted
+    row = PushGrid.StatsRow
+    rows = [
+        row(mine[0].msgId, "page-0", PushGrid.StatsDelta(5, 2, 3)),
+        row(12345, "page-0", PushGrid.StatsDelta(1, 1, 0)),
+    ]
+    servant.recordStatsMany(rows)
+    servant.recordStatsMany(rows)  # a retried batch counts once
+    s = store.get_stats(creds.appKey, [mine[0].msgId])[0]
+    assert (s.targets, s.sentOnline, s.storedOffline) == (5, 2, 3)
+    with pytest.raises(PushGrid.InvalidArgument):
+        servant.recordStatsMany([row(mine[1].msgId, "no spaces", PushGrid.StatsDelta(1, 0, 0))])
+
+
 def test_touch_devices_moves_last_seen_forward_only(store):
     creds, other = new_app(store), new_app(store)
     a = store.register_device(creds.appKey, PushGrid.Platform.Android).registrationId

@@ -155,6 +155,38 @@ def test_deliver_reaches_exactly_the_target_and_acks_become_receipts(
         receipts.close()
 
 
+def test_deliver_many_sends_each_message_to_its_own_devices(grid, communicator, app, dbagent) -> None:
+    other_app = dbagent.createApp("stc-other-" + uuid.uuid4().hex[:8], 0).appKey
+
+    async def t(fleet: Fleet) -> None:
+        d1 = await fleet.new(app, url_index=0)
+
+        async def beside(app_key: str) -> Device:
+            """A device of app_key held by d1's process (the node's processes share its port)."""
+            for _ in range(30):
+                d = await fleet.new(app_key, url_index=0)
+                if d.stc == d1.stc:
+                    return d
+            raise AssertionError("30 devices and none on d1's process")
+
+        d2, stranger = await beside(app), await beside(other_app)
+        r1, r2, rs = (d.creds.registration_id for d in (d1, d2, stranger))
+        m1, m2, m3 = IDS.next(), IDS.next(), IDS.next()
+        deliveries = [
+            PushGrid.Delivery(envelope(m1, app), [r1]),
+            PushGrid.Delivery(envelope(m2, app), [r1, r2, "nobody"]),
+            PushGrid.Delivery(envelope(m3, app), [rs]),  # another app's device: not sent
+        ]
+        assert await ice(stc(communicator, d1.stc).deliverMany, deliveries) == [[r1], [r1, r2], []]
+        await until(lambda: fleet.ids(d1) == [m1, m2] and fleet.ids(d2) == [m2], "each device to show its messages")
+        assert fleet.ids(stranger) == []
+        too_many = [PushGrid.Delivery(envelope(IDS.next(), app), [r1] * 600)] * 2
+        with pytest.raises(PushGrid.InvalidArgument):
+            await ice(stc(communicator, d1.stc).deliverMany, too_many)
+
+    with_fleet(grid, t)
+
+
 _seen_acks: list[list[Any]] = []
 
 

@@ -56,21 +56,29 @@ class FakeMailbox:
     # ---- messages, queues and broadcast logs (a dispatcher writes, STC reads)
 
     def store(self, msg: Stored) -> None:
+        self.store_many([msg])
+
+    def store_many(self, msgs: Sequence[Stored]) -> None:
         with self.lock:
-            self.messages[msg.msg_id] = msg
+            for msg in msgs:
+                self.messages[msg.msg_id] = msg
 
     def forget(self, msg_id: int) -> None:
         with self.lock:
             self.messages.pop(msg_id, None)
 
     def enqueue(self, msg: Stored, rids: Iterable[str]) -> int:
+        return self.enqueue_many([(msg, rids)])
+
+    def enqueue_many(self, items: Sequence[tuple[Stored, Iterable[str]]]) -> int:
         count = 0
         with self.lock:
-            for rid in rids:
-                queue = self.queues.setdefault(rid, {})
-                queue[msg.msg_id] = msg.expires_at
-                queue.pop(msg.override_msg_id, None)
-                count += 1
+            for msg, rids in items:
+                for rid in rids:
+                    queue = self.queues.setdefault(rid, {})
+                    queue[msg.msg_id] = msg.expires_at
+                    queue.pop(msg.override_msg_id, None)
+                    count += 1
         return count
 
     def log_broadcast(self, app: str, msg: Stored, now_ms: int) -> None:
@@ -113,12 +121,19 @@ class FakeMailbox:
     # ---- dispatch checkpoints
 
     def checkpoint(self, msg_id: int) -> dict[str, str]:
+        return self.checkpoint_many([msg_id])[0]
+
+    def checkpoint_many(self, msg_ids: Sequence[int]) -> list[dict[str, str]]:
         with self.lock:
-            return dict(self.checkpoints.get(msg_id, {}))
+            return [dict(self.checkpoints.get(m, {})) for m in msg_ids]
 
     def save_checkpoint(self, msg_id: int, fields: dict[str, Any], expires_at_ms: int) -> None:
+        self.save_checkpoint_many([(msg_id, fields, expires_at_ms)])
+
+    def save_checkpoint_many(self, saves: Sequence[tuple[int, Mapping[str, Any], int]]) -> None:
         with self.lock:
-            self.checkpoints.setdefault(msg_id, {}).update({k: str(v) for k, v in fields.items()})
+            for msg_id, fields, _ in saves:
+                self.checkpoints.setdefault(msg_id, {}).update({k: str(v) for k, v in fields.items()})
 
     # ---- shortcuts for STC tests: what a dispatcher would have written
 

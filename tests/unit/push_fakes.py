@@ -9,6 +9,7 @@ and nothing more.
 from __future__ import annotations
 
 from collections import defaultdict
+from concurrent.futures import Future
 from typing import Any
 
 from services.common import lifecycle
@@ -82,6 +83,31 @@ class FakeDB:
         if (frm, to) in lifecycle.OVERRIDE_TAKES_EFFECT:
             self._override(rec)
         return True
+
+    def getMessages(self, keys: list[PushGrid.MessageKey]) -> list[PushGrid.MessageRecord]:
+        self._call("getMessages")
+        return [
+            r if (r := self.messages.get(k.msgId)) is not None and r.appKey == k.appKey else PushGrid.MessageRecord()
+            for k in keys
+        ]
+
+    def transitionMessages(self, moves: list[PushGrid.Transition]) -> list[bool]:
+        self._call("transitionMessages")
+        out, counted = [], len(self.calls)
+        for m in moves:
+            try:
+                out.append(self.transitionMessage(m.appKey, m.msgId, m._from, m.to))
+            except PushGrid.UnknownMessage:
+                out.append(False)
+        del self.calls[counted:]  # counted once, as transitionMessages
+        return out
+
+    def recordStatsMany(self, rows: list[PushGrid.StatsRow]) -> None:
+        self._call("recordStatsMany")
+        counted = len(self.calls)
+        for r in rows:
+            self.recordStats(r.msgId, r.batchKey, r.delta)
+        del self.calls[counted:]  # counted once, as recordStatsMany
 
     def applyOverride(self, app: str, msg_id: int) -> bool:
         self._call("applyOverride")
@@ -157,11 +183,19 @@ class FakeTagAlias:
         self, app: str, aud: PushGrid.Audience, platforms: list, cursor: str, limit: int
     ) -> PushGrid.AudiencePage:
         self.resolved.append(cursor)
-        members = sorted({r for t in aud.tags for r in self.tags.get(t, [])} | set(aud.registrationIds or []))
+        members = sorted({r for t in aud.tags or [] for r in self.tags.get(t, [])} | set(aud.registrationIds or []))
         start = int(cursor or 0)
         end = start + limit
         done = end >= len(members)
         return PushGrid.AudiencePage(registrationIds=members[start:end], cursor="" if done else str(end), done=done)
+
+    def resolveAsync(
+        self, app: str, aud: PushGrid.Audience, platforms: list, cursor: str, limit: int
+    ) -> Future[PushGrid.AudiencePage]:
+        """resolve as Ice's asynchronous call answers it: a future."""
+        answer: Future[PushGrid.AudiencePage] = Future()
+        answer.set_result(self.resolve(app, aud, platforms, cursor, limit))
+        return answer
 
     def tagSize(self, app: str, tag: str) -> int:
         return len(self.tags.get(tag, []))
@@ -176,12 +210,20 @@ class FakeDelivery:
         self.delivered: list[tuple[PushGrid.Envelope, list[str]]] = []
         self.broadcasted: list[tuple[PushGrid.Envelope, list, int]] = []
         self.after_deliver = lambda: None
+        self.calls = 0  # deliver_many calls
 
     def deliver(self, env: PushGrid.Envelope, rids: list[str]) -> int:
-        online = list(self.mailbox.where(rids))
-        self.delivered.append((env, online))
-        self.after_deliver()
-        return len(online)
+        return self.deliver_many([(env, rids)])[0]
+
+    def deliver_many(self, items: list[tuple[PushGrid.Envelope, list[str]]]) -> list[int]:
+        self.calls += 1
+        sent = []
+        for env, rids in items:
+            online = list(self.mailbox.where(rids))
+            self.delivered.append((env, online))
+            self.after_deliver()
+            sent.append(len(online))
+        return sent
 
     def broadcast(self, env: PushGrid.Envelope, platforms: list, spread_ms: int) -> int:
         self.broadcasted.append((env, list(platforms), spread_ms))

@@ -217,3 +217,53 @@ def test_resumed_big_push_keeps_the_original_start(world) -> None:
     runner.run(task, stop)
     assert sent_at == [30_000, 48_000]  # page 1 was due at 24 s: at once; page 2 at 48 s as planned
     assert {k for m, k in db.batches if m == 81} == {"page-1", "page-2"}
+
+
+# ---------------------------------------------------------------- run_batch
+
+
+def _named(db: FakeDB, msg_id: int, rids: list[str], **options) -> Task:
+    rec = db.add(msg_id, request(audience=PushGrid.Audience(registrationIds=rids), **options), expires_at=10**13)
+    return Task.from_record(rec)
+
+
+def test_a_batch_runs_each_step_once_for_all_its_tasks(world) -> None:
+    db, _, mailbox, delivery, runner, _ = world
+    tasks = [_named(db, 200 + k, [DEVICES[k], "d00"]) for k in range(1, 6)]
+    db.calls.clear()
+    assert runner.run_batch(tasks, threading.Event()) == [DONE] * 5
+    assert sorted(db.calls) == sorted(["getMessages", "transitionMessages", "recordStatsMany", "transitionMessages"])
+    assert delivery.calls == 1  # every message's devices in one deliver_many
+    for t, k in zip(tasks, range(1, 6), strict=True):
+        assert db.messages[t.msg_id].state == S.Done and mailbox.checkpoints[t.msg_id]["done"] == "1"
+        assert t.msg_id in mailbox.queues[DEVICES[k]] and t.msg_id in mailbox.queues["d00"]
+        s = db.stats[t.msg_id]
+        assert (s.targets, s.sentOnline, s.storedOffline) == (2, 2 if k == 5 else 1, 0 if k == 5 else 1)
+    assert runner.run_batch(tasks, threading.Event()) == [ALREADY_DONE] * 5  # a redelivered batch
+
+
+def test_a_batch_leaves_to_run_what_it_cannot_finish_alone(world) -> None:
+    """Skips are answered by the batch; broadcasts, pushes of more than a page, overrides and
+    scheduled messages not due go their own way with the same outcomes run() gives."""
+    db, _, mailbox, delivery, runner, clock = world
+    cancelled = _named(db, 301, ["d01"])
+    db.messages[301].state = S.Cancelled
+    many = _task(db, 302)  # the tag's 25 devices: three pages of 10
+    cast = Task.from_record(db.add(303, request(audience=PushGrid.Audience(all=True)), expires_at=10**13))
+    later = Task.from_record(db.add(304, request(), state=S.Scheduled, send_at=clock.ms + 60_000, expires_at=10**13))
+    plain = _named(db, 305, ["d02"])
+    over = _named(db, 306, ["d03"], overrideMsgId=305)
+    out = runner.run_batch([cancelled, many, cast, later, plain, over], threading.Event())
+    assert out == [skipped(S.Cancelled), DONE, DONE, NOT_DUE, DONE, DONE]
+    assert (db.stats[302].targets, {k for m, k in db.batches if m == 302}) == (25, {"page-0", "page-1", "page-2"})
+    assert db.messages[305].state == S.Overridden and 305 not in mailbox.messages
+    assert mailbox.checkpoints[301]["done"] == "1" and "done" not in mailbox.checkpoints.get(304, {})
+
+
+def test_a_task_of_a_batch_that_fails_alone_is_answered_with_its_error(world) -> None:
+    db, _, _, _, runner, _ = world
+    good = _named(db, 401, ["d01"])
+    gone = Task.from_record(db.add(402, request(), expires_at=10**13))
+    del db.messages[402]  # its message vanished: run() raises UnknownMessage, the worker drops it
+    out = runner.run_batch([good, gone], threading.Event())
+    assert out[0] == DONE and isinstance(out[1], PushGrid.UnknownMessage)

@@ -28,7 +28,7 @@ class Record:
 
 
 class FakeConsumer:
-    """Two partitions of records; poll hands out one record at a time from unpaused partitions."""
+    """Two partitions of records; poll hands out per_poll records at a time from unpaused partitions."""
 
     def __init__(self, records: dict[TopicPartition, list[Any]], stop: threading.Event) -> None:
         self.records = records
@@ -39,21 +39,26 @@ class FakeConsumer:
         self.polls_while_paused = 0
         self.on_poll = lambda: None
         self.closed = False
+        self.per_poll = 1  # records one poll hands out at most (and at most max_records)
 
     def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict:
         self.on_poll()
         if self.paused_set:
             self.polls_while_paused += 1
             time.sleep(0.01)
+        out: dict[TopicPartition, list[Record]] = {}
         for tp in sorted(self.records):
-            if tp in self.paused_set or self.position[tp] >= len(self.records[tp]):
-                continue
-            offset = self.position[tp]
-            self.position[tp] += 1
-            return {tp: [Record(offset, self.records[tp][offset])]}
-        if not self.paused_set:
+            while (
+                tp not in self.paused_set
+                and self.position[tp] < len(self.records[tp])
+                and sum(map(len, out.values())) < min(max_records or 1, self.per_poll)
+            ):
+                offset = self.position[tp]
+                self.position[tp] += 1
+                out.setdefault(tp, []).append(Record(offset, self.records[tp][offset]))
+        if not out and not self.paused_set:
             self.stop.set()  # drained: end the loop
-        return {}
+        return out
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.records)
@@ -84,6 +89,7 @@ class FakeRunner:
     def __init__(self, script: dict[int, list[Any]]) -> None:
         self.script = script
         self.ran: list[int] = []
+        self.batches: list[list[int]] = []
 
     def run(self, task: Task, stop: threading.Event) -> str:
         self.ran.append(task.msg_id)
@@ -93,6 +99,17 @@ class FakeRunner:
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
+
+    def run_batch(self, tasks: list[Task], stop: threading.Event) -> list[Any]:
+        """As TaskRunner.run_batch: each task's outcome, or the exception it raised."""
+        self.batches.append([t.msg_id for t in tasks])
+        out: list[Any] = []
+        for t in tasks:
+            try:
+                out.append(self.run(t, stop))
+            except Exception as exc:  # noqa: BLE001 - the task's verdict, as run_batch gives it
+                out.append(exc)
+        return out
 
 
 def task(msg_id: int) -> dict:
@@ -135,6 +152,22 @@ def test_failed_task_is_retried_not_committed_first() -> None:
     w, consumer, runner, _ = make({TP0: [task(1)]}, {1: [PushGrid.Unavailable(reason="down", backend="mysql"), "done"]})
     w.run()
     assert runner.ran == [1, 1] and consumer.committed == {TP0: 1}
+
+
+def test_a_batch_commits_each_partition_up_to_its_first_unfinished_task() -> None:
+    down = PushGrid.Unavailable(reason="down", backend="mysql")
+    w, consumer, runner, _ = make(
+        {TP0: [task(1), task(2), {"garbage": True}, task(3)], TP1: [task(4)]},
+        {1: ["done"], 2: [down, "done"], 3: ["done", "already done"], 4: ["done"]},
+    )
+    consumer.per_poll = 100
+    commits: list[dict] = []
+    commit = consumer.commit
+    consumer.commit = lambda offsets: (commits.append(dict(offsets)), commit(offsets))  # type: ignore[method-assign]
+    w.run()
+    assert runner.batches == [[1, 2, 3, 4], [2, 3]]  # one batch across partitions, then the rest again
+    assert [{tp.partition: m.offset for tp, m in c.items()} for c in commits] == [{0: 1}, {1: 1}, {0: 4}]
+    assert consumer.committed == {TP0: 4, TP1: 1}
 
 
 def test_malformed_and_permanently_failing_tasks_are_committed() -> None:
