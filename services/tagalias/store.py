@@ -39,7 +39,7 @@ from services.common.batching import chunks
 from services.common.config import RedisSettings
 from services.common.contract import PushGrid
 from services.common.lazy import Lazy
-from services.common.redis_client import cluster
+from services.common.redis_client import cluster, queue
 from services.tagalias import keys, scripts, walk
 
 DELETE_BATCH = 500  # devices untagged per script call in deleteTag
@@ -88,6 +88,21 @@ class _Sets:
         for key in keys_:
             pipe.smembers(key)
         return cast(list[set[str]], pipe.execute())
+
+    def devices_of(self, app: str, registration_ids: Sequence[str], platforms: Sequence[int]) -> list[str]:
+        pipe = self._redis().client.pipeline()
+        sets = [(rid, keys.bucket(rid)) for rid in registration_ids]
+        for rid, b in sets:
+            for key in [keys.all_devices(app, b), *(keys.platform(app, b, p) for p in platforms)]:
+                queue(pipe, key, "SISMEMBER", key, rid)
+        answers = iter(pipe.execute())
+        out = []
+        for rid, _ in sets:
+            known = next(answers)
+            of_platform = [next(answers) for _ in platforms]
+            if known and (not platforms or any(of_platform)):
+                out.append(rid)
+        return out
 
 
 class TagAliasStore:

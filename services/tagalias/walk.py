@@ -61,6 +61,10 @@ class Sets(Protocol):
         """The members of each set, pipelined."""
         ...
 
+    def devices_of(self, app: str, registration_ids: Sequence[str], platforms: Sequence[int]) -> list[str]:
+        """Those of registration_ids that are app's devices (of one of platforms; empty: any)."""
+        ...
+
 
 def tag_members(sets: Sets, app: str, tag: str, cursor: str, limit: int) -> PushGrid.AudiencePage:
     """One page of a tag's members."""
@@ -78,12 +82,25 @@ def resolve(
 ) -> PushGrid.AudiencePage:
     """One page of a validated audience; see audience.py for the set expression."""
     q = query(app, audience, list(platforms))
+    if not cursor and _ids_only(q) and len(q.registration_ids) <= limit:
+        # a handful of ids (a targeted push): one read of their memberships answers it whole
+        return PushGrid.AudiencePage(
+            registrationIds=sets.devices_of(app, list(dict.fromkeys(q.registration_ids)), q.platforms),
+            cursor="",
+            done=True,
+        )
     digest = q.digest()
     direct = q.direct()
     cur = start(cursor, digest[:8], builds=direct is None)
     if direct is not None:
         return page(cur, limit, _direct_step(sets, app, direct))
     return page(cur, limit, _built_step(sets, q, digest[:16] + cur.run))
+
+
+def _ids_only(q: Query) -> bool:
+    """An audience of registration ids alone: its answer is those ids that are the app's devices
+    (of the platforms asked for), as resolve_step.lua computes it, with no set to build."""
+    return bool(q.registration_ids) and not (q.tags or q.tags_and or q.tags_not or q.aliases)
 
 
 def start(text: str, check: str, builds: bool) -> cursors.Cursor:

@@ -170,6 +170,8 @@ AUDIENCES = [
     ("ids and aliases", None, []),
     ("ids with tags", None, []),
     ("ids with tag not", None, [P.Ios]),
+    ("a page of ids", None, []),  # fewer than a page: answered by one read, no set built
+    ("a page of ids on two platforms", None, [P.Ios, P.Web]),
     ("all on one platform", A(all=True), [P.Ios]),
     ("all on two platforms", A(all=True), [P.Ios, P.Web]),
     ("all on every platform", A(all=True), PLATFORMS),
@@ -187,6 +189,8 @@ def _named_audience(world: World, name: str) -> PushGrid.Audience:
     picked = rng.sample(rids, 900) + ["unknownDevice1", "unknownDevice2"]
     if name == "registration ids":
         return A(registrationIds=picked)
+    if name.startswith("a page of ids"):
+        return A(registrationIds=picked[:60] + picked[-2:] + picked[:3])  # unknown ones and repeats
     if name == "ids and aliases":
         return A(registrationIds=picked[:300], aliases=ALIAS_POOL[40:90])
     if name == "ids with tags":
@@ -206,6 +210,8 @@ def test_resolve_matches_python(
     aud = aud or _named_audience(world, name)
     want = world.expect(aud, platforms)
     got = resolve_all([store, replica], world.app, aud, platforms)
+    if name.startswith("a page of ids"):
+        assert store.resolve(world.app, aud, platforms, "", 97).done  # one page, whole
     assert len(got) == len(set(got)), "static sets scanned without rehash give no duplicates"
     assert set(got) == want
     if name not in ("unknown tag", "tag AND with unknown"):
