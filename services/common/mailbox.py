@@ -27,9 +27,10 @@ from redis.cluster import RedisCluster
 
 from services.common import limits
 from services.common.backends import REDIS
+from services.common.batching import chunks
 from services.common.lua import load_scripts
 from services.common.msgid import floor_for_time
-from services.common.redis_client import queue, queue_eval
+from services.common.redis_client import by_node, queue, queue_eval
 
 # The client decodes replies (redis_client.cluster sets decode_responses), so the casts below
 # only tell mypy what redis-py's generic reply types cannot: these replies are str.
@@ -47,6 +48,11 @@ def _last_broadcast(rid: str) -> str:
     return f"pg:d:{{{rid}}}:lb"
 
 
+def _rid_of(device_key: str) -> str:
+    """The registration id in a device's key (pg:d:{rid}:...)."""
+    return device_key[device_key.index("{") + 1 : device_key.index("}")]
+
+
 def _message(msg_id: int) -> str:
     return f"pg:m:{{{msg_id}}}"
 
@@ -62,12 +68,12 @@ def _task(msg_id: int) -> str:
 _DISPATCHERS = "pg:dispatchers"
 
 # The scripts of lua/: presence cleared or refreshed only if it still names the caller's STC, and
-# a device's broadcast mark that only rises.
-_SCRIPTS = load_scripts("services.common", ["clear_presence", "refresh_presence", "ack_broadcast"])
-_CLEAR_PRESENCE, _REFRESH_PRESENCE, _ACK_BROADCAST = (
+# devices' broadcast marks that only rise (many per call, any slots of one node).
+_SCRIPTS = load_scripts("services.common", ["clear_presence", "refresh_presence", "ack_broadcasts"])
+_CLEAR_PRESENCE, _REFRESH_PRESENCE, _ACK_BROADCASTS = (
     _SCRIPTS["clear_presence"],
     _SCRIPTS["refresh_presence"],
-    _SCRIPTS["ack_broadcast"],
+    _SCRIPTS["ack_broadcasts"],
 )
 
 
@@ -106,7 +112,6 @@ class Mailbox:
     def __init__(self, redis: RedisCluster) -> None:
         self._r = redis
         self._clear_presence = redis.register_script(_CLEAR_PRESENCE)
-        self._ack_broadcast = redis.register_script(_ACK_BROADCAST)
 
     # ---- presence
 
@@ -252,14 +257,17 @@ class Mailbox:
         return self.missed([rid], 0)[rid][1]
 
     @REDIS.guarded
-    def ack_broadcast(self, rid: str, msg_id: int) -> int:
-        return int(self._ack_broadcast(keys=[_last_broadcast(rid)], args=[msg_id, limits.TTL_MAX_SECONDS * 1000]))
-
-    @REDIS.guarded
     def ack_broadcasts(self, marks: Mapping[str, int]) -> None:
-        """ack_broadcast for many devices in one pipeline."""
+        """Raises devices' acknowledged-broadcast marks, never lowering one: one script call per
+        node for all its devices (a broadcast is acked once per device, and a call each would cost
+        more than sending it), in one pipeline."""
         ttl = limits.TTL_MAX_SECONDS * 1000
-        self._eval_each(_ACK_BROADCAST, [(_last_broadcast(rid), msg_id, ttl) for rid, msg_id in marks.items()])
+        with self._r.pipeline(transaction=False) as p:
+            for node, keys in by_node(self._r, [_last_broadcast(rid) for rid in marks]).items():
+                for chunk in chunks(keys, limits.DELIVER_BATCH):
+                    pairs = [x for k in chunk for x in (k, marks[_rid_of(k)])]
+                    p.execute_command("EVAL", _ACK_BROADCASTS, 0, ttl, *pairs, target_nodes=node)
+            p.execute()
 
     # ---- helpers
 

@@ -37,3 +37,12 @@ def queue_eval(pipe: ClusterPipeline, script: str, keys: Sequence[str], args: Se
         queue(pipe, keys[0], "EVAL", script, len(keys), *keys, *args)
     else:
         pipe.execute_command("EVAL", script, 0, *args)
+
+
+def by_node(client: RedisCluster, keys: Sequence[str]) -> dict[ClusterNode, list[str]]:
+    """keys grouped by the node that serves each, for commands whose keys may be in several of
+    a node's slots (scripts flagged allow-cross-slot-keys)."""
+    groups: dict[ClusterNode, list[str]] = {}
+    for key in keys:
+        groups.setdefault(client.get_node_from_key(key), []).append(key)
+    return groups

@@ -289,11 +289,8 @@ class DBAgentI(PushGrid.DBAgent):
     def recordStatsMany(self, rows: Sequence[PushGrid.StatsRow], current: Ice.Current = None) -> None:
         wanted = _count(rows, "rows", limits.MESSAGES_PER_CALL)
         checked = [_stats_row(r.msgId, r.batchKey, r.delta) for r in wanted if r is not None]
-        for row in checked:
-            try:
-                self._store.record_stats(*row)
-            except PushGrid.UnknownMessage:
-                continue
+        if checked:
+            self._store.record_stats_many(checked)
 
     def recordReceipts(
         self, appKey: str, msgId: int, registrationIds: Sequence[str], current: Ice.Current = None
@@ -303,6 +300,20 @@ class DBAgentI(PushGrid.DBAgent):
         ids = _count(registrationIds, "registrationIds", limits.RECEIPTS_PER_CALL)
         ids = list(dict.fromkeys(validation.registration_id(r, "registrationIds") for r in ids))
         return self._store.record_receipts(app_key, msg_id, ids)
+
+    def recordReceiptsMany(self, receipts: Sequence[PushGrid.Receipts], current: Ice.Current = None) -> int:
+        groups = [r for r in receipts or [] if r is not None]
+        if sum(len(r.registrationIds or ()) for r in groups) > limits.RECEIPTS_PER_CALL:
+            raise _invalid("receipts", f"at most {limits.RECEIPTS_PER_CALL} registration ids in one call")
+        checked = [
+            (
+                validation.app_key(r.appKey),
+                _positive(r.msgId, "msgId"),
+                list(dict.fromkeys(validation.registration_id(x, "registrationIds") for x in r.registrationIds or ())),
+            )
+            for r in groups
+        ]
+        return self._store.record_receipts_many(checked) if checked else 0
 
     def getStats(self, appKey: str, msgIds: Sequence[int], current: Ice.Current = None) -> list[PushGrid.MessageStats]:
         app_key = validation.app_key(appKey)

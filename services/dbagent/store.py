@@ -467,33 +467,69 @@ class Store:
         """The stat_batches row and the counters commit together, so a batch counts exactly once."""
         with self._cursor(transaction=True) as cur:
             self._require_message(cur, msg_id)
-            cur.execute(
-                "INSERT IGNORE INTO stat_batches (msg_id, batch_key, recorded_at) VALUES (%s, %s, %s)",
-                (msg_id, batch_key, now_ms()),
-            )
-            if cur.rowcount == 0:
-                return
-            cur.execute(
-                "UPDATE message_stats SET targets = targets + %s, sent_online = sent_online + %s,"
-                " stored_offline = stored_offline + %s WHERE msg_id = %s",
-                (delta.targets, delta.sentOnline, delta.storedOffline, msg_id),
-            )
+            self._add_stats(cur, msg_id, batch_key, delta)
+
+    def record_stats_many(self, rows: Sequence[tuple[int, str, PushGrid.StatsDelta]]) -> None:
+        """record_stats for many rows in one transaction; rows of unknown messages are skipped."""
+        with self._cursor(transaction=True) as cur:
+            known = self._known_messages(cur, [msg_id for msg_id, _, _ in rows])
+            for msg_id, batch_key, delta in rows:
+                if msg_id in known:
+                    self._add_stats(cur, msg_id, batch_key, delta)
+
+    def _add_stats(
+        self, cur: pymysql.cursors.DictCursor, msg_id: int, batch_key: str, delta: PushGrid.StatsDelta
+    ) -> None:
+        cur.execute(
+            "INSERT IGNORE INTO stat_batches (msg_id, batch_key, recorded_at) VALUES (%s, %s, %s)",
+            (msg_id, batch_key, now_ms()),
+        )
+        if cur.rowcount == 0:
+            return
+        cur.execute(
+            "UPDATE message_stats SET targets = targets + %s, sent_online = sent_online + %s,"
+            " stored_offline = stored_offline + %s WHERE msg_id = %s",
+            (delta.targets, delta.sentOnline, delta.storedOffline, msg_id),
+        )
 
     def record_receipts(self, app_key: str, msg_id: int, registration_ids: Sequence[str]) -> int:
         """Adds only the receipts not seen before to received; returns how many that was."""
-        new = 0
         with self._cursor(transaction=True) as cur:
             self._require_message(cur, msg_id, app_key)
-            for chunk in chunks(registration_ids, CHUNK):
-                cur.execute(
-                    "INSERT IGNORE INTO receipts (msg_id, registration_id) VALUES "
-                    + ", ".join(["(%s, %s)"] * len(chunk)),
-                    [value for registration_id in chunk for value in (msg_id, registration_id)],
-                )
-                new += cur.rowcount
-            if new:
-                cur.execute("UPDATE message_stats SET received = received + %s WHERE msg_id = %s", (new, msg_id))
+            return self._add_receipts(cur, msg_id, registration_ids)
+
+    def record_receipts_many(self, groups: Sequence[tuple[str, int, Sequence[str]]]) -> int:
+        """record_receipts for many (app key, msg id, registration ids) in one transaction;
+        groups of unknown messages (or another app's) are skipped. Returns how many were new."""
+        new = 0
+        with self._cursor(transaction=True) as cur:
+            known = self._known_messages(cur, [msg_id for _, msg_id, _ in groups])
+            for app_key, msg_id, rids in groups:
+                if known.get(msg_id) == app_key:
+                    new += self._add_receipts(cur, msg_id, rids)
         return new
+
+    def _add_receipts(self, cur: pymysql.cursors.DictCursor, msg_id: int, registration_ids: Sequence[str]) -> int:
+        new = 0
+        for chunk in chunks(registration_ids, CHUNK):
+            cur.execute(
+                "INSERT IGNORE INTO receipts (msg_id, registration_id) VALUES " + ", ".join(["(%s, %s)"] * len(chunk)),
+                [value for registration_id in chunk for value in (msg_id, registration_id)],
+            )
+            new += cur.rowcount
+        if new:
+            cur.execute("UPDATE message_stats SET received = received + %s WHERE msg_id = %s", (new, msg_id))
+        return new
+
+    def _known_messages(self, cur: pymysql.cursors.DictCursor, msg_ids: Sequence[int]) -> dict[int, str]:
+        """The app key of each of msg_ids that is a message."""
+        known: dict[int, str] = {}
+        for chunk in chunks(list(dict.fromkeys(msg_ids)), CHUNK):
+            cur.execute(
+                f"SELECT msg_id, app_key FROM messages WHERE msg_id IN ({', '.join(['%s'] * len(chunk))})", chunk
+            )
+            known.update({r["msg_id"]: r["app_key"] for r in cur.fetchall()})
+        return known
 
     def get_stats(self, app_key: str, msg_ids: Sequence[int]) -> list[PushGrid.MessageStats]:
         """Stats of the app's own messages among msg_ids, in the order asked; others are left out."""

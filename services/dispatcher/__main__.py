@@ -26,7 +26,7 @@ log = logging.getLogger("services.dispatcher")
 
 # A fetch waits at most this long for new tasks: brokers that answer a fetch only when its wait
 # ends (the local one) would otherwise add up to Kafka's default 500 ms to every push.
-TASK_FETCH_WAIT_MS = 50
+TASK_FETCH_WAIT_MS = 10
 
 
 def _guarded(name: str, loop: Callable[[], None], communicator: Ice.Communicator) -> threading.Thread:

@@ -49,18 +49,27 @@ def group_acks(values: Iterable[Any]) -> dict[tuple[str, int], list[str]]:
 
 
 def record(db: PushGrid.DBAgentPrx, groups: dict[tuple[str, int], list[str]]) -> int:
-    """Records every group, RECEIPTS_PER_CALL ids a call; returns how many receipts were new.
-
-    A message unknown to DBAgent (or not the acking devices' app's) is skipped."""
+    """Records every group with recordReceiptsMany, RECEIPTS_PER_CALL ids a call (the receipts of
+    many messages share one); returns how many receipts were new. DBAgent skips a message unknown
+    to it (or not the acking devices' app's)."""
     new = 0
+    for call in _calls(groups):
+        new += db.recordReceiptsMany(call)
+    return new
+
+
+def _calls(groups: dict[tuple[str, int], list[str]]) -> list[list[PushGrid.Receipts]]:
+    """groups as recordReceiptsMany calls of at most RECEIPTS_PER_CALL registration ids each."""
+    calls: list[list[PushGrid.Receipts]] = []
+    size = limits.RECEIPTS_PER_CALL
     for (app, msg_id), rids in groups.items():
         for chunk in chunks(rids, limits.RECEIPTS_PER_CALL):
-            try:
-                new += db.recordReceipts(app, msg_id, chunk)
-            except (PushGrid.UnknownMessage, PushGrid.InvalidArgument) as exc:
-                log.info("receipts of message %d skipped: %s", msg_id, exc.reason)
-                break
-    return new
+            if size + len(chunk) > limits.RECEIPTS_PER_CALL:
+                calls.append([])
+                size = 0
+            calls[-1].append(PushGrid.Receipts(app, msg_id, list(chunk)))
+            size += len(chunk)
+    return calls
 
 
 class ReceiptsWorker:

@@ -559,6 +559,26 @@ def test_record_stats_counts_each_batch_once(store):
         store.record_stats(new_msg_id(), "b", PushGrid.StatsDelta(1, 1, 0))
 
 
+def test_receipts_of_many_messages_count_once_each_in_one_call(servant, store):
+    creds, other = new_app(store), new_app(store)
+    a, b = record(creds.appKey), record(creds.appKey)
+    servant.recordMessages(creds.appKey, [a, b])
+    r = PushGrid.Receipts
+    batch = [
+        r(creds.appKey, a.msgId, ["aaa", "bbb", "aaa"]),
+        r(creds.appKey, b.msgId, ["aaa"]),
+        r(other.appKey, a.msgId, ["zzz"]),  # another app's devices cannot ack it: skipped
+        r(creds.appKey, 12345, ["aaa"]),  # unknown: skipped
+    ]
+    assert servant.recordReceiptsMany(batch) == 3
+    assert servant.recordReceiptsMany(batch) == 0  # a replayed batch adds nothing
+    assert [stats_of(store, creds.appKey, m.msgId).received for m in (a, b)] == [2, 1]
+    with pytest.raises(PushGrid.InvalidArgument):
+        servant.recordReceiptsMany([r(creds.appKey, a.msgId, ["no spaces"])])
+    with pytest.raises(PushGrid.InvalidArgument):
+        servant.recordReceiptsMany([r(creds.appKey, a.msgId, ["x"] * (limits.RECEIPTS_PER_CALL + 1))])
+
+
 def test_record_receipts_counts_each_device_once(store):
     creds = new_app(store)
     rec = record(creds.appKey)

@@ -416,3 +416,14 @@ def test_devices_of_a_dead_stc_reconnect_and_miss_nothing(grid, communicator, ma
             assert admin.getServerState(victim) == IceGrid.ServerState.Active
 
     with_fleet(grid, t)
+
+
+def test_broadcast_marks_rise_many_per_node_and_never_fall(mailbox) -> None:
+    """STC writes a broadcast's acks as one script call per Redis node (keys in many slots)."""
+    rids = [f"mark{uuid.uuid4().hex[:12]}" for _ in range(300)]  # spread over every node's slots
+    mailbox.ack_broadcasts({rid: 1000 + i for i, rid in enumerate(rids)})
+    assert [mailbox.last_broadcast(r) for r in rids] == [1000 + i for i in range(300)]
+    lower, higher = rids[:150], rids[150:]
+    mailbox.ack_broadcasts({**{r: 5 for r in lower}, **{r: 10**6 for r in higher}})
+    assert [mailbox.last_broadcast(r) for r in lower] == [1000 + i for i in range(150)]
+    assert all(mailbox.last_broadcast(r) == 10**6 for r in higher)

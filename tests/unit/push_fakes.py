@@ -145,6 +145,18 @@ class FakeDB:
         self.receipts |= new
         return len(new)
 
+    def recordReceiptsMany(self, groups: list[PushGrid.Receipts]) -> int:
+        self._call("recordReceiptsMany")
+        new = 0
+        counted = len(self.calls)
+        for g in groups:
+            try:
+                new += self.recordReceipts(g.appKey, g.msgId, g.registrationIds)
+            except PushGrid.UnknownMessage:
+                continue
+        del self.calls[counted:]  # counted once, as recordReceiptsMany
+        return new
+
     def getStats(self, app: str, ids: list[int]) -> list[PushGrid.MessageStats]:
         self._call("getStats")
         return [
