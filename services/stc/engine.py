@@ -321,6 +321,8 @@ class Engine:
                 self._acks[session.rid].append(m)
             self._receipt_rows[session.app].append([m, session.app, session.rid])
             self._ack_count += 1
+        if not session.sent:
+            session.sent = {}  # a dict keeps its table when emptied: 64 bytes instead of 184 per idle device
         if self._ack_count >= self.settings.flush_size:
             self._flush_wanted.set()
 
