@@ -433,7 +433,8 @@ def main() -> int:
                 cast = run.bench.broadcast(run.app, run.held, timeout=120)
                 run.casts.append(cast)
                 print(
-                    f"  round {r + 1}, {run.name}: {cast['got']:,} of {run.held:,} devices, last after "
+                    f"  round {r + 1}, {run.name}: {cast['got']:,} of {run.held:,} devices, first after "
+                    f"{_pct(cast['curve'], 0.0):.2f}s, half after {_pct(cast['curve'], 0.5):.2f}s, last after "
                     f"{cast['last_s']:.2f}s, {cast['per_s']:,.0f} deliveries/s; load generator "
                     f"{cast['client_cpu_s']:.2f} CPU-s",
                     flush=True,

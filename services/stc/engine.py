@@ -34,6 +34,13 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# An unspread broadcast sends to this many devices between turns of the loop: long enough that
+# its last device is not kept waiting by the acks of its first, short enough (tens of ms) that
+# the other connections are not held up.
+BROADCAST_RUN = 10_000
+# While a broadcast is being sent, acks wait to be written until this many have gathered.
+FLUSH_DEFERRED_MAX = 50_000
+
 # Hellos, replays or registrations in one batched backend call. Past a few hundred a batch saves
 # no more round trips, and each device in it holds its transient objects until the batch ends.
 HELLO_BATCH = 200
@@ -192,6 +199,7 @@ class Engine:
         self._offline: set[str] = set()
         self._touch_due: dict[str, set[str]] = defaultdict(set)  # app -> devices that came or left since the last touch
         self._flush_wanted = asyncio.Event()
+        self._broadcasting = 0  # unspread broadcasts being sent now
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         # Devices arriving together share their backend calls (one DBAgent call, one Redis
@@ -378,19 +386,24 @@ class Engine:
         start, spread, n = loop.time(), max(spread_ms, 0) / 1000.0, len(targets)
         frame = msg.body.encode()  # encoded once, the same bytes to every device
         sent = 0
-        for i, session in enumerate(targets):
-            if spread:
-                delay = start + spread * i / n - loop.time()
-                if delay > 0.01:  # sends due within 10 ms go out together
-                    try:
-                        await asyncio.wait_for(self._stopping.wait(), delay)
-                    except TimeoutError:
-                        pass
-            elif i and i % 1000 == 0:
-                await asyncio.sleep(0)  # a huge app must not hold up the other connections
-            if self._expired(msg.expires_at) or self._stopping.is_set():
-                break  # the devices not reached get it from the broadcast log when they reconnect
-            sent += self._send(session, frame, msg.msg_id, True)
+        busy = 0 if spread else 1  # a spread broadcast waits between its sends: acks go out as usual
+        self._broadcasting += busy
+        try:
+            for i, session in enumerate(targets):
+                if spread:
+                    delay = start + spread * i / n - loop.time()
+                    if delay > 0.01:  # sends due within 10 ms go out together
+                        try:
+                            await asyncio.wait_for(self._stopping.wait(), delay)
+                        except TimeoutError:
+                            pass
+                elif i % BROADCAST_RUN == 0 and i:
+                    await asyncio.sleep(0)  # a huge app must not hold up the other connections
+                if (spread or i % BROADCAST_RUN == 0) and (self._expired(msg.expires_at) or self._stopping.is_set()):
+                    break  # the devices not reached get it from the broadcast log when they reconnect
+                sent += self._send(session, frame, msg.msg_id, True)
+        finally:
+            self._broadcasting -= busy
         return sent
 
     def online_count(self, app_key: str) -> int:
@@ -412,6 +425,8 @@ class Engine:
                 await asyncio.wait_for(self._flush_wanted.wait(), self.settings.flush_seconds)
             except TimeoutError:
                 pass
+            if self._broadcasting and self._ack_count < FLUSH_DEFERRED_MAX:
+                continue  # the flush thread would take the GIL from the sends; acks can wait that long
             self._flush_wanted.clear()
             await self.flush()
 
