@@ -47,8 +47,7 @@ async def _stop(engine: Engine, transport: Transport) -> None:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("picows", "kafka"):  # a line per connection is too much at 20,000 devices
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO lines come per connection and rebalance
     raise_open_files()
     with Ice.initialize(sys.argv) as communicator:
         props = communicator.getProperties()

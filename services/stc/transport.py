@@ -1,8 +1,8 @@
 """STC's WebSocket side: device connections on /v1/device, and the web device page on / .
 
-Connections are picows protocol objects (a Cython WebSocket framer on asyncio's protocols): a
-frame from a device is a callback, a frame to a device is written to the socket at once, and an
-idle device costs no task, no queue and no buffer of its own. The only tasks are short ones for
+Connections are asyncio protocols on uvloop, framed by framing.py: a frame from a device is a
+callback, a frame to a device is written to the socket at once (a broadcast framed once for all
+its devices), and an idle device costs no task, no queue and no buffer of its own. The only tasks are short ones for
 hello and register, which wait on the directory. One sweeper per process closes devices that
 did not say hello in time or stopped sending heartbeats. A device whose unwritten bytes pile up
 beyond the outbox limit does not read, and is closed instead of holding memory. Several STC
@@ -20,20 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from picows import (
-    WSCloseCode,
-    WSFrame,
-    WSListener,
-    WSMsgType,
-    WSTransport,
-    WSUpgradeRequest,
-    WSUpgradeResponse,
-    WSUpgradeResponseWithListener,
-    ws_create_server,
-)
-
 from services.common import limits
-from services.stc import protocol
+from services.stc import framing, protocol
 from services.stc.engine import BackendUnavailable, Engine, Session
 from services.stc.protocol import Close, DeviceError
 
@@ -46,7 +34,6 @@ WEB_FILES = {  # path -> (file in WEB_DIR, content type)
     "/device.html": ("index.html", "text/html; charset=utf-8"),
     "/device.js": ("device.js", "text/javascript; charset=utf-8"),
 }
-READ_BUFFER_BYTES = 512  # device frames are acks and pings; picows grows it for a larger one
 CLOSE_TIMEOUT_SECONDS = 5.0  # a device that does not answer our close frame is cut off after this
 
 
@@ -80,39 +67,66 @@ class TokenBucket:
         return True
 
 
-def close_code(code: int) -> WSCloseCode:
-    """A close code of PROTOCOL.md as picows takes it: its enum covers only the 1000s, and the
-    Cython side takes any int (4000-4999 are the application's own)."""
-    return cast(WSCloseCode, code)
+# The frame of the last message sent, kept with the message: a broadcast hands every device the
+# same bytes object, so it is framed once and the same frame is written to each.
+_last_framed: tuple[bytes, bytes] = (b"", framing.frame(b""))
 
 
-class DeviceConnection(WSListener):
-    """One device connection: the engine's Conn (send, close) and the reader of its frames."""
+def _framed(message: str | bytes) -> bytes:
+    """message (text, or its UTF-8 bytes) as one WebSocket text frame."""
+    global _last_framed
+    if isinstance(message, str):
+        return framing.frame(message.encode())
+    if message is not _last_framed[0]:
+        _last_framed = (message, framing.frame(message))
+    return _last_framed[1]
 
-    __slots__ = ("_bucket", "_closing", "_server", "_waiting", "busy", "deadline", "last_heard", "session", "ws")
+
+class DeviceConnection(asyncio.Protocol):
+    """One device connection: the engine's Conn (send, close) and the reader of its frames.
+
+    It starts as an HTTP request: /v1/device upgrades to a WebSocket, the web device page is
+    answered and closed. Bytes of a frame not yet whole wait in `_buf`; otherwise a connection
+    holds no buffer of its own (uvloop reads into one buffer per loop)."""
+
+    __slots__ = (
+        "_bucket",
+        "_buf",
+        "_closing",
+        "_open",
+        "_server",
+        "_waiting",
+        "busy",
+        "deadline",
+        "last_heard",
+        "session",
+        "transport",
+    )
 
     def __init__(self, server: Transport) -> None:
         self._server = server
-        self.ws: WSTransport | None = None
+        self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self.last_heard = 0.0
         self.deadline = 0.0  # before hello: when the auth timeout closes it
         self._bucket: TokenBucket | None = None
         self.busy = False  # a hello or register is waiting on the directory
-        self._waiting: list[protocol.Frame] = []  # frames that came while it waited
+        self._waiting: list[protocol.Frame] | None = None  # frames that came while it waited
+        self._buf: bytes = b""
+        self._open = False  # the WebSocket handshake is done
         self._closing = False
 
     # ---- Conn, for the engine
 
     def send(self, frame: str | bytes) -> bool:
         """Writes a text frame now; False if closing, or if the device stopped reading."""
-        ws = self.ws
-        if self._closing or ws is None:
+        transport = self.transport
+        if self._closing or transport is None or not self._open:
             return False
-        if ws.underlying_transport.get_write_buffer_size() > self._server.limits.outbox_bytes:
+        if transport.get_write_buffer_size() > self._server.limits.outbox_bytes:
             self.close(Close.TOO_SLOW, "too many frames waiting: the device does not read")
             return False
-        ws.send(WSMsgType.TEXT, frame.encode() if isinstance(frame, str) else frame)
+        transport.write(_framed(frame))
         return True
 
     @property
@@ -121,57 +135,126 @@ class DeviceConnection(WSListener):
 
     def close(self, code: int, reason: str) -> None:
         """Sends a close frame; the device answers with its own, or is cut off after a while."""
-        if self._closing or self.ws is None:
+        transport = self.transport
+        if self._closing or transport is None:
             return
         self._closing = True
-        self.ws.send_close(close_code(code), reason.encode()[:123])
-        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_SECONDS, self.ws.disconnect)
+        transport.write(framing.close_frame(code, reason))
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_SECONDS, transport.abort)
 
-    # ---- picows callbacks
+    def abort(self) -> None:
+        """Cuts the connection off at once."""
+        if self.transport is not None:
+            self.transport.abort()
 
-    def on_ws_connected(self, transport: WSTransport) -> None:
-        self.ws = transport
+    # ---- asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
         now = asyncio.get_running_loop().time()
         self.last_heard = now
         self.deadline = now + self._server.limits.auth_timeout
         self._bucket = TokenBucket(self._server.limits.frames_per_second, now)
         self._server.connected(self)
 
-    def on_ws_disconnected(self, transport: WSTransport) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._server.disconnected(self)
         if self.session is not None:
             self._server.engine.disconnected(self.session)
 
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf + data if self._buf else data
+        self._buf = b""
+        if not self._open:
+            buf = self._handshake(buf)
+        lim = self._server.limits.frame_max
+        try:
+            while buf and self._open:
+                found = framing.next_frame(buf, lim)
+                if found is None:
+                    if len(buf) > lim + 14:  # a frame's header and payload, at most
+                        raise framing.ProtocolViolation(1009, f"frames are at most {lim} bytes")
+                    self._buf = buf
+                    return
+                fin, opcode, payload, used = found
+                buf = buf[used:]
+                self._frame(fin, opcode, payload)
+        except framing.ProtocolViolation as err:
+            self._violation(err.code, err.reason)
+
+    def _handshake(self, buf: bytes) -> bytes:
+        """Reads the HTTP request head; answers it. Returns the bytes after it."""
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > framing.HEAD_MAX_BYTES:
+                self._reply(framing.response(431, "Request Header Fields Too Large", b"request head too large\n"))
+            else:
+                self._buf = buf
+            return b""
+        try:
+            request = framing.parse_request(buf[:end])
+        except ValueError:
+            self._reply(framing.response(400, "Bad Request", b"bad request\n"))
+            return b""
+        assert self.transport is not None
+        if request.path == DEVICE_PATH and request.wants_websocket and request.method == "GET":
+            self.transport.write(framing.accept(request))
+            self._open = True
+            return buf[end + 4 :]
+        self._reply(self._server.page(request))
+        return b""
+
+    def _reply(self, answer: bytes) -> None:
+        """An HTTP answer, then the connection ends."""
+        assert self.transport is not None
+        self._closing = True
+        self.transport.write(answer)
+        self.transport.close()
+
+    def _violation(self, code: int, reason: str) -> None:
+        """A peer that breaks the framing cannot be read further: close frame, then the socket."""
+        self.close(code, reason)
+        self._buf = b""
+        self._open = False
+        if self.transport is not None:
+            self.transport.close()
+
+    def _frame(self, fin: int, opcode: int, payload: bytes) -> None:
         now = asyncio.get_running_loop().time()
         self.last_heard = now
-        kind = frame.msg_type
-        if kind == WSMsgType.CLOSE:  # the device's close, or its answer to ours
+        if opcode == framing.CLOSE:  # the device's close, or its answer to ours
             if not self._closing:
                 self._closing = True
-                transport.send_close(frame.get_close_code(), b"")  # echoes the device's code
-            transport.disconnect()
+                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else Close.NORMAL
+                assert self.transport is not None
+                self.transport.write(framing.close_frame(code))  # echoes the device's code
+            assert self.transport is not None
+            self.transport.close()
+            self._open = False
             return
-        if kind == WSMsgType.PING:  # WebSocket pings count as heartbeats
-            transport.send_pong(frame.get_payload_as_bytes())
+        if opcode == framing.PING:  # WebSocket pings count as heartbeats
+            if not self._closing and self.transport is not None:
+                self.transport.write(framing.frame(payload, framing.PONG))
             return
-        if kind == WSMsgType.PONG or self._closing:
+        if opcode == framing.PONG or self._closing:
             return
         try:
             assert self._bucket is not None
             if not self._bucket.take(now):
                 raise protocol.RateLimited(f"more than {self._server.limits.frames_per_second} frames per second")
-            if kind != WSMsgType.TEXT:
+            if opcode != framing.TEXT:
                 raise protocol.BadFrame("binary frames are not allowed")
-            if not frame.fin:
+            if not fin:
                 raise protocol.BadFrame("fragmented frames are not allowed")
             try:
-                text = frame.get_payload_as_utf8_text()
+                text = payload.decode("utf-8")
             except UnicodeDecodeError:
                 raise protocol.InvalidUtf8("a text frame must be UTF-8") from None
             parsed = protocol.parse(text)
             if self.busy:
+                if self._waiting is None:
+                    self._waiting = []
                 self._waiting.append(parsed)
             else:
                 self._take(parsed)
@@ -209,6 +292,7 @@ class DeviceConnection(WSListener):
             await step
             while self._waiting and not self._closing:
                 self._take(self._waiting.pop(0))
+            self._waiting = None
         except DeviceError as err:
             self.close(err.code, err.reason)
         except BackendUnavailable as exc:  # PROTOCOL.md: 4011, the device reconnects with backoff
@@ -250,19 +334,8 @@ class Transport:
         self.tasks: set[asyncio.Task[None]] = set()  # hellos and registers under way
 
     async def start(self) -> None:
-        self._server = await ws_create_server(
-            self._route,
-            self._host,
-            self._port,
-            reuse_port=True,
-            max_frame_size=self.limits.frame_max,
-            enable_auto_pong=False,  # pings are heartbeats: DeviceConnection answers them itself
-            websocket_handshake_timeout=self.limits.auth_timeout,
-            read_buffer_init_size=READ_BUFFER_BYTES,
-            use_aiofastnet=False,  # uvloop's own transports: 9 KiB per device instead of 14
-            # picows gives each connection a child of a Logger it is handed (about 1 KiB each),
-            # but logs through anything else as it is
-            logger_name=logging.LoggerAdapter(logging.getLogger("picows.server")),
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: DeviceConnection(self), self._host, self._port, reuse_port=True, backlog=4096
         )
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
@@ -297,8 +370,7 @@ class Transport:
         if self._connections:
             log.warning("%d device connections still closing after %.0fs", len(self._connections), timeout)
             for conn in list(self._connections):
-                if conn.ws is not None:
-                    conn.ws.disconnect(graceful=False)
+                conn.abort()
 
     async def _sweep(self) -> None:
         """Closes devices past their auth deadline (no hello) or three heartbeats quiet."""
@@ -317,14 +389,15 @@ class Transport:
                 elif conn.session is not None and conn.last_heard <= quiet_since:
                     conn.close(Close.HEARTBEAT_TIMEOUT, "no heartbeat")
 
-    def _route(self, request: WSUpgradeRequest) -> WSUpgradeResponseWithListener | DeviceConnection:
-        """/v1/device upgrades to a device connection; the web device page is served beside it."""
-        path = request.path.decode("latin-1").split("?", 1)[0]
-        if path == DEVICE_PATH:
-            return DeviceConnection(self)
-        page = self._pages.get(path)
+    def page(self, request: framing.Request) -> bytes:
+        """The HTTP answer to a request that is not a device's WebSocket: the web device page, or
+        an error."""
+        if request.path == DEVICE_PATH:
+            return framing.response(426, "Upgrade Required", b"this is a WebSocket endpoint\n")
+        page = self._pages.get(request.path)
         if page is None:
-            return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(404, b"not found\n"), None)
+            return framing.response(404, "Not Found", b"not found\n")
+        if request.method != "GET":
+            return framing.response(405, "Method Not Allowed", b"GET only\n")
         body, ctype = page
-        ok = WSUpgradeResponse.create_ok_response(body, {"Content-Type": ctype, "Cache-Control": "no-cache"})
-        return WSUpgradeResponseWithListener(ok, None)
+        return framing.response(200, "OK", body, ctype)

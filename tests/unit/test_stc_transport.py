@@ -218,6 +218,36 @@ def test_web_page_is_served_beside_the_device_path() -> None:
     run(t)
 
 
+def test_raw_requests_and_frames_that_break_http_or_websocket_rules() -> None:
+    """What a WebSocket library never sends: a plain GET of the device path, a request head that
+    never ends, an unmasked frame; each answered, and the connection ended."""
+
+    async def raw(s: Server, data: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", s.transport.port)
+        writer.write(data)
+        try:
+            async with asyncio.timeout(3):
+                return await reader.read()  # until the server closes
+        finally:
+            writer.close()
+
+    async def t(s: Server) -> None:
+        assert (await raw(s, b"GET /v1/device HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(b"HTTP/1.1 426 ")
+        assert (await raw(s, b"GET / HTTP/1.1\r\n" + b"X-Pad: y\r\n" * 1000)).startswith(b"HTTP/1.1 431 ")
+        assert (await raw(s, b"BREW /v1/device\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
+        upgrade = (
+            b"GET /v1/device HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        unmasked = bytes((0x81, 2)) + b"{}"
+        answer = await raw(s, upgrade + unmasked)
+        assert answer.startswith(b"HTTP/1.1 101 ")
+        close = answer[answer.index(b"\r\n\r\n") + 4 :]
+        assert close[0] == 0x88 and int.from_bytes(close[2:4], "big") == 1002
+
+    run(t)
+
+
 def test_shutdown_closes_devices_with_1012() -> None:
     async def t(s: Server) -> None:
         ws = await s.hello()
