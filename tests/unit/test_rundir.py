@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 
 import Ice
 import pytest
@@ -110,3 +111,14 @@ def test_an_internal_host_that_is_public_or_not_an_address_is_refused_and_not_ke
 def test_mysql_lets_the_pushgrid_user_in_from_the_node_hosts_subnet_only_when_internal_is_private():
     assert mariadb.client_hosts("127.0.0.1") == ["127.0.0.1"]
     assert mariadb.client_hosts("10.77.0.254") == ["10.77.0.%"]
+
+
+def test_free_ports_are_distinct_bindable_and_below_the_ephemeral_range() -> None:
+    """No port-0 endpoint or outgoing connection can take a port chosen before its server starts."""
+    from tools.grid import rundir
+
+    ports = [rundir.free_port() for _ in range(50)]
+    assert len(set(ports)) == 50 and all(1024 <= p < rundir._ephemeral_start() for p in ports)
+    for p in ports[:5]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", p))

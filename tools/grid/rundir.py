@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import random
 import secrets
 import socket
 from collections.abc import Callable
@@ -42,11 +43,38 @@ DEFAULT_SETTINGS = {"partner_host": "127.0.0.1", "internal_host": "127.0.0.1"}
 CLIENT_CONFIG = "pushgrid.cfg"
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_start() -> int:
+    """The first port the kernel hands to sockets bound to port 0 (and to outgoing connections)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on right now, below the kernel's ephemeral range.
+
+    Ports are chosen before the servers that take them start; a port from the ephemeral range
+    could meanwhile be given to another process's port-0 endpoint or outgoing connection (an
+    IceGrid registry took an STC's port so). Below that range only a deliberate bind takes one,
+    and none is handed out twice by this process."""
+    top = _ephemeral_start()
+    for _ in range(200):
+        port = random.randrange(max(1024, top - 20000), top)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def client_config_path(run_dir: str) -> str:
