@@ -1,9 +1,9 @@
 """Device receipts: STC publishes acks to the receipts topic; this counts them into statistics.
 
-Records look like {"acks": [[msg_id, app_key, registration_id], ...]}. A batch of records is
-grouped by msg id, recorded (DBAgent counts each receipt once, so a replayed batch adds nothing)
-and only then committed; DBAgent checks the message is the acking app's. Unknown msg ids and
-malformed entries are skipped, never fatal.
+Records look like {"app": app_key, "receipts": [[msg_id, [registration_id, ...]], ...]}. A
+batch of records is grouped by msg id, recorded (DBAgent counts each receipt once, so a replayed
+batch adds nothing) and only then committed; DBAgent checks the message is the acking app's.
+Unknown msg ids and malformed entries are skipped, never fatal.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import Ice
@@ -30,22 +30,41 @@ RETRY_SECONDS = 2
 
 
 def group_acks(values: Iterable[Any]) -> dict[tuple[str, int], list[str]]:
-    """Registration ids per (app key, msg id) from record values, each once; malformed entries dropped."""
+    """Registration ids per (app key, msg id) from record values, each once; malformed entries dropped.
+
+    Reads STC's records, {"app": app, "receipts": [[msg_id, [rid, ...]], ...]}, and the
+    one-row-per-ack records older STCs write, {"acks": [[msg_id, app, rid], ...]}, so receipts
+    keep counting while a rolling upgrade has both."""
     out: dict[tuple[str, int], dict[str, None]] = defaultdict(dict)
     for value in values:
-        acks = value.get("acks") if isinstance(value, dict) else None
-        for ack in acks if isinstance(acks, list) else ():
-            if not isinstance(ack, list) or len(ack) != 3:
-                continue
-            msg_id, app, rid = ack
+        if not isinstance(value, dict):
+            continue
+        for app, msg_id, rids in _groups(value):
             if isinstance(msg_id, bool) or not isinstance(msg_id, int) or msg_id <= 0:
                 continue
             try:
-                app, rid = validation.app_key(app), validation.registration_id(rid)
+                app = validation.app_key(app)
             except PushGrid.InvalidArgument:
                 continue
-            out[(app, msg_id)][rid] = None
-    return {key: list(rids) for key, rids in out.items()}
+            got = out[(app, msg_id)]
+            for rid in rids:
+                try:
+                    got[validation.registration_id(rid)] = None
+                except PushGrid.InvalidArgument:
+                    continue
+    return {key: list(rids) for key, rids in out.items() if rids}
+
+
+def _groups(value: dict[str, Any]) -> Iterator[tuple[Any, Any, list[Any]]]:
+    """(app, msg id, registration ids) of one record value, unchecked."""
+    receipts, app = value.get("receipts"), value.get("app")
+    for group in receipts if isinstance(receipts, list) else ():
+        if isinstance(group, list) and len(group) == 2 and isinstance(group[1], list):
+            yield app, group[0], group[1]
+    acks = value.get("acks")
+    for ack in acks if isinstance(acks, list) else ():
+        if isinstance(ack, list) and len(ack) == 3:
+            yield ack[1], ack[0], [ack[2]]
 
 
 def record(db: PushGrid.DBAgentPrx, groups: dict[tuple[str, int], list[str]]) -> int:

@@ -97,9 +97,10 @@ class Directory(Protocol):
 
 
 class Receipts(Protocol):
-    """Where acknowledged msg ids go (Kafka); publish may buffer, flush waits for the broker."""
+    """Where acknowledged msg ids go (Kafka); publish may buffer, flush waits for the broker.
+    A record is the receipts of one app: [msg id, [registration ids that acked it]] pairs."""
 
-    def publish(self, app_key: str, acks: list[list[Any]]) -> None: ...
+    def publish(self, app_key: str, receipts: list[list[Any]]) -> None: ...
     def flush(self) -> None: ...
 
 
@@ -156,6 +157,11 @@ class Settings:
     touch_every: int = 10  # connected devices are touched every this many refreshes
 
 
+def _by_app_and_msg() -> defaultdict[str, defaultdict[int, list[str]]]:
+    """Receipts gathered for the next flush: app -> msg id -> the devices that acked it."""
+    return defaultdict(lambda: defaultdict(list))
+
+
 def replay_order(
     queued: Sequence[int], broadcasts: Sequence[int], stored: Mapping[int, Stored], platform: str, now: int
 ) -> list[tuple[Stored, bool]]:
@@ -194,7 +200,7 @@ class Engine:
         # batched writes, flushed by _flush
         self._acks: dict[str, list[int]] = defaultdict(list)
         self._marks: dict[str, int] = {}
-        self._receipt_rows: dict[str, list[list[Any]]] = defaultdict(list)
+        self._receipt_rows: defaultdict[str, defaultdict[int, list[str]]] = _by_app_and_msg()
         self._ack_count = 0
         self._offline: set[str] = set()
         self._touch_due: dict[str, set[str]] = defaultdict(set)  # app -> devices that came or left since the last touch
@@ -327,7 +333,7 @@ class Engine:
                 self._marks[session.rid] = max(self._marks.get(session.rid, 0), m)
             else:
                 self._acks[session.rid].append(m)
-            self._receipt_rows[session.app].append([m, session.app, session.rid])
+            self._receipt_rows[session.app][m].append(session.rid)
             self._ack_count += 1
         if not session.sent:
             session.sent = {}  # a dict keeps its table when emptied: 64 bytes instead of 184 per idle device
@@ -433,7 +439,7 @@ class Engine:
     async def flush(self) -> None:
         """Writes the acks and presence clears gathered so far, then publishes their receipts."""
         acks, marks, rows, offline = self._acks, self._marks, self._receipt_rows, self._offline
-        self._acks, self._marks, self._receipt_rows, self._offline = defaultdict(list), {}, defaultdict(list), set()
+        self._acks, self._marks, self._receipt_rows, self._offline = defaultdict(list), {}, _by_app_and_msg(), set()
         self._ack_count = 0
         offline = {rid for rid in offline if rid not in self._sessions}
         if acks or marks or offline:
@@ -455,10 +461,20 @@ class Engine:
         for chunk in chunks(offline, limits.DELIVER_BATCH):
             self._mailbox.set_offline_many(chunk, self.settings.stc_id)
 
-    def _publish(self, rows: Mapping[str, list[list[Any]]]) -> None:
-        for app, acks in rows.items():
-            for chunk in chunks(acks, limits.RECEIPTS_PER_RECORD):
-                self._receipts.publish(app, list(chunk))
+    def _publish(self, rows: Mapping[str, Mapping[int, list[str]]]) -> None:
+        """One record per app and RECEIPTS_PER_RECORD acks: [msg id, [registration ids]] pairs."""
+        for app, by_msg in rows.items():
+            record: list[list[Any]] = []
+            size = 0
+            for msg_id, rids in by_msg.items():
+                for chunk in chunks(rids, limits.RECEIPTS_PER_RECORD):
+                    if size + len(chunk) > limits.RECEIPTS_PER_RECORD:
+                        self._receipts.publish(app, record)
+                        record, size = [], 0
+                    record.append([msg_id, list(chunk)])
+                    size += len(chunk)
+            if record:
+                self._receipts.publish(app, record)
 
     async def _quietly(self, fn: Callable[..., Any], *args: Any) -> None:
         """A background write: failures are logged by _call and not raised."""

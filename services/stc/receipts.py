@@ -1,5 +1,7 @@
-"""Device receipts to Kafka: records {"acks": [[msg_id, app_key, registration_id], ...]} keyed by
-app key, so one app's receipts stay in order on one partition for the statistics consumer."""
+"""Device receipts to Kafka: records {"app": app_key, "receipts": [[msg_id, [registration_id, ...]],
+...]} keyed by the app key, so one app's receipts stay in order on one partition for the
+statistics consumer. Grouped by message: a broadcast's acks name its msg id and app once per
+record, not once per device."""
 
 from __future__ import annotations
 
@@ -29,10 +31,11 @@ class KafkaReceipts:
         self._topic = settings.receipts_topic
         self._producer: Lazy[KafkaProducer] = Lazy(lambda: kafka_client.producer(settings, client_id), _close)
 
-    def publish(self, app_key: str, acks: list[list[Any]]) -> None:
+    def publish(self, app_key: str, receipts: list[list[Any]]) -> None:
         """Hands one record to the producer, which sends it in the background."""
-        self._producer().send(self._topic, key=app_key, value={"acks": acks}).add_errback(
-            lambda exc: log.warning("lost a receipts record of %d acks: %s", len(acks), exc)
+        value = {"app": app_key, "receipts": receipts}
+        self._producer().send(self._topic, key=app_key, value=value).add_errback(
+            lambda exc: log.warning("lost a receipts record of %d messages: %s", len(receipts), exc)
         )
 
     def flush(self) -> None:

@@ -238,12 +238,14 @@ def test_receipts_on_kafka_update_the_report(push, app, dbagent, tagalias, kafka
     producer = kafka_client.producer(kafka_settings, "test-receipts")
     try:
         for value in (
-            {"acks": [[msg + 1, app, rids[0]]]},  # unknown msg id: skipped
-            {"acks": [[msg, app, r] for r in rids[:3]]},
-            {"acks": [[msg, app, rids[0]], [msg, "f" * 24, rids[3]]]},
-        ):  # repeat; another app's
+            {"app": app, "receipts": [[msg + 1, [rids[0]]]]},  # unknown msg id: skipped
+            {"app": app, "receipts": [[msg, rids[:3]]]},
+            {"app": app, "receipts": [[msg, [rids[0]]]]},  # a repeat
+            {"app": "f" * 24, "receipts": [[msg, [rids[3]]]]},  # another app's devices: skipped
+        ):
             producer.send(kafka_settings.receipts_topic, key=app, value=value).get(timeout=10)
-        producer.send(kafka_settings.receipts_topic, key=app, value={"acks": [[msg, app, rids[3]]]}).get(timeout=10)
+        old = {"acks": [[msg, app, rids[3]]]}  # as an STC of the release before writes it
+        producer.send(kafka_settings.receipts_topic, key=app, value=old).get(timeout=10)
     finally:
         producer.close()
     until(lambda: stats(push, app, msg).received == 4, "4 receipts counted")

@@ -205,9 +205,9 @@ def _receipts_reader(settings: KafkaSettings) -> KafkaConsumer:
 def _read_acks(c: KafkaConsumer) -> list[list[Any]]:
     for records in c.poll(timeout_ms=200).values():
         for r in records:
-            acks = json.loads(r.value)["acks"]
-            _seen_acks.extend(acks)
-            assert r.key.decode() == acks[0][1]  # keyed by app
+            value = json.loads(r.value)
+            assert r.key.decode() == value["app"]  # keyed by app
+            _seen_acks.extend([m, value["app"], rid] for m, rids in value["receipts"] for rid in rids)
     return _seen_acks
 
 

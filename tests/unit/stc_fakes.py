@@ -50,8 +50,12 @@ class FakeReceipts:
         self.records: list[tuple[str, list[list[Any]]]] = []
         self.flushed = 0
 
-    def publish(self, app_key: str, acks: list[list[Any]]) -> None:
-        self.records.append((app_key, acks))
+    def publish(self, app_key: str, receipts: list[list[Any]]) -> None:
+        self.records.append((app_key, receipts))
+
+    def acked(self) -> list[tuple[str, int, str]]:
+        """Every (app, msg id, registration id) published, in order."""
+        return [(app, m, rid) for app, groups in self.records for m, rids in groups for rid in rids]
 
     def flush(self) -> None:
         self.flushed += 1

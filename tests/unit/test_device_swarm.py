@@ -45,7 +45,7 @@ def test_a_swarm_says_hello_takes_a_broadcast_once_acks_it_and_reconnects() -> N
             assert await engine.broadcast(msg, [], 0) == DEVICES  # sent twice: each device counts it once
             await until(lambda: len(swarm.tally.received) == DEVICES)
             assert {m for m, _ in swarm.tally.take_received()} == {7}
-            acked = lambda: sorted(row[2] for _, rows in receipts.records for row in rows)  # noqa: E731 - a probe
+            acked = lambda: sorted(rid for _, _, rid in receipts.acked())  # noqa: E731 - a probe
             await until(lambda: len(acked()) == DEVICES)  # every device acknowledged it by msg id
             await asyncio.sleep(0.2)
             assert acked() == sorted(rid for rid, _ in devices)  # ... and counts once for it

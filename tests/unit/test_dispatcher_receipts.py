@@ -12,7 +12,18 @@ from tests.unit.fakes import APP
 from tests.unit.push_fakes import FakeDB, FakePublisher, S, request
 
 
+def test_group_acks_reads_stcs_grouped_records_and_skips_garbage() -> None:
+    values = [
+        {"app": APP, "receipts": [[1, ["r1", "r2"]], [2, ["r1"]], [1, ["r1", "bad id!"]]]},
+        {"app": APP, "receipts": [["1", ["r3"]], [True, ["r4"]], [0, ["r5"]], [3], "x", [4, "r6"]]},
+        {"app": "not-an-app", "receipts": [[5, ["r1"]]]},
+        {"receipts": [[6, ["r1"]]]},  # no app
+    ]
+    assert receipts.group_acks(values) == {(APP, 1): ["r1", "r2"], (APP, 2): ["r1"]}
+
+
 def test_group_acks_by_msg_id_once_each_skipping_garbage() -> None:
+    """The one-row-per-ack records older STCs write still count (a rolling upgrade has both)."""
     values = [
         {"acks": [[1, APP, "r1"], [1, APP, "r2"], [2, APP, "r1"], [1, APP, "r1"]]},
         {"acks": [[3, APP, "bad id!"], ["1", APP, "r3"], [True, APP, "r4"], [4, APP], "x", [0, APP, "r5"]]},

@@ -210,7 +210,7 @@ def test_acks_route_to_queue_or_broadcast_mark_and_become_receipts() -> None:
         w.engine.ack(session, [t1])  # so is a second ack
         await w.engine.flush()
         assert w.mailbox.queues["r1"] == {} and w.mailbox.marks["r1"] == b2
-        assert w.receipts.records == [(APP, [[b2, APP, "r1"], [t1, APP, "r1"], [b1, APP, "r1"]])]
+        assert w.receipts.records == [(APP, [[b2, ["r1"]], [t1, ["r1"]], [b1, ["r1"]]])]
 
     run(t)
 
@@ -339,5 +339,25 @@ def test_stopping_ends_a_spread_broadcast_at_once() -> None:
         await asyncio.sleep(0.05)
         w.engine.stop_spreading()
         assert await asyncio.wait_for(task, 5) == 1 and loop.time() - started < 5
+
+    run(t)
+
+
+def test_receipts_are_grouped_by_message_in_records_of_bounded_size(monkeypatch) -> None:
+    monkeypatch.setattr(limits, "RECEIPTS_PER_RECORD", 4)
+
+    async def t(w: World) -> None:
+        b1, b2 = mid(1), mid(2)
+        sessions = []
+        for i in range(5):
+            w.directory.add(f"r{i}")
+            sessions.append((await w.connect(f"r{i}"))[1])
+        for b in (b1, b2):
+            await w.engine.broadcast(env(b, broadcast=True), [], 0)
+        for s in sessions:
+            w.engine.ack(s, [b1, b2])
+        await w.engine.flush()
+        assert all(sum(len(rids) for _, rids in groups) <= 4 for _, groups in w.receipts.records)
+        assert sorted(w.receipts.acked()) == sorted((APP, b, f"r{i}") for b in (b1, b2) for i in range(5))
 
     run(t)
