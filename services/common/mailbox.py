@@ -68,7 +68,7 @@ def _task(msg_id: int) -> str:
 _DISPATCHERS = "pg:dispatchers"
 
 # The scripts of lua/: presence cleared or refreshed only if it still names the caller's STC, and
-# devices' broadcast marks that only rise (many per call, any slots of one node).
+# devices' broadcast marks that only rise (refreshes and marks many per call, any slots of a node).
 _SCRIPTS = load_scripts("services.common", ["clear_presence", "refresh_presence", "ack_broadcasts"])
 _CLEAR_PRESENCE, _REFRESH_PRESENCE, _ACK_BROADCASTS = (
     _SCRIPTS["clear_presence"],
@@ -135,9 +135,15 @@ class Mailbox:
 
     @REDIS.guarded
     def refresh_online(self, rids: Sequence[str], stc_id: str, ttl_seconds: int) -> list[str]:
-        """Extends presence of devices stc_id still holds; returns those another STC took over."""
-        held = self._eval_each(_REFRESH_PRESENCE, [(_presence(rid), stc_id, ttl_seconds) for rid in rids])
-        return [rid for rid, ok in zip(rids, held, strict=True) if not ok]
+        """Extends presence of devices stc_id still holds; returns those another STC took over.
+        One script call per node for all its devices (STC refreshes every device it holds, every
+        PRESENCE_TTL_SECONDS / 3), in one pipeline."""
+        with self._r.pipeline(transaction=False) as p:
+            for node, keys in by_node(self._r, [_presence(rid) for rid in rids]).items():
+                for chunk in chunks(keys, limits.DELIVER_BATCH):
+                    p.execute_command("EVAL", _REFRESH_PRESENCE, 0, stc_id, ttl_seconds, *chunk, target_nodes=node)
+            taken = p.execute()
+        return [_rid_of(key) for keys in taken for key in keys]
 
     @REDIS.guarded
     def where(self, rids: Sequence[str]) -> dict[str, str]:

@@ -427,3 +427,16 @@ def test_broadcast_marks_rise_many_per_node_and_never_fall(mailbox) -> None:
     mailbox.ack_broadcasts({**{r: 5 for r in lower}, **{r: 10**6 for r in higher}})
     assert [mailbox.last_broadcast(r) for r in lower] == [1000 + i for i in range(150)]
     assert all(mailbox.last_broadcast(r) == 10**6 for r in higher)
+
+
+def test_presence_refresh_keeps_what_this_stc_holds_and_names_what_others_took(mailbox) -> None:
+    """STC refreshes every device it holds with one script call per Redis node."""
+    mine = [f"pres{uuid.uuid4().hex[:12]}" for _ in range(200)]
+    mailbox.set_online(mine, "STC-a", 5)
+    mailbox.set_online(mine[:20], "STC-b", 5)  # twenty moved to another process
+    lapsed = mine[-10:]
+    mailbox.set_offline_many(lapsed, "STC-a")  # ten lapsed meanwhile: taken back
+    assert sorted(mailbox.refresh_online(mine, "STC-a", 90)) == sorted(mine[:20])
+    held = mailbox.where(mine)
+    assert all(held[r] == "STC-b" for r in mine[:20]) and all(held[r] == "STC-a" for r in mine[20:])
+    assert mailbox.refresh_online([], "STC-a", 90) == []
