@@ -88,11 +88,28 @@ class Delivery:
         sent = [0] * len(items)
         for stc_id, call, future in calls:
             try:
-                for (i, rids), got in zip(call, future(), strict=True):
-                    sent[i] += len(set(got) & set(rids))
+                answers = future()
+            except Ice.OperationNotExistException:  # an STC of the release before, mid-upgrade
+                answers = self._one_by_one(stc_id, [(items[i][0], rids) for i, rids in call])
             except Ice.Exception as exc:
                 log.warning("STC %s did not take %d messages: %s", stc_id, len(call), exc)
+                continue
+            for (i, rids), got in zip(call, answers, strict=True):
+                sent[i] += len(set(got) & set(rids))
         return sent
+
+    def _one_by_one(self, stc_id: str, deliveries: list[tuple[PushGrid.Envelope, list[str]]]) -> list[list[str]]:
+        """deliverMany's answer from STC.deliver calls, all at once, for an STC that lacks it."""
+        prx = self._proxy(stc_id)
+        futures = [_start(prx.deliverAsync, env, rids) for env, rids in deliveries]
+        answers: list[list[str]] = []
+        for (env, rids), future in zip(deliveries, futures, strict=True):
+            try:
+                answers.append(list(future()))
+            except Ice.Exception as exc:
+                log.warning("STC %s did not take %d devices of message %d: %s", stc_id, len(rids), env.msgId, exc)
+                answers.append([])
+        return answers
 
     def broadcast(self, env: PushGrid.Envelope, platforms: Sequence[PushGrid.Platform], spread_ms: int) -> int:
         """Hands env to every STC process, each spreading it over spread_ms; returns the sum sent."""
