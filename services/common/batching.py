@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+K = TypeVar("K")
 In = TypeVar("In")
 Out = TypeVar("Out")
 
@@ -21,6 +22,21 @@ def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         raise ValueError("chunk size must be positive")
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def packs(items: Iterable[tuple[K, Sequence[T]]], limit: int) -> list[list[tuple[K, Sequence[T]]]]:
+    """(key, values) pairs packed, in order, into calls of at most limit values in all; a pair
+    with more values than that is split over as many calls as it needs."""
+    calls: list[list[tuple[K, Sequence[T]]]] = []
+    size = limit
+    for key, values in items:
+        for part in chunks(values, limit):
+            if size + len(part) > limit:
+                calls.append([])
+                size = 0
+            calls[-1].append((key, part))
+            size += len(part)
+    return calls
 
 
 class Batcher(Generic[In, Out]):

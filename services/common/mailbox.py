@@ -19,7 +19,7 @@ A broadcast is one log entry, however many devices the app has.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -138,11 +138,7 @@ class Mailbox:
         """Extends presence of devices stc_id still holds; returns those another STC took over.
         One script call per node for all its devices (STC refreshes every device it holds, every
         PRESENCE_TTL_SECONDS / 3), in one pipeline."""
-        with self._r.pipeline(transaction=False) as p:
-            for node, keys in by_node(self._r, [_presence(rid) for rid in rids]).items():
-                for chunk in chunks(keys, limits.DELIVER_BATCH):
-                    p.execute_command("EVAL", _REFRESH_PRESENCE, 0, stc_id, ttl_seconds, *chunk, target_nodes=node)
-            taken = p.execute()
+        taken = self._eval_per_node(_REFRESH_PRESENCE, [stc_id, ttl_seconds], [_presence(rid) for rid in rids])
         return [_rid_of(key) for keys in taken for key in keys]
 
     @REDIS.guarded
@@ -267,13 +263,8 @@ class Mailbox:
         """Raises devices' acknowledged-broadcast marks, never lowering one: one script call per
         node for all its devices (a broadcast is acked once per device, and a call each would cost
         more than sending it), in one pipeline."""
-        ttl = limits.TTL_MAX_SECONDS * 1000
-        with self._r.pipeline(transaction=False) as p:
-            for node, keys in by_node(self._r, [_last_broadcast(rid) for rid in marks]).items():
-                for chunk in chunks(keys, limits.DELIVER_BATCH):
-                    pairs = [x for k in chunk for x in (k, marks[_rid_of(k)])]
-                    p.execute_command("EVAL", _ACK_BROADCASTS, 0, ttl, *pairs, target_nodes=node)
-            p.execute()
+        keys = [_last_broadcast(rid) for rid in marks]
+        self._eval_per_node(_ACK_BROADCASTS, [limits.TTL_MAX_SECONDS * 1000], keys, lambda k: (marks[_rid_of(k)],))
 
     # ---- helpers
 
@@ -284,6 +275,23 @@ class Mailbox:
         with self._r.pipeline(transaction=False) as p:
             for key, *args in calls:
                 queue_eval(p, script, [key], args)
+            return p.execute()
+
+    def _eval_per_node(
+        self,
+        script: str,
+        lead: Sequence[Any],
+        keys: Sequence[str],
+        with_key: Callable[[str], Sequence[Any]] = lambda key: (),
+    ) -> list[Any]:
+        """Runs a script flagged allow-cross-slot-keys once per node (and DELIVER_BATCH keys) for
+        the keys it serves, in one pipeline: ARGV is lead, then each key followed by with_key(key).
+        Answers the script's replies."""
+        with self._r.pipeline(transaction=False) as p:
+            for node, held in by_node(self._r, keys).items():
+                for chunk in chunks(held, limits.DELIVER_BATCH):
+                    args = [x for key in chunk for x in (key, *with_key(key))]
+                    p.execute_command("EVAL", script, 0, *lead, *args, target_nodes=node)
             return p.execute()
 
     # ---- dispatch checkpoints

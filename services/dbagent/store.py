@@ -215,10 +215,7 @@ class Store:
         tokens = [credentials.new_device_token() for _ in range(count)]
         hashes = [credentials.hash_token(t) for t in tokens]
         with self._cursor() as cur:
-            cur.execute("SELECT enabled FROM apps WHERE app_key = %s", (app_key,))
-            row = cur.fetchone()
-            if row is None or not row["enabled"]:
-                raise _unknown_app(app_key)
+            self._require_enabled_app(cur, app_key)
             for _ in range(_ID_ATTEMPTS):
                 now = now_ms()
                 rids = [credentials.new_registration_id(now) for _ in range(count)]
@@ -314,41 +311,20 @@ class Store:
 
     def record_message(self, record: PushGrid.MessageRecord) -> None:
         """Stores the message and its zeroed statistics together; only an enabled app records."""
-        request_json = codec.dumps(record.request)
-        with self._cursor(transaction=True) as cur:
-            cur.execute("SELECT enabled FROM apps WHERE app_key = %s", (record.appKey,))
-            row = cur.fetchone()
-            if row is None or not row["enabled"]:
-                raise _unknown_app(record.appKey)
-            try:
-                cur.execute(
-                    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        record.msgId,
-                        record.appKey,
-                        request_json,
-                        record.state.name,
-                        record.createdAt,
-                        record.sendAt,
-                        record.expiresAt,
-                    ),
-                )
-            except pymysql.IntegrityError as exc:
-                if _duplicate_of(exc, "PRIMARY"):
-                    raise PushGrid.AlreadyExists(
-                        reason=f"msg id {record.msgId} is taken", id=str(record.msgId)
-                    ) from None
+        try:
+            recorded = self.record_messages(record.appKey, [record])[0]
+        except pymysql.IntegrityError as exc:  # taken by a racing insert since it was looked for
+            if not _duplicate_of(exc, "PRIMARY"):
                 raise
-            cur.execute("INSERT INTO message_stats (msg_id) VALUES (%s)", (record.msgId,))
+            recorded = False
+        if not recorded:
+            raise PushGrid.AlreadyExists(reason=f"msg id {record.msgId} is taken", id=str(record.msgId))
 
     def record_messages(self, app_key: str, records: Sequence[PushGrid.MessageRecord]) -> list[bool]:
         """record_message for many messages of app_key in one transaction; False where the msg
         id is taken (those are left as they were)."""
         with self._cursor(transaction=True) as cur:
-            cur.execute("SELECT enabled FROM apps WHERE app_key = %s", (app_key,))
-            row = cur.fetchone()
-            if row is None or not row["enabled"]:
-                raise _unknown_app(app_key)
+            self._require_enabled_app(cur, app_key)
             ids = [r.msgId for r in records]
             cur.execute(f"SELECT msg_id FROM messages WHERE msg_id IN ({', '.join(['%s'] * len(ids))})", ids)
             taken = {r["msg_id"] for r in cur.fetchall()}
@@ -520,6 +496,13 @@ class Store:
         if new:
             cur.execute("UPDATE message_stats SET received = received + %s WHERE msg_id = %s", (new, msg_id))
         return new
+
+    def _require_enabled_app(self, cur: pymysql.cursors.DictCursor, app_key: str) -> None:
+        """UnknownApp unless app_key is an enabled app (only those take devices and messages)."""
+        cur.execute("SELECT enabled FROM apps WHERE app_key = %s", (app_key,))
+        row = cur.fetchone()
+        if row is None or not row["enabled"]:
+            raise _unknown_app(app_key)
 
     def _known_messages(self, cur: pymysql.cursors.DictCursor, msg_ids: Sequence[int]) -> dict[int, str]:
         """The app key of each of msg_ids that is a message."""

@@ -16,7 +16,7 @@ from typing import Any
 import Ice
 
 from services.common import limits
-from services.common.batching import chunks
+from services.common.batching import packs
 from services.common.contract import PushGrid
 from services.common.mailbox import Mailbox
 
@@ -36,19 +36,6 @@ def _start(method: Callable[..., Any], *args: Any) -> Callable[[], Any]:
 
         return fail
     return future.result
-
-
-def _calls(parts: list[tuple[int, list[str]]]) -> list[list[tuple[int, list[str]]]]:
-    """parts (each at most DELIVER_BATCH ids) grouped into calls of at most DELIVER_BATCH ids."""
-    calls: list[list[tuple[int, list[str]]]] = []
-    size = limits.DELIVER_BATCH
-    for part in parts:
-        if size + len(part[1]) > limits.DELIVER_BATCH:
-            calls.append([])
-            size = 0
-        calls[-1].append(part)
-        size += len(part[1])
-    return calls
 
 
 class Delivery:
@@ -78,12 +65,12 @@ class Delivery:
                 if rid in where:
                     held[where[rid]].append(rid)
             for stc_id, group in held.items():
-                per_stc[stc_id] += [(i, list(part)) for part in chunks(group, limits.DELIVER_BATCH)]
+                per_stc[stc_id].append((i, group))
         calls = []
         for stc_id, parts in per_stc.items():
             deliver_many = self._proxy(stc_id).deliverManyAsync
-            for call in _calls(parts):
-                deliveries = [PushGrid.Delivery(items[i][0], rids) for i, rids in call]
+            for call in packs(parts, limits.DELIVER_BATCH):
+                deliveries = [PushGrid.Delivery(items[i][0], list(rids)) for i, rids in call]
                 calls.append((stc_id, call, _start(deliver_many, deliveries)))
         sent = [0] * len(items)
         for stc_id, call, future in calls:
@@ -98,7 +85,7 @@ class Delivery:
                 sent[i] += len(set(got) & set(rids))
         return sent
 
-    def _one_by_one(self, stc_id: str, deliveries: list[tuple[PushGrid.Envelope, list[str]]]) -> list[list[str]]:
+    def _one_by_one(self, stc_id: str, deliveries: list[tuple[PushGrid.Envelope, Sequence[str]]]) -> list[list[str]]:
         """deliverMany's answer from STC.deliver calls, all at once, for an STC that lacks it."""
         prx = self._proxy(stc_id)
         futures = [_start(prx.deliverAsync, env, rids) for env, rids in deliveries]

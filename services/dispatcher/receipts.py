@@ -19,7 +19,7 @@ from kafka import KafkaConsumer
 
 from services.common import kafka_client, limits, validation
 from services.common.backends import KAFKA
-from services.common.batching import chunks
+from services.common.batching import packs
 from services.common.contract import PushGrid
 
 log = logging.getLogger(__name__)
@@ -72,23 +72,9 @@ def record(db: PushGrid.DBAgentPrx, groups: dict[tuple[str, int], list[str]]) ->
     many messages share one); returns how many receipts were new. DBAgent skips a message unknown
     to it (or not the acking devices' app's)."""
     new = 0
-    for call in _calls(groups):
-        new += db.recordReceiptsMany(call)
+    for call in packs(groups.items(), limits.RECEIPTS_PER_CALL):
+        new += db.recordReceiptsMany([PushGrid.Receipts(app, msg_id, list(rids)) for (app, msg_id), rids in call])
     return new
-
-
-def _calls(groups: dict[tuple[str, int], list[str]]) -> list[list[PushGrid.Receipts]]:
-    """groups as recordReceiptsMany calls of at most RECEIPTS_PER_CALL registration ids each."""
-    calls: list[list[PushGrid.Receipts]] = []
-    size = limits.RECEIPTS_PER_CALL
-    for (app, msg_id), rids in groups.items():
-        for chunk in chunks(rids, limits.RECEIPTS_PER_CALL):
-            if size + len(chunk) > limits.RECEIPTS_PER_CALL:
-                calls.append([])
-                size = 0
-            calls[-1].append(PushGrid.Receipts(app, msg_id, list(chunk)))
-            size += len(chunk)
-    return calls
 
 
 class ReceiptsWorker:

@@ -81,6 +81,13 @@ def _page_key(page: int) -> str:
     return f"page-{page}"
 
 
+def _stored(task: Task) -> Stored:
+    """The message as kept for replay: its device frame, built once, and who may get it."""
+    req = task.request
+    frame = frames.message_frame(task.msg_id, req)
+    return Stored(task.msg_id, frame, platforms.names(req.platforms), task.expires_at, req.options.overrideMsgId)
+
+
 def _batchable(task: Task) -> bool:
     """A task run_batch can take: targeted, unpaced, overriding nothing."""
     opts = task.request.options
@@ -124,8 +131,7 @@ class TaskRunner:
             return self._end(task, skip)
         req = task.request
         ttl = validation.ttl_seconds(req.options)
-        frame = frames.message_frame(task.msg_id, req)
-        stored = Stored(task.msg_id, frame, platforms.names(req.platforms), task.expires_at, req.options.overrideMsgId)
+        stored = _stored(task)
         if ttl > 0:
             self._mailbox.store(stored)
         if req.options.overrideMsgId:
@@ -169,21 +175,19 @@ class TaskRunner:
                 if verdict.final:
                     finals.append(tasks[i])
             elif verdict:
-                task = tasks[i]
-                req = task.request
-                frame = frames.message_frame(task.msg_id, req)
-                stored = Stored(task.msg_id, frame, platforms.names(req.platforms), task.expires_at)
-                walked.append((i, stored, validation.ttl_seconds(req.options)))
+                walked.append((i, _stored(tasks[i]), validation.ttl_seconds(tasks[i].request.options)))
         if walked:
             self._first_pages(tasks, walked, out, finals)
         self._mailbox.save_checkpoint_many([(t.msg_id, {"done": 1}, t.expires_at) for t in finals])
-        for i, task in enumerate(tasks):
-            if out[i] is None:
+        answers: list[Outcome | Exception] = []
+        for task, known in zip(tasks, out, strict=True):
+            if known is None:
                 try:
-                    out[i] = self.run(task, stop)
+                    known = self.run(task, stop)
                 except Exception as exc:  # noqa: BLE001 - this task's verdict, as run() gives it
-                    out[i] = exc
-        return [o if o is not None else UNSETTLED for o in out]
+                    known = exc
+            answers.append(known)
+        return answers
 
     def _claim_many(self, tasks: Sequence[Task]) -> list[Outcome | bool]:
         """_claim for many tasks in two calls: an Outcome where a task is skipped, True where it

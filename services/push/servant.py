@@ -72,7 +72,7 @@ class PushServiceI(PushGrid.PushService):
         if not 0 < len(wanted) <= limits.PUSH_BATCH_MAX:
             raise validation.invalid("requests", f"a batch holds 1-{limits.PUSH_BATCH_MAX} pushes")
         app = self._app(appKey)
-        results: list[PushGrid.BatchPushResult | None] = [None] * len(wanted)
+        results: dict[int, PushGrid.BatchPushResult] = {}
         clean: dict[int, PushGrid.PushRequest] = {}
         for i, request in enumerate(wanted):
             try:
@@ -81,10 +81,10 @@ class PushServiceI(PushGrid.PushService):
                 clean[i] = checked
             except (PushGrid.InvalidArgument, PushGrid.LimitExceeded, PushGrid.Unavailable) as exc:
                 results[i] = _failed(exc)
-        granted = self._quota.take_many(app, len(clean)) if self._quota is not None else len(clean)
-        for i in list(clean)[granted:]:
-            results[i] = _failed(self._quota.refusal(app) if self._quota is not None else PushGrid.RateLimited())
-            del clean[i]
+        if self._quota is not None:
+            for i in list(clean)[self._quota.take_many(app, len(clean)) :]:
+                results[i] = _failed(self._quota.refusal(app))
+                del clean[i]
         now = self._clock()
         records = self._record_many(app.appKey, clean, now)
         failures = self._publisher.publish_many([Task.from_record(r) for r in records.values()])
@@ -95,7 +95,7 @@ class PushServiceI(PushGrid.PushService):
                 continue
             self._apply_override(record)
             results[i] = PushGrid.BatchPushResult(record.msgId, clean[i].options.sendno, "", "")
-        return [r if r is not None else _failed(PushGrid.Unavailable(reason="not sent")) for r in results]
+        return [results[i] for i in range(len(wanted))]
 
     def validate(self, appKey: str, request: PushGrid.PushRequest, current: Ice.Current = None) -> None:
         self._check(appKey, request)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from services.common import limits, msgid
-from services.common.batching import Batcher, chunks
+from services.common.batching import Batcher, chunks, packs
 from services.common.clock import now_ms
 from services.common.mailbox import Stored
 from services.stc import protocol
@@ -216,26 +216,23 @@ class Engine:
 
     # ---- blocking work off the loop
 
-    async def _backend(self, answer: Awaitable[T]) -> T:
-        """Waits for a batched call's answer for one device, with _call's failures."""
+    async def _backend(self, answer: Awaitable[T], what: str = "") -> T:
+        """Waits for a backend's answer. A DeviceError (the directory's verdict on a device) and a
+        BackendUnavailable pass as they are; any other failure becomes a BackendUnavailable, and
+        is logged if `what` names the call (a Batcher logs its own, once per batch)."""
         try:
             return await answer
         except (protocol.DeviceError, BackendUnavailable):
             raise
-        except Exception as exc:  # logged once per batch by the Batcher
+        except Exception as exc:
+            if what:
+                log.warning("%s failed: %s", what, exc)
             raise BackendUnavailable("STC could not reach its backends; try again") from exc
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Runs a blocking call in the pool. A DeviceError (the directory's verdict on a device) and
-        a BackendUnavailable pass as they are; any other failure is logged and becomes a
-        BackendUnavailable."""
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        except (protocol.DeviceError, BackendUnavailable):
-            raise
-        except Exception as exc:
-            log.warning("%s failed: %s", getattr(fn, "__name__", fn), exc)
-            raise BackendUnavailable("STC could not reach its backends; try again") from exc
+        """Runs a blocking call in the pool, with _backend's failures."""
+        answer = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await self._backend(answer, getattr(fn, "__name__", str(fn)))
 
     # ---- devices
 
@@ -464,17 +461,8 @@ class Engine:
     def _publish(self, rows: Mapping[str, Mapping[int, list[str]]]) -> None:
         """One record per app and RECEIPTS_PER_RECORD acks: [msg id, [registration ids]] pairs."""
         for app, by_msg in rows.items():
-            record: list[list[Any]] = []
-            size = 0
-            for msg_id, rids in by_msg.items():
-                for chunk in chunks(rids, limits.RECEIPTS_PER_RECORD):
-                    if size + len(chunk) > limits.RECEIPTS_PER_RECORD:
-                        self._receipts.publish(app, record)
-                        record, size = [], 0
-                    record.append([msg_id, list(chunk)])
-                    size += len(chunk)
-            if record:
-                self._receipts.publish(app, record)
+            for record in packs(by_msg.items(), limits.RECEIPTS_PER_RECORD):
+                self._receipts.publish(app, [[msg_id, list(rids)] for msg_id, rids in record])
 
     async def _quietly(self, fn: Callable[..., Any], *args: Any) -> None:
         """A background write: failures are logged by _call and not raised."""
