@@ -1,10 +1,15 @@
-"""Failed partner logins, counted per app key and per address across every gateway (Redis).
+"""Failed partner logins, counted across every gateway (Redis), so that they slow guessing down
+without letting anyone lock the real partner out.
 
-A login is refused outright, without spending a scrypt, once its app key or its address has
-failed too often within the current window; the refusal says when the window ends. Counting is
-a fixed window per key: one INCR per failure, nothing per success but clearing the app key's
-count. If Redis does not answer, logins are not throttled: partners keep working, and DBAgent's
-scrypt still bounds how fast secrets can be guessed.
+App keys are public (every device and the web device page carry one), so nothing counted for an
+app key alone refuses a login. Refusals are per address (any app key) and per (address, app
+key); past LOGIN_FAILURES_PER_APP failures in a window, an app key's logins from anywhere wait
+LOGIN_SLOWDOWN_SECONDS before their secret is checked, and then get in with the right one.
+
+An attempt is counted before its secret is checked, by the same script that checks the limits,
+and given back when the secret was right or could not be checked: parallel wrong logins cannot
+get more checks than the limit. If Redis does not answer, logins are not throttled: partners
+keep working, and DBAgent's scrypt still bounds how fast secrets can be guessed.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from redis.cluster import RedisCluster
 
@@ -19,12 +25,16 @@ from services.common import limits
 from services.common.backends import REDIS
 from services.common.clock import now_ms
 from services.common.lazy import Lazy
+from services.common.lua import load_scripts
 
 log = logging.getLogger(__name__)
 
+_SCRIPTS = load_scripts("glacier2", ["login_attempt", "login_refund"])
+_COUNTED, _ADDRESS_OVER, _PAIR_OVER = 0, 1, 2
+
 
 class LoginRefused(Exception):
-    """Too many failed logins for this app key or address; retry after retry_after_ms."""
+    """Too many failed logins from this address (for this app key or any); retry after retry_after_ms."""
 
     def __init__(self, reason: str, retry_after_ms: int) -> None:
         super().__init__(reason)
@@ -32,62 +42,85 @@ class LoginRefused(Exception):
         self.retry_after_ms = retry_after_ms
 
 
-def _key(kind: str, value: str, window: int) -> str:
-    """The partner's value is hashed: an attacker chooses it, so it must not shape our keys."""
-    digest = hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:32]
-    return f"pg:login:{kind}:{{{digest}}}:{window}"
+@dataclass(frozen=True)
+class Attempt:
+    """A login let through to its secret check, after delay seconds; counted (keys set) unless
+    Redis could not be reached."""
+
+    app_key: str
+    delay: float
+    keys: tuple[str, str] | None
+    app_failures_key: str
+
+
+def _digest(value: str) -> str:
+    """Partner values are hashed: an attacker chooses them, so they must not shape our keys."""
+    return hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:32]
 
 
 class LoginThrottle:
-    """check() before verifying a secret, failed() after a wrong one, succeeded() after a right one."""
+    """begin() before verifying a secret; then exactly one of failed(), succeeded(), unchecked()."""
 
     def __init__(
         self,
         connect: Callable[[], RedisCluster],
         clock: Callable[[], int] = now_ms,
-        per_app: int = limits.LOGIN_FAILURES_PER_APP,
         per_address: int = limits.LOGIN_FAILURES_PER_ADDRESS,
+        per_pair: int = limits.LOGIN_FAILURES_PER_ADDRESS_AND_APP,
+        slow_after: int = limits.LOGIN_FAILURES_PER_APP,
+        slowdown_seconds: float = limits.LOGIN_SLOWDOWN_SECONDS,
         window_seconds: int = limits.LOGIN_FAILURE_WINDOW_SECONDS,
     ) -> None:
         self._client = Lazy(connect)
         self._clock = clock
-        self._limits = {"app": per_app, "addr": per_address}
+        self._per_address, self._per_pair = per_address, per_pair
+        self._slow_after, self._slowdown = slow_after, slowdown_seconds
         self._window_ms = window_seconds * 1000
 
-    def check(self, app_key: str, address: str) -> None:
-        """Raises LoginRefused if the app key or the address is over its limit in this window."""
+    def begin(self, app_key: str, address: str) -> Attempt:
+        """Counts an attempt of app_key from address; raises LoginRefused over a limit."""
         now = self._clock()
         window = now // self._window_ms
-        keys = {"app": _key("app", app_key, window)}
-        if address:
-            keys["addr"] = _key("addr", address, window)
+        tag = _digest(address or "?")  # the address's keys share a slot: one script sees both
+        keys = (f"pg:login:{{{tag}}}:{window}", f"pg:login:{{{tag}}}:{_digest(app_key)}:{window}")
+        app_failures = f"pg:login:app:{{{_digest(app_key)}}}:{window}"
         try:
-            counts = dict(zip(keys, self._client().mget_nonatomic(list(keys.values())), strict=True))
+            client = self._client()
+            verdict = client.eval(
+                _SCRIPTS["login_attempt"], 2, *keys, self._per_address, self._per_pair, 2 * self._window_ms
+            )
+            failures = int(client.get(app_failures) or 0)
         except REDIS.errors as exc:
-            log.warning("failed logins not checked, redis failed: %r", exc)
-            return
-        for kind, count in counts.items():
-            if count is not None and int(count) >= self._limits[kind]:
-                retry = (window + 1) * self._window_ms - now
-                what = "this app key" if kind == "app" else "this address"
-                raise LoginRefused(f"too many failed logins for {what}; retry in {-(-retry // 1000)} s", retry)
+            log.warning("login attempt not counted, redis failed: %r", exc)
+            return Attempt(app_key, 0.0, None, app_failures)
+        if verdict != _COUNTED:
+            retry = (window + 1) * self._window_ms - now
+            what = "this address" if verdict == _ADDRESS_OVER else "this app key from this address"
+            raise LoginRefused(f"too many failed logins for {what}; retry in {-(-retry // 1000)} s", retry)
+        return Attempt(app_key, self._slowdown if failures >= self._slow_after else 0.0, keys, app_failures)
 
-    def failed(self, app_key: str, address: str) -> None:
-        window = self._clock() // self._window_ms
-        keys = [_key("app", app_key, window)] + ([_key("addr", address, window)] if address else [])
+    def failed(self, attempt: Attempt) -> None:
+        """A wrong secret: the attempt stays counted, and the app key's failures grow."""
         try:
             with self._client().pipeline(transaction=False) as p:
-                for key in keys:
-                    p.incr(key)
-                    p.pexpire(key, 2 * self._window_ms)
+                p.incr(attempt.app_failures_key)
+                p.pexpire(attempt.app_failures_key, 2 * self._window_ms)
                 p.execute()
         except REDIS.errors as exc:
-            log.warning("failed login not counted, redis failed: %r", exc)
+            log.warning("failed login not counted for its app key, redis failed: %r", exc)
 
-    def succeeded(self, app_key: str) -> None:
-        """The right secret clears the app key's count; an address's failures stay counted."""
-        window = self._clock() // self._window_ms
+    def succeeded(self, attempt: Attempt) -> None:
+        """The right secret: the attempt is given back and the pair's earlier failures forgiven."""
+        self._refund(attempt, clear_pair=True)
+
+    def unchecked(self, attempt: Attempt) -> None:
+        """The secret could not be checked (DBAgent unreachable): the attempt is given back."""
+        self._refund(attempt, clear_pair=False)
+
+    def _refund(self, attempt: Attempt, clear_pair: bool) -> None:
+        if attempt.keys is None:
+            return
         try:
-            self._client().delete(_key("app", app_key, window))
+            self._client().eval(_SCRIPTS["login_refund"], 2, *attempt.keys, 1 if clear_pair else 0)
         except REDIS.errors as exc:
-            log.warning("failed logins of an app not cleared, redis failed: %r", exc)
+            log.warning("login attempt not given back, redis failed: %r", exc)

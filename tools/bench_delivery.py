@@ -48,9 +48,33 @@ PER_WORKER_MAX = 16000
 TICK_S = 0.05  # the targeted phase sends the pushes due this often, in one pushBatch
 REGISTER_BATCH = 100  # devices per registerDevices call: what STC gathers from devices registering together
 DEVICES_PER_SOURCE = 5000  # connections from one source address (its ports run out near 28,000)
+QUIET_SHARE = 0.25  # a broadcast round starts once the cores are at most this busy
 
 
 # ---------------------------------------------------------------- device side (worker processes)
+
+
+def _busy_share(seconds: float) -> float:
+    """The share of the machine's CPU time spent busy over the next seconds (/proc/stat)."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def _wait_quiet(timeout: float = 30.0) -> float:
+    """Waits until the cores are mostly idle (the previous round's acks and receipts taken
+    care of), so every round of either target starts on the same machine; returns seconds."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout and _busy_share(0.5) > QUIET_SHARE:
+        pass
+    return time.monotonic() - started
 
 
 def _raise_nofile() -> None:
@@ -430,6 +454,7 @@ def main() -> int:
             )
         for r in range(args.broadcasts):
             for run in runs:  # alternating: each round gives every target the same machine
+                _wait_quiet()
                 cast = run.bench.broadcast(run.app, run.held, timeout=120)
                 run.casts.append(cast)
                 print(

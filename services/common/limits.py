@@ -55,8 +55,12 @@ ONLINE_ONLY_GRACE_SECONDS = 60  # STC may still send a time_to_live 0 message th
 
 # Partners through Glacier2 (glacier2/)
 LOGIN_FAILURE_WINDOW_SECONDS = 600  # failed logins are counted in windows this long
-LOGIN_FAILURES_PER_APP = 10  # failed logins of one app key per window before it is refused outright
-LOGIN_FAILURES_PER_ADDRESS = 50  # failed logins from one address per window (any app key)
+LOGIN_FAILURES_PER_APP = 10  # failed logins of one app key (from anywhere) per window before its logins slow down
+LOGIN_SLOWDOWN_SECONDS = 1.0  # ... each waiting this long before its secret is checked (never refused)
+LOGIN_FAILURES_PER_ADDRESS = 50  # failed logins from one address per window (any app key), then refused
+LOGIN_CHECKS_AT_ONCE = 1  # verifyApp's scrypts running at once in one DBAgent process (a core each)
+LOGIN_CHECKS_WAITING = 64  # ... and waiting; beyond that a login is told to try again
+LOGIN_FAILURES_PER_ADDRESS_AND_APP = 10  # failed logins of one app key from one address per window, then refused
 PARTNER_SESSIONS_PER_APP = 100  # live partner sessions of one app
 PARTNER_SESSION_TIMEOUT_SECONDS = 30  # the router closes a partner connection quiet this long
 PARTNER_SESSION_SWEEP_SECONDS = 30  # the gateway checks its sessions' routers this often

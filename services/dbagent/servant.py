@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import Ice
@@ -17,6 +18,7 @@ import Ice
 from services.common import codec, lifecycle, limits, validation
 from services.common.contract import PushGrid
 from services.dbagent import credentials
+from services.dbagent.checks import LoginChecks
 from services.dbagent.store import Store
 
 # Limits of DBAgent's own columns and calls (the shared ones are in services.common.limits).
@@ -132,9 +134,10 @@ _NOT_VERIFIED = PushGrid.DeviceInfo(appKey="", registrationId="", platform=PushG
 class DBAgentI(PushGrid.DBAgent):
     """Named storage operations over Ice; no SQL crosses the wire."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, logins: LoginChecks | None = None):
         """store is a services.dbagent.store.Store (unit tests pass a fake with the same methods)."""
         self._store = store
+        self._logins = logins or LoginChecks()
 
     # ------------------------------------------------------------ apps
 
@@ -149,11 +152,15 @@ class DBAgentI(PushGrid.DBAgent):
     def listApps(self, current: Ice.Current = None) -> list[PushGrid.AppInfo]:
         return self._store.list_apps()
 
-    def verifyApp(self, appKey: str, masterSecret: str, current: Ice.Current = None) -> PushGrid.AppInfo:
-        if not _well_formed_app_key(appKey) or not _short(masterSecret):
+    def verifyApp(self, appKey: str, masterSecret: str, current: Ice.Current = None) -> Future[PushGrid.AppInfo]:
+        """Answered from the login checks' own threads (services/dbagent/checks.py)."""
+        return self._logins.submit(self._verify_app, appKey, masterSecret)
+
+    def _verify_app(self, app_key: str, master_secret: str) -> PushGrid.AppInfo:
+        if not _well_formed_app_key(app_key) or not _short(master_secret):
             credentials.verify_secret("", None)  # the same scrypt an unknown app costs
             raise PushGrid.AuthenticationFailed(reason="app key or master secret is wrong")
-        return self._store.verify_app(appKey, masterSecret or "")
+        return self._store.verify_app(app_key, master_secret or "")
 
     def rotateSecret(self, appKey: str, current: Ice.Current = None) -> PushGrid.AppCredentials:
         return self._store.rotate_secret(_known_app_key(appKey))

@@ -113,13 +113,14 @@ def test_wrong_secret_unknown_app_and_disabled_app_are_refused_alike(grid, dbage
     assert login_error(grid, creds.appKey, "") == WRONG
 
 
-def test_failed_logins_are_limited_per_app_key(grid, dbagent, creds, other) -> None:
-    source = "127.0.9.1"  # its own address, so the per-address count does not get in the way
-    for _ in range(limits.LOGIN_FAILURES_PER_APP):
-        assert login_error(grid, creds.appKey, "bad", source) == WRONG
-    reason = login_error(grid, creds.appKey, creds.masterSecret, source)  # even the right secret now
-    assert "too many failed logins for this app key" in reason and "retry in" in reason
-    Partner(grid, other.appKey, other.masterSecret, source).close()  # other apps are not touched
+def test_failed_logins_refuse_the_guessers_address_not_the_real_partner(grid, dbagent, creds, other) -> None:
+    guesser = "127.0.9.1"
+    for _ in range(limits.LOGIN_FAILURES_PER_ADDRESS_AND_APP):
+        assert login_error(grid, creds.appKey, "bad", guesser) == WRONG
+    reason = login_error(grid, creds.appKey, creds.masterSecret, guesser)  # not checked from there
+    assert "too many failed logins for this app key from this address" in reason and "retry in" in reason
+    Partner(grid, creds.appKey, creds.masterSecret, "127.0.9.4").close()  # the partner gets in
+    Partner(grid, other.appKey, other.masterSecret, guesser).close()  # other apps from there too
 
 
 def test_failed_logins_are_limited_per_address(grid, creds) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from services.common import lifecycle, limits
 from services.common.contract import PushGrid
+from services.dbagent.checks import LoginChecks
 from services.dbagent.servant import DBAgentI
 from tests.unit.fakes import APP as KEY
 
@@ -99,10 +102,31 @@ def test_verify_app_malformed_key_or_huge_secret_fails_like_a_wrong_secret(serva
     monkeypatch.setattr("services.dbagent.credentials.verify_secret", lambda s, h: hashed.append(h) or False)
     for key, secret in [("nothex", "s"), (KEY, "s" * 10_000)]:
         with pytest.raises(PushGrid.AuthenticationFailed):
-            servant.verifyApp(key, secret)
+            servant.verifyApp(key, secret).result(timeout=5)
     assert hashed == [None, None] and store.calls == []
-    servant.verifyApp(KEY, None)
+    servant.verifyApp(KEY, None).result(timeout=5)
     assert store.calls == [("verify_app", (KEY, ""))]
+
+
+def test_logins_are_checked_on_bounded_threads_of_their_own_and_beyond_them_told_to_retry() -> None:
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow() -> str:
+        started.set()
+        release.wait(5)
+        return threading.current_thread().name
+
+    checks = LoginChecks(at_once=1, waiting=2)
+    running = [checks.submit(slow) for _ in range(3)]  # one checking, two waiting
+    started.wait(5)
+    with pytest.raises(PushGrid.Unavailable) as full:
+        checks.submit(slow)
+    assert "try again" in full.value.reason
+    release.set()
+    assert all(f.result(timeout=5).startswith("login-check") for f in running)
+    checks.submit(slow).result(timeout=5)  # room again once they are done
+    checks.close()
 
 
 @pytest.mark.parametrize(

@@ -60,3 +60,33 @@ def test_a_swarm_says_hello_takes_a_broadcast_once_acks_it_and_reconnects() -> N
             await engine.shutdown()
 
     uvloop.run(main())
+
+
+class RecordingWS:
+    """Stands in for a picows transport: keeps the frames sent."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def send(self, _type: Any, payload: bytes) -> None:
+        self.frames.append(payload)
+
+
+def test_a_devices_gathered_acks_go_in_frames_of_at_most_a_hundred_ids() -> None:
+    import orjson
+
+    from tools.device.swarm import SwarmDevice
+
+    device = SwarmDevice(Swarm(APP, [], [], []), 0, "r", "t")
+    ws = RecordingWS()
+    device.ws = ws  # type: ignore[assignment]  # the recorder speaks the one method used
+    device.acks = list(range(1, 151))
+    device.send_acks()
+    sent = [orjson.loads(f) for f in ws.frames]
+    assert [f["op"] for f in sent] == ["ack", "ack"]
+    assert sent[0]["msg_ids"] == list(range(1, 101)) and sent[1]["msg_ids"] == list(range(101, 151))
+    assert device.acks == []
+    device.ws = None  # the connection was lost: nothing is sent, the acks are dropped
+    device.acks = [7]
+    device.send_acks()
+    assert len(ws.frames) == 2 and device.acks == []

@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 SDK_NAME = "pushgrid-py/1"
 ACKS_PER_FRAME = 100  # PROTOCOL.md: acks go in batches of at most 100 ids
+ACK_DELAY = 0.05  # seconds a device gathers acks, so a burst of messages costs one ack frame
 DEDUPE_WINDOW = 10_000  # msg ids remembered to show each once
 
 
@@ -118,7 +119,7 @@ class Device:
         creds: Credentials,
         urls: Sequence[str],
         on_message: Callable[[Message], None] | None = None,
-        ack_delay: float = 0.05,
+        ack_delay: float = ACK_DELAY,
         backoff: tuple[float, float] = (1.0, 60.0),
     ) -> None:
         if not urls:

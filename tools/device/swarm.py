@@ -1,10 +1,13 @@
 """Many devices in one process, as cheaply as the device protocol allows: the load generator.
 
 Each device is a picows protocol object on a uvloop loop: no task, no queue and no timer of its
-own while idle. A frame from the server is a callback that records the msg id it carries and
-acks it in the same breath. One task per swarm sends the heartbeats that are due, and a bounded
-number of handshakes run at once, as real devices arrive. The swarm counts the CPU its process
-used, so a benchmark can show the load generator was not the limit.
+own while idle. A frame from the server is a callback that records the msg id it carries. Acks
+are gathered as the device SDK gathers them (ACK_DELAY), and sent once the swarm has had no
+message for that long (at most ACK_DELAY_MAX late): on a real network every device has a CPU of
+its own, so one device's ack never holds up another's message, and the swarm keeps that true on
+shared cores by taking messages before it writes acks. One task per swarm sends the heartbeats
+that are due, and a bounded number of handshakes run at once, as real devices arrive. The swarm
+counts the CPU its process used, so a benchmark can show the load generator was not the limit.
 
 Two kinds of server are spoken to (`hello` says which): pushgrid's STC (hello, welcome, msg
 frames acknowledged by msg id; services/stc/PROTOCOL.md) and a plain subscriber endpoint such
@@ -23,6 +26,10 @@ from typing import Any
 
 import orjson
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+from tools.device.sdk import ACK_DELAY, ACKS_PER_FRAME
+
+ACK_DELAY_MAX = 2.0  # seconds an ack may wait while messages keep arriving
 
 HANDSHAKES_IN_FLIGHT = 100
 RECONNECT_SECONDS = 1.0  # plus up to as much again at random, like the device SDK's backoff
@@ -46,7 +53,7 @@ class Tally:
 class SwarmDevice(WSListener):
     """One device of the swarm (a pushgrid device when app is set, else a plain subscriber)."""
 
-    __slots__ = ("_seen", "app", "heartbeat", "index", "next_ping", "rid", "swarm", "token", "welcomed", "ws")
+    __slots__ = ("_seen", "acks", "app", "heartbeat", "index", "next_ping", "rid", "swarm", "token", "welcomed", "ws")
 
     def __init__(self, swarm: Swarm, index: int, rid: str, token: str) -> None:
         self.swarm, self.index = swarm, index
@@ -57,6 +64,7 @@ class SwarmDevice(WSListener):
         self.heartbeat = NEVER
         self.next_ping = NEVER
         self._seen: set[int] = set()
+        self.acks: list[int] = []  # msg ids taken, not yet acknowledged
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.ws = transport
@@ -84,7 +92,10 @@ class SwarmDevice(WSListener):
                 self._seen.add(msg_id)
                 self.swarm.tally.received.append((msg_id, time.time()))
             if self.app:
-                transport.send(WSMsgType.TEXT, b'{"op":"ack","msg_ids":[%d]}' % msg_id)
+                self.swarm.last_message = time.monotonic()
+                if not self.acks:
+                    self.swarm.ack_later(self)
+                self.acks.append(msg_id)
         elif op == "welcome":
             self._welcome(float(obj.get("heartbeat", 30)))
 
@@ -100,6 +111,15 @@ class SwarmDevice(WSListener):
             self.welcomed = False
             self.swarm.tally.connected -= 1
         self.swarm.lost(self)
+
+    def send_acks(self) -> None:
+        """Acknowledges what the device took since its last ack, ACKS_PER_FRAME ids a frame."""
+        ids, self.acks = self.acks, []
+        if self.ws is None:
+            return  # lost with the connection: the next hello replays them
+        for i in range(0, len(ids), ACKS_PER_FRAME):
+            listed = b",".join(b"%d" % m for m in ids[i : i + ACKS_PER_FRAME])
+            self.ws.send(WSMsgType.TEXT, b'{"op":"ack","msg_ids":[%s]}' % listed)
 
     def ping(self, now: float) -> None:
         if self.ws is not None:
@@ -121,6 +141,9 @@ class Swarm:
         self._handshakes = asyncio.Semaphore(HANDSHAKES_IN_FLIGHT)
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._acking: list[SwarmDevice] = []  # devices with acks to send when the timer fires
+        self._acks_since = 0.0  # when the oldest of those acks was taken
+        self.last_message = 0.0  # when a device of the swarm last took a message
 
     def start(self) -> None:
         for device in self._devices:
@@ -144,6 +167,23 @@ class Swarm:
             except Exception:  # noqa: BLE001 - refused, reset or timed out: try again as a device would
                 self.tally.failed += 1
                 self.lost(device)
+
+    def ack_later(self, device: SwarmDevice) -> None:
+        """Sends device's acks with those of every device that takes a message meanwhile, when
+        messages pause for ACK_DELAY: one timer for the swarm, not one per device."""
+        if not self._acking:
+            self._acks_since = time.monotonic()
+            asyncio.get_running_loop().call_later(ACK_DELAY, self._send_acks)
+        self._acking.append(device)
+
+    def _send_acks(self) -> None:
+        now = time.monotonic()
+        if now - self.last_message < ACK_DELAY and now - self._acks_since < ACK_DELAY_MAX:
+            asyncio.get_running_loop().call_later(ACK_DELAY, self._send_acks)  # messages still coming
+            return
+        devices, self._acking = self._acking, []
+        for device in devices:
+            device.send_acks()
 
     def lost(self, device: SwarmDevice) -> None:
         """A device's connection ended: it comes back after a pause, unless the swarm stops."""
