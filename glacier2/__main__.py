@@ -12,7 +12,7 @@ import sys
 import Ice
 
 from glacier2.partner import Backends
-from glacier2.sessions import SessionManagerI, Sweeper
+from glacier2.sessions import SessionManagerI, SessionTable, SharedSessions, Sweeper
 from glacier2.throttle import LoginThrottle
 from glacier2.verifier import PartnerVerifierI
 from services.common import ice, redis_client
@@ -35,9 +35,11 @@ def main() -> int:
             tagalias=ice.tagalias(communicator),
             dbagent=ice.dbagent(communicator).ice_invocationTimeout(CallTimeouts.from_properties(props).dbagent_ms),
         )
-        throttle = LoginThrottle(lambda: redis_client.cluster(RedisSettings.from_properties(props)))
+        redis_settings = RedisSettings.from_properties(props)
+        throttle = LoginThrottle(lambda: redis_client.cluster(redis_settings))
         adapter = communicator.createObjectAdapter("PartnerGateway")
-        manager = SessionManagerI(adapter, backends)
+        shared = SharedSessions(lambda: redis_client.cluster(redis_settings))
+        manager = SessionManagerI(adapter, backends, SessionTable(shared=shared))
         adapter.add(PartnerVerifierI(backends.dbagent, throttle), Ice.stringToIdentity(VERIFIER))
         adapter.add(manager, Ice.stringToIdentity(SESSION_MANAGER))
         adapter.activate()

@@ -5,6 +5,10 @@ to this gateway's adapter under it, and the router is told, through the session'
 SessionControl, that the partner may reach that category and nothing else: not DBAgent, Push,
 STC or IceGrid, and not another session's objects. The app key the objects act for is the one
 the router verified; no operation lets the partner name another.
+
+An app's limit of sessions holds across every gateway: each session is claimed in Redis
+(SharedSessions) as well as held here, and lapses there unless its gateway's sweeper refreshes
+it, so the sessions of a gateway that died stop counting.
 """
 
 from __future__ import annotations
@@ -12,17 +16,26 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import Ice
+from redis.cluster import RedisCluster
 
 from glacier2.partner import Backends, PartnerDevicesI, PartnerPushI
 from services.common import limits
+from services.common.backends import REDIS
+from services.common.clock import now_ms
 from services.common.contract import Glacier2, PushGrid
+from services.common.lazy import Lazy
+from services.common.lua import load_scripts
 
 log = logging.getLogger(__name__)
 
 NAMES = ("session", "push", "devices")
+_CLAIM = load_scripts("glacier2", ["session_claim"])["session_claim"]
+# a session lapses in Redis unless refreshed this long: three sweeps of its gateway
+LAPSE_MS = 3 * int(limits.PARTNER_SESSION_SWEEP_SECONDS * 1000)
 
 
 @dataclass
@@ -34,11 +47,76 @@ class Live:
     control: Glacier2.SessionControlPrx
 
 
-class SessionTable:
-    """The live sessions of this gateway, by category, with a count per app."""
+def _refused(held: int) -> Glacier2.CannotCreateSessionException:
+    return Glacier2.CannotCreateSessionException(
+        reason=f"the app has {held} open sessions, the most allowed; close one first"
+    )
 
-    def __init__(self, per_app: int = limits.PARTNER_SESSIONS_PER_APP) -> None:
+
+class SharedSessions:
+    """Every gateway's sessions of each app, in Redis: a sorted set per app of session
+    categories, scored by when each lapses. If Redis does not answer, each gateway's own count
+    is the limit: partners keep working."""
+
+    def __init__(
+        self,
+        connect: Callable[[], RedisCluster],
+        clock: Callable[[], int] = now_ms,
+        lapse_ms: int = LAPSE_MS,
+    ) -> None:
+        self._client = Lazy(connect)
+        self._clock = clock
+        self._lapse_ms = lapse_ms
+
+    @staticmethod
+    def _key(app_key: str) -> str:
+        return f"pg:sessions:{{{app_key}}}"  # a verified app key: 24 hex characters
+
+    def claim(self, live: Live, per_app: int) -> int | None:
+        """Claims live's place; returns how many sessions the app holds if it is at per_app."""
+        now = self._clock()
+        try:
+            held = self._client().eval(
+                _CLAIM,
+                1,
+                self._key(live.app_key),
+                now,
+                now + self._lapse_ms,
+                per_app,
+                live.category,
+                2 * self._lapse_ms,
+            )
+        except REDIS.errors as exc:
+            log.warning("session of %s not counted across gateways, redis failed: %r", live.app_key, exc)
+            return None
+        return None if int(held) < 0 else int(held)
+
+    def release(self, live: Live) -> None:
+        try:
+            self._client().zrem(self._key(live.app_key), live.category)
+        except REDIS.errors as exc:  # it lapses by itself
+            log.warning("session of %s not released across gateways, redis failed: %r", live.app_key, exc)
+
+    def refresh(self, lives: Sequence[Live]) -> None:
+        """Keeps this gateway's live sessions from lapsing."""
+        lapses = self._clock() + self._lapse_ms
+        try:
+            with self._client().pipeline(transaction=False) as p:
+                for live in lives:
+                    p.zadd(self._key(live.app_key), {live.category: lapses})
+                    p.pexpire(self._key(live.app_key), 2 * self._lapse_ms)
+                p.execute()
+        except REDIS.errors as exc:
+            log.warning("sessions not refreshed across gateways, redis failed: %r", exc)
+
+
+class SessionTable:
+    """The live sessions of this gateway, by category, with a count per app; with shared, the
+    app's limit counts the sessions of every gateway."""
+
+    def __init__(self, per_app: int = limits.PARTNER_SESSIONS_PER_APP, shared: SharedSessions | None = None) -> None:
         self._per_app = per_app
+        self._shared = shared
         self._lock = threading.Lock()
         self._live: dict[str, Live] = {}
 
@@ -47,14 +125,26 @@ class SessionTable:
         with self._lock:
             held = sum(1 for s in self._live.values() if s.app_key == live.app_key)
             if held >= self._per_app:
-                raise Glacier2.CannotCreateSessionException(
-                    reason=f"the app has {held} open sessions, the most allowed; close one first"
-                )
+                raise _refused(held)
             self._live[live.category] = live
+        if self._shared is not None:
+            everywhere = self._shared.claim(live, self._per_app)
+            if everywhere is not None:
+                with self._lock:
+                    self._live.pop(live.category, None)
+                raise _refused(everywhere)
 
     def pop(self, category: str) -> Live | None:
         with self._lock:
-            return self._live.pop(category, None)
+            live = self._live.pop(category, None)
+        if live is not None and self._shared is not None:
+            self._shared.release(live)
+        return live
+
+    def refresh(self) -> None:
+        """Keeps this gateway's sessions counted across gateways (the sweeper calls it)."""
+        if self._shared is not None:
+            self._shared.refresh(self.snapshot())
 
     def snapshot(self) -> list[Live]:
         with self._lock:
@@ -152,6 +242,7 @@ class SessionManagerI(Glacier2.SessionManager):
                 ended += 1
             except Ice.LocalException as exc:  # a slow or busy router: look again next time
                 log.debug("session %s not checked: %s", live.category[:8], exc)
+        self.table.refresh()
         return ended
 
 

@@ -60,6 +60,7 @@ LOGIN_SLOWDOWN_SECONDS = 1.0  # ... each waiting this long before its secret is 
 LOGIN_FAILURES_PER_ADDRESS = 50  # failed logins from one address per window (any app key), then refused
 LOGIN_CHECKS_AT_ONCE = 1  # verifyApp's scrypts running at once in one DBAgent process (a core each)
 LOGIN_CHECKS_WAITING = 64  # ... and waiting; beyond that a login is told to try again
+LOGIN_CHECKS_NICE = 10  # the nice value of the threads checking logins: other calls go first
 LOGIN_FAILURES_PER_ADDRESS_AND_APP = 10  # failed logins of one app key from one address per window, then refused
 PARTNER_SESSIONS_PER_APP = 100  # live partner sessions of one app
 PARTNER_SESSION_TIMEOUT_SECONDS = 30  # the router closes a partner connection quiet this long

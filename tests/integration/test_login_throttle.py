@@ -11,6 +11,7 @@ import pytest
 
 from glacier2.throttle import Attempt, LoginRefused, LoginThrottle
 from services.common import redis_client
+from services.common.contract import Glacier2
 
 WINDOW_S = 600
 _windows = itertools.count(1000)  # each test counts in windows of its own
@@ -95,3 +96,40 @@ def test_keys_do_not_carry_what_the_partner_typed(throttle, redis_settings) -> N
     fail(throttle, "{evil}\r\nFLUSHALL" * 100, "10.0.6.1{x}")
     keys = [k for k in redis_client.cluster(redis_settings).scan_iter(match="pg:login:*", count=1000)]
     assert keys and all("evil" not in k and "{x}" not in k and len(k) < 100 for k in keys)
+
+
+# ---------------------------------------------------------------- sessions, across gateways
+
+
+class Control:
+    """A SessionControl the sweep finds alive."""
+
+    def ice_invocationTimeout(self, ms: int) -> Control:
+        return self
+
+    def ice_ping(self) -> None:
+        pass
+
+
+def test_an_apps_session_limit_counts_the_sessions_of_every_gateway(redis_settings) -> None:
+    from glacier2.sessions import Live, SessionTable, SharedSessions
+
+    app = f"{next(_windows):024x}"
+    now = [1_000_000]
+    shared = SharedSessions(lambda: redis_client.cluster(redis_settings), clock=lambda: now[0], lapse_ms=90_000)
+    one, two = SessionTable(per_app=3, shared=shared), SessionTable(per_app=3, shared=shared)  # two gateways
+    one.add(Live(app, "a1", Control()))
+    one.add(Live(app, "a2", Control()))
+    two.add(Live(app, "b1", Control()))
+    with pytest.raises(Glacier2.CannotCreateSessionException) as refused:
+        two.add(Live(app, "b2", Control()))
+    assert "3 open sessions" in refused.value.reason
+    assert two.count(app) == 1  # the refused one is not held either
+    one.pop("a1")  # a session ends: its place is free on every gateway
+    two.add(Live(app, "b2", Control()))
+    now[0] += 60_000
+    two.refresh()  # gateway two sweeps; gateway one died and never refreshes again
+    now[0] += 60_000
+    two.add(Live(app, "b3", Control()))  # one's session lapsed
+    with pytest.raises(Glacier2.CannotCreateSessionException):
+        two.add(Live(app, "b4", Control()))
