@@ -330,3 +330,22 @@ def test_the_cli_says_in_one_line_why_it_failed(grid, creds) -> None:
     assert done.stderr.startswith("pushgrid-partner: login refused: ") and done.stderr.count("\n") == 1
     done = cli(grid, creds, "tags", "list", "nosuchdevice1")
     assert done.returncode == 1 and done.stderr.startswith("pushgrid-partner: unknown device nosuchdevice1")
+
+
+def test_a_request_larger_than_the_router_takes_is_refused_before_it_is_sent(client) -> None:
+    from tools.partner.sdk import REQUEST_MAX_BYTES
+
+    huge = b.push_request(b.audience(all=True), notification="x" * REQUEST_MAX_BYTES)
+    with pytest.raises(PushGrid.LimitExceeded) as err:
+        client.push(huge)
+    assert err.value.limit == "request size" and err.value.max == REQUEST_MAX_BYTES
+    assert "the router takes at most" in err.value.reason
+    half = b.push_request(b.audience(all=True), notification="x" * (REQUEST_MAX_BYTES // 2))
+    with pytest.raises(PushGrid.LimitExceeded):
+        client.push_batch([half, half, half])  # too big together
+    # just under the limit: the router takes it, and Push names what is wrong with it
+    with pytest.raises(PushGrid.LimitExceeded) as named:
+        client.push(b.push_request(b.audience(all=True), notification="x" * (REQUEST_MAX_BYTES - 4096)))
+    assert named.value.limit == "payload"
+    assert client.reopened == 0  # never a lost connection, a login or a repeated call
+    assert client.device_count() == 0

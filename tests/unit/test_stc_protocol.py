@@ -55,6 +55,9 @@ def test_valid_frames_parse() -> None:
         "[" * 5000 + "]" * 5000,
         '{"op": "ack", "msg_ids": [' + "9" * 5000 + "]}",
         "NaN",
+        '{"op": "hello", "app_key": "\\ud800", "registration_id": "r", "device_token": "t"}',  # lone surrogates
+        '{"op": "hello", "app_key": "k\\udc00", "registration_id": "r", "device_token": "t"}',
+        '{"op": "register", "app_key": "\\ud800\\u0041", "platform": "android"}',
     ],
 )
 def test_garbage_is_a_bad_frame(text: str) -> None:

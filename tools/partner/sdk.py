@@ -23,6 +23,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import Ice
 
+from services.common import limits
 from services.common.codec import request_from_dict
 from services.common.contract import Glacier2, PushGrid
 from tools.partner.session import Session
@@ -37,6 +38,9 @@ DEFAULT_PROPERTIES = {
     "Ice.Warn.Connections": "0",
 }
 SSL_PLUGIN = "IceSSL:createIceSSL"
+# The router's limit on one request (limits.PARTNER_REQUEST_MAX_KIB), less room for the headers:
+# beyond it the router closes the connection, so a larger call is refused here and never sent.
+REQUEST_MAX_BYTES = limits.PARTNER_REQUEST_MAX_KIB * 1024 - 1024
 
 T = TypeVar("T")
 
@@ -149,23 +153,23 @@ class PartnerClient:
 
     def push(self, request: Request) -> PushGrid.PushResult:
         """Sends a push (a PushRequest, or its JPush-like dict as services.common.codec reads it)."""
-        req = _request(request)
+        req = _sendable(_request(request))
         return self._push(lambda p: p.push(req), idempotent=False)
 
     def push_batch(self, requests: Sequence[Request]) -> list[PushGrid.BatchPushResult]:
         """Sends up to 1,000 pushes in one call; each answered on its own, in order (msgId, or
         error naming what a single push would have raised, with its reason)."""
-        reqs = [_request(r) for r in requests]
+        reqs = _sendable([_request(r) for r in requests])
         return self._push(lambda p: p.pushBatch(reqs), idempotent=False)
 
     def validate(self, request: Request) -> None:
         """Checks a request as push would, without sending it (InvalidArgument, LimitExceeded)."""
-        req = _request(request)
+        req = _sendable(_request(request))
         self._push(lambda p: p.validate(req), idempotent=True)
 
     def schedule(self, request: Request, send_at_ms: int | dt.datetime) -> PushGrid.PushResult:
         """As push, sent at send_at_ms (ms since the epoch, or a datetime) by the scheduler."""
-        req, at = _request(request), _ms(send_at_ms)
+        req, at = _sendable(_request(request)), _ms(send_at_ms)
         return self._push(lambda p: p.schedule(req, at), idempotent=False)
 
     def cancel(self, msg_id: int) -> None:
@@ -214,6 +218,35 @@ class PartnerClient:
 
     def device_count(self) -> int:
         return self._devices(lambda d: d.deviceCount())
+
+
+def encoded_size_at_least(value: Any) -> int:
+    """A lower bound of value's size in the Ice encoding (strings' UTF-8 bytes, a byte per
+    number and per struct field): a request above the router's limit by this count can never pass."""
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, bytes | bytearray):
+        return len(value)
+    if isinstance(value, list | tuple):
+        return 1 + sum(encoded_size_at_least(v) for v in value)
+    if isinstance(value, dict):
+        return 1 + sum(encoded_size_at_least(k) + encoded_size_at_least(v) for k, v in value.items())
+    if hasattr(value, "__dict__") and not isinstance(value, Ice.EnumBase):
+        return sum(encoded_size_at_least(v) for v in vars(value).values())
+    return 1
+
+
+def _sendable(request: T) -> T:
+    """request, unless it is larger than the router takes: LimitExceeded, before anything is
+    sent (the router would close the connection, and no retry could ever succeed)."""
+    size = encoded_size_at_least(request)
+    if size > REQUEST_MAX_BYTES:
+        raise PushGrid.LimitExceeded(
+            reason=f"the request is at least {size:,} bytes; the router takes at most {REQUEST_MAX_BYTES:,}",
+            limit="request size",
+            max=REQUEST_MAX_BYTES,
+        )
+    return request
 
 
 def _request(request: Request) -> PushGrid.PushRequest:
