@@ -54,6 +54,9 @@ DUE_PER_SCAN = 100  # scheduled messages the scheduler publishes per one-second 
 ONLINE_ONLY_GRACE_SECONDS = 60  # STC may still send a time_to_live 0 message this long after dispatch
 
 # Partners through Glacier2 (glacier2/)
+LEADER_LEASE_SECONDS = 5  # a dispatcher leading the scheduler or the reconciler renews its lease within this
+TASK_START_DEADLINE_SECONDS = 60  # an Accepted message whose task has not started this long is published again
+RECONCILE_SECONDS = 10  # the reconciler looks for such messages this often
 LOGIN_FAILURE_WINDOW_SECONDS = 600  # failed logins are counted in windows this long
 LOGIN_FAILURES_PER_APP = 10  # failed logins of one app key (from anywhere) per window before its logins slow down
 LOGIN_SLOWDOWN_SECONDS = 1.0  # ... each waiting this long before its secret is checked (never refused)

@@ -131,6 +131,11 @@ _NO_MESSAGE = PushGrid.MessageRecord(msgId=0, appKey="")
 _NOT_VERIFIED = PushGrid.DeviceInfo(appKey="", registrationId="", platform=PushGrid.Platform.Android)
 
 
+def _page(limit: int) -> int:
+    """limit 0 or less means limits.PAGE_DEFAULT; more than limits.PAGE_MAX means PAGE_MAX."""
+    return limits.PAGE_DEFAULT if limit <= 0 else min(limit, limits.PAGE_MAX)
+
+
 class DBAgentI(PushGrid.DBAgent):
     """Named storage operations over Ice; no SQL crosses the wire."""
 
@@ -285,8 +290,11 @@ class DBAgentI(PushGrid.DBAgent):
 
     def dueMessages(self, until: int, limit: int, current: Ice.Current = None) -> list[PushGrid.MessageRecord]:
         """limit 0 or less means limits.PAGE_DEFAULT; more than limits.PAGE_MAX means PAGE_MAX."""
-        count = limits.PAGE_DEFAULT if limit <= 0 else min(limit, limits.PAGE_MAX)
-        return self._store.due_messages(until, count)
+        return self._store.due_messages(until, _page(limit))
+
+    def unstartedMessages(self, before: int, limit: int, current: Ice.Current = None) -> list[PushGrid.MessageRecord]:
+        """limit as dueMessages."""
+        return self._store.unstarted_messages(before, _page(limit))
 
     # ------------------------------------------------------------ statistics
 

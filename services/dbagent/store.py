@@ -413,11 +413,20 @@ class Store:
 
     def due_messages(self, until: int, limit: int) -> list[PushGrid.MessageRecord]:
         """A lagging replica only delays these; the caller's transitionMessage on the primary decides."""
+        return self._messages_due(PushGrid.MessageState.Scheduled, until, limit)
+
+    def unstarted_messages(self, before: int, limit: int) -> list[PushGrid.MessageRecord]:
+        """Accepted (published) and due before `before`, yet never claimed by a dispatcher."""
+        return self._messages_due(PushGrid.MessageState.Accepted, before, limit)
+
+    def _messages_due(self, state: PushGrid.MessageState, until: int, limit: int) -> list[PushGrid.MessageRecord]:
+        """Messages in state due by until, oldest first, in a reply of at most REPLY_MAX_BYTES
+        (index ix_messages_due)."""
         with self._cursor(write=False) as cur:
             cur.execute(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE state = %s AND send_at <= %s"
                 " ORDER BY send_at, msg_id LIMIT %s",
-                (PushGrid.MessageState.Scheduled.name, until, limit),
+                (state.name, until, limit),
             )
             out: list[PushGrid.MessageRecord] = []
             size = 0

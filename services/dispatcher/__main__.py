@@ -1,7 +1,8 @@
 """The dispatcher server: `python -m services.dispatcher --Ice.Config=...` (IceGrid passes the config).
 
-Three loops in one process: the tasks consumer, the scheduler and the receipts consumer. If one
-of them dies the process shuts down and IceGrid (activation="always") starts it again.
+Four loops in one process: the tasks consumer, the scheduler, the reconciler and the receipts
+consumer; the scheduler and the reconciler act in one dispatcher at a time (a lease in Redis).
+If a loop dies the process shuts down and IceGrid (activation="always") starts it again.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import Ice
 
 from services.common import ice, kafka_client, limits, redis_client
 from services.common.config import CallTimeouts, DispatcherSettings, KafkaSettings, RedisSettings
+from services.common.lease import Lease
 from services.common.mailbox import Mailbox
 from services.common.tasks import TaskPublisher
 from services.dispatcher import receipts, worker
 from services.dispatcher.delivery import Delivery
+from services.dispatcher.reconciler import Reconciler
 from services.dispatcher.runner import TaskRunner
 from services.dispatcher.scheduler import Scheduler
 
@@ -49,7 +52,8 @@ def main() -> int:
         timeouts = CallTimeouts.from_properties(props)
         name = me.dispatcher_id
         settings = KafkaSettings.from_properties(props)
-        mailbox = Mailbox(redis_client.cluster(RedisSettings.from_properties(props)))
+        redis_settings = RedisSettings.from_properties(props)
+        mailbox = Mailbox(redis_client.cluster(redis_settings))
         db = ice.dbagent(communicator).ice_invocationTimeout(timeouts.dbagent_ms)
         tagalias = ice.tagalias(communicator).ice_invocationTimeout(timeouts.tagalias_ms)
         delivery = Delivery(mailbox, lambda stc_id: ice.stc(communicator, stc_id), lambda: ice.all_stcs(communicator))
@@ -82,7 +86,20 @@ def main() -> int:
                 ).run,
                 communicator,
             ),
-            _guarded("scheduler", Scheduler(db, publisher, stop).run, communicator),
+            _guarded(
+                "scheduler",
+                Scheduler(
+                    db, publisher, stop, lease=Lease(lambda: redis_client.cluster(redis_settings), "scheduler", name)
+                ).run,
+                communicator,
+            ),
+            _guarded(
+                "reconciler",
+                Reconciler(
+                    db, publisher, stop, lease=Lease(lambda: redis_client.cluster(redis_settings), "reconciler", name)
+                ).run,
+                communicator,
+            ),
             _guarded(
                 "receipts",
                 receipts.ReceiptsWorker(

@@ -2,9 +2,11 @@
 
 Publish first, then move Scheduled -> Accepted: if the worker dies in between, the message is
 still Scheduled and is published again (a duplicate task finds it done and is skipped); the
-other order could lose it. Every dispatcher runs this loop; the duplicates that causes are
-skipped the same way. Leaving Scheduled is also when a scheduled push's override takes effect:
-DBAgent ends the overridden message in the same transaction (services.common.lifecycle).
+other order could lose it. One dispatcher at a time runs the scans (a lease,
+services/common/lease.py), so a due message is published once; if Redis cannot say who leads,
+every dispatcher scans, and the duplicates that causes are skipped the same way. Leaving
+Scheduled is also when a scheduled push's override takes effect: DBAgent ends the overridden
+message in the same transaction (services.common.lifecycle).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import Ice
 from services.common import limits
 from services.common.clock import now_ms
 from services.common.contract import PushGrid
+from services.common.lease import Lease
 from services.common.tasks import Task, TaskPublisher
 
 log = logging.getLogger(__name__)
@@ -33,19 +36,25 @@ class Scheduler:
         publisher: TaskPublisher,
         stop: threading.Event,
         clock: Callable[[], int] = now_ms,
+        lease: Lease | None = None,
     ) -> None:
         self._db = db
         self._publisher = publisher
         self._stop = stop
         self._clock = clock
+        self._lease = lease
 
     def run(self) -> None:
         while not self._stop.wait(INTERVAL_SECONDS):
+            if self._lease is not None and not self._lease.held():
+                continue  # another dispatcher leads
             try:
                 while self.scan() == limits.DUE_PER_SCAN and not self._stop.is_set():
                     pass  # a full batch: more may be due
             except (PushGrid.PushGridError, Ice.Exception) as exc:
                 log.warning("scheduler scan failed, retrying in a second: %s", getattr(exc, "reason", exc))
+        if self._lease is not None:
+            self._lease.release()
 
     def scan(self) -> int:
         """Publishes the due messages; returns how many there were."""

@@ -538,6 +538,26 @@ def test_due_messages_are_scheduled_and_due_oldest_first(store):
             store.transition_message(creds.appKey, rec.msgId, State.Scheduled, State.Cancelled)
 
 
+def test_unstarted_messages_are_accepted_and_due_before_oldest_first(store):
+    creds = new_app(store)
+    base = 2_000  # long past
+    lost = record(creds.appKey, state=State.Accepted, send_at=base + 1)
+    older = record(creds.appKey, state=State.Accepted, send_at=base)
+    fresh = record(creds.appKey, state=State.Accepted, send_at=base + 100)
+    started = record(creds.appKey, state=State.Accepted, send_at=base)
+    scheduled = record(creds.appKey, state=State.Scheduled, send_at=base)
+    for rec in (lost, older, fresh, started, scheduled):
+        store.record_message(rec)
+    try:
+        assert store.transition_message(creds.appKey, started.msgId, State.Accepted, State.Dispatching)
+        found = [m for m in store.unstarted_messages(base + 2, limits.PAGE_MAX) if m.appKey == creds.appKey]
+        assert found == [older, lost]
+    finally:  # a reconciler sharing this database must not publish them
+        for rec in (lost, older, fresh):
+            store.transition_message(creds.appKey, rec.msgId, State.Accepted, State.Cancelled)
+        store.transition_message(creds.appKey, scheduled.msgId, State.Scheduled, State.Cancelled)
+
+
 # ---------------------------------------------------------------- statistics
 
 
@@ -639,8 +659,12 @@ BAD_CALLS = [
     ),
     ("createApp negative quota", lambda s, k, r, m: s.createApp(app_name(), -1), PushGrid.InvalidArgument),
     ("getApp malformed", lambda s, k, r, m: s.getApp("nothex"), PushGrid.UnknownApp),
-    ("verifyApp malformed", lambda s, k, r, m: s.verifyApp("X" * 24, "secret"), PushGrid.AuthenticationFailed),
-    ("verifyApp wrong", lambda s, k, r, m: s.verifyApp(k, "wrong"), PushGrid.AuthenticationFailed),
+    (
+        "verifyApp malformed",
+        lambda s, k, r, m: s.verifyApp("X" * 24, "secret").result(5),
+        PushGrid.AuthenticationFailed,
+    ),
+    ("verifyApp wrong", lambda s, k, r, m: s.verifyApp(k, "wrong").result(5), PushGrid.AuthenticationFailed),
     ("rotateSecret malformed", lambda s, k, r, m: s.rotateSecret(""), PushGrid.UnknownApp),
     ("setQuota zero", lambda s, k, r, m: s.setQuota(k, 0), PushGrid.InvalidArgument),
     ("setQuota malformed", lambda s, k, r, m: s.setQuota("abc", 5), PushGrid.InvalidArgument),

@@ -127,6 +127,11 @@ class FakeDB:
         due = [r for r in self.messages.values() if r.state == S.Scheduled and r.sendAt <= until]
         return sorted(due, key=lambda r: (r.sendAt, r.msgId))[:limit]
 
+    def unstartedMessages(self, before: int, limit: int) -> list[PushGrid.MessageRecord]:
+        self._call("unstartedMessages")
+        due = [r for r in self.messages.values() if r.state == S.Accepted and r.sendAt <= before]
+        return sorted(due, key=lambda r: (r.sendAt, r.msgId))[:limit]
+
     def recordStats(self, msg_id: int, key: str, delta: PushGrid.StatsDelta) -> None:
         self._call("recordStats")
         if (msg_id, key) in self.batches:

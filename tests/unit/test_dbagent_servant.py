@@ -260,9 +260,10 @@ def test_lifecycle_table():
     "limit,expected",
     [(0, limits.PAGE_DEFAULT), (-1, limits.PAGE_DEFAULT), (5, 5), (limits.PAGE_MAX + 1, limits.PAGE_MAX)],
 )
-def test_due_messages_limit(servant, store, limit, expected):
+def test_due_and_unstarted_messages_limit(servant, store, limit, expected):
     servant.dueMessages(123, limit)
-    assert store.calls == [("due_messages", (123, expected))]
+    servant.unstartedMessages(456, limit)
+    assert store.calls == [("due_messages", (123, expected)), ("unstarted_messages", (456, expected))]
 
 
 @pytest.mark.parametrize(

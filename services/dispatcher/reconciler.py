@@ -1,0 +1,79 @@
+"""Accepted means delivered, whatever the broker does: a message recorded as Accepted whose task
+no dispatcher has started within TASK_START_DEADLINE_SECONDS gets its task published again.
+
+A broker restart that dropped tasks, or a publish lost on the way, then costs delay, not the
+message. One dispatcher reconciles at a time (a lease). A message counts as unstarted once it
+has been seen Accepted for the whole deadline by this leader (not from its send time: a scheduled
+message published late is not stuck), and after a publish it waits another deadline before the
+next. A duplicate task is harmless: the runner skips a message that moved on and resumes one
+that is Dispatching (services/dispatcher/runner.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import Ice
+
+from services.common import limits
+from services.common.clock import now_ms
+from services.common.contract import PushGrid
+from services.common.lease import Lease
+from services.common.tasks import Task, TaskPublisher
+
+log = logging.getLogger(__name__)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        db: PushGrid.DBAgentPrx,
+        publisher: TaskPublisher,
+        stop: threading.Event,
+        lease: Lease | None = None,
+        clock: Callable[[], int] = now_ms,
+        deadline_ms: int = limits.TASK_START_DEADLINE_SECONDS * 1000,
+        every_seconds: float = limits.RECONCILE_SECONDS,
+    ) -> None:
+        self._db = db
+        self._publisher = publisher
+        self._stop = stop
+        self._lease = lease
+        self._clock = clock
+        self._deadline_ms = deadline_ms
+        self._every = every_seconds
+        self._waiting: dict[int, int] = {}  # msg id -> since when this leader has seen it unstarted
+
+    def run(self) -> None:
+        while not self._stop.wait(self._every):
+            if self._lease is not None and not self._lease.held():
+                self._waiting.clear()  # a leader starts its own count
+                continue
+            try:
+                self.scan()
+            except (PushGrid.PushGridError, Ice.Exception) as exc:
+                log.warning("reconcile failed, retrying: %s", getattr(exc, "reason", exc))
+        if self._lease is not None:
+            self._lease.release()
+
+    def scan(self) -> int:
+        """Publishes again the tasks of messages unstarted for the deadline; returns how many."""
+        now = self._clock()
+        unstarted = self._db.unstartedMessages(now - self._deadline_ms, limits.DUE_PER_SCAN)
+        self._waiting = {r.msgId: self._waiting.get(r.msgId, now) for r in unstarted}
+        again = 0
+        for record in unstarted:
+            if now - self._waiting[record.msgId] < self._deadline_ms:
+                continue
+            self._publisher.publish(Task.from_record(record))
+            self._waiting[record.msgId] = now
+            again += 1
+            log.warning(
+                "message %d of %s accepted but not started for %d s: its task is published again",
+                record.msgId,
+                record.appKey,
+                (now - record.sendAt) // 1000,
+            )
+        return again
