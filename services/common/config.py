@@ -154,14 +154,24 @@ class PushSettings:
 
 @dataclass(frozen=True)
 class DispatcherSettings:
-    """One dispatcher: its id (Kafka client id, checkpoint owner) and its audience page size."""
+    """One dispatcher: its id (Kafka client id, checkpoint owner), its audience page size, and
+    how many days reports are kept after their message expires (the operator's retention)."""
 
     dispatcher_id: str
     page_size: int
+    report_days: float = limits.REPORT_RETENTION_DAYS
 
     @classmethod
     def from_properties(cls, props: Ice.Properties) -> DispatcherSettings:
+        days = props.getPropertyWithDefault("PushGrid.Retention.ReportDays", str(limits.REPORT_RETENTION_DAYS))
+        try:
+            report_days = float(days)
+        except ValueError:
+            raise ValueError(f"PushGrid.Retention.ReportDays must be a number of days, not {days!r}") from None
+        if not report_days > 0:
+            raise ValueError(f"PushGrid.Retention.ReportDays must be more than 0, not {days!r}")
         return cls(
             dispatcher_id=props.getPropertyWithDefault("PushGrid.Dispatcher.Id", "Dispatcher"),
             page_size=_int(props, "PushGrid.Dispatcher.PageSize", limits.DISPATCH_PAGE),
+            report_days=report_days,
         )

@@ -296,6 +296,10 @@ class DBAgentI(PushGrid.DBAgent):
         """limit as dueMessages."""
         return self._store.unstarted_messages(before, _page(limit))
 
+    def purgeExpired(self, expiredBefore: int, limit: int, current: Ice.Current = None) -> PushGrid.Purged:
+        """limit as dueMessages."""
+        return self._store.purge_expired(expiredBefore, _page(limit))
+
     # ------------------------------------------------------------ statistics
 
     def recordStats(self, msgId: int, batchKey: str, delta: PushGrid.StatsDelta, current: Ice.Current = None) -> None:

@@ -29,6 +29,7 @@ from services.dbagent.pool import MYSQL, Pool, connector
 
 ER_DUP_ENTRY = 1062
 CHUNK = 1000  # rows or ids per statement, to keep statements well under max_allowed_packet
+PURGE_ROWS_PER_STATEMENT = 2000  # rows one purge statement deletes: its locks last milliseconds
 _ID_ATTEMPTS = 3  # random ids that collide (practically never) are drawn again
 
 _APP_COLUMNS = "app_key, name, push_quota_per_minute, enabled, created_at, secret_rotated_at"
@@ -436,6 +437,36 @@ class Store:
                     break
                 out.append(_message(row))
             return out
+
+    def purge_expired(self, expired_before: int, limit: int) -> PushGrid.Purged:
+        """Receipts and stats batches first, the message last: a purge cut off halfway leaves
+        the message, so the next finds it again."""
+        with self._cursor() as cur:
+            cur.execute(
+                "SELECT msg_id FROM messages WHERE expires_at < %s ORDER BY expires_at, msg_id LIMIT %s",
+                (expired_before, limit),
+            )
+            ids = [row["msg_id"] for row in cur.fetchall()]
+        purged = PushGrid.Purged(messages=0, receipts=0, statBatches=0)
+        for msg_id in ids:
+            purged.receipts += self._delete_all("DELETE FROM receipts WHERE msg_id = %s LIMIT %s", msg_id)
+            purged.statBatches += self._delete_all("DELETE FROM stat_batches WHERE msg_id = %s LIMIT %s", msg_id)
+        for chunk in chunks(ids, PURGE_ROWS_PER_STATEMENT):
+            with self._cursor() as cur:
+                marks = _placeholders(len(chunk))
+                cur.execute(f"DELETE FROM message_stats WHERE msg_id IN ({marks})", chunk)
+                purged.messages += cur.execute(f"DELETE FROM messages WHERE msg_id IN ({marks})", chunk)
+        return purged
+
+    def _delete_all(self, statement: str, msg_id: int) -> int:
+        """Runs a DELETE ... LIMIT until it deletes fewer than the limit; returns the rows deleted."""
+        total = 0
+        while True:
+            with self._cursor() as cur:
+                deleted = cur.execute(statement, (msg_id, PURGE_ROWS_PER_STATEMENT))
+            total += deleted
+            if deleted < PURGE_ROWS_PER_STATEMENT:
+                return total
 
     # ------------------------------------------------------------ statistics
 

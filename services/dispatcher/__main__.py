@@ -1,7 +1,8 @@
 """The dispatcher server: `python -m services.dispatcher --Ice.Config=...` (IceGrid passes the config).
 
-Four loops in one process: the tasks consumer, the scheduler, the reconciler and the receipts
-consumer; the scheduler and the reconciler act in one dispatcher at a time (a lease in Redis).
+Five loops in one process: the tasks consumer, the scheduler, the reconciler, the retention
+purge and the receipts consumer; the scheduler, the reconciler and the purge act in one
+dispatcher at a time (a lease in Redis each).
 If a loop dies the process shuts down and IceGrid (activation="always") starts it again.
 """
 
@@ -22,6 +23,7 @@ from services.common.tasks import TaskPublisher
 from services.dispatcher import receipts, worker
 from services.dispatcher.delivery import Delivery
 from services.dispatcher.reconciler import Reconciler
+from services.dispatcher.retention import Retention
 from services.dispatcher.runner import TaskRunner
 from services.dispatcher.scheduler import Scheduler
 
@@ -97,6 +99,16 @@ def main() -> int:
                 "reconciler",
                 Reconciler(
                     db, publisher, stop, lease=Lease(lambda: redis_client.cluster(redis_settings), "reconciler", name)
+                ).run,
+                communicator,
+            ),
+            _guarded(
+                "retention",
+                Retention(
+                    db,
+                    stop,
+                    me.report_days,
+                    lease=Lease(lambda: redis_client.cluster(redis_settings), "retention", name),
                 ).run,
                 communicator,
             ),

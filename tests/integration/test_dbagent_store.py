@@ -558,6 +558,30 @@ def test_unstarted_messages_are_accepted_and_due_before_oldest_first(store):
         store.transition_message(creds.appKey, scheduled.msgId, State.Scheduled, State.Cancelled)
 
 
+def test_purge_deletes_expired_messages_with_their_reports_and_keeps_the_rest(store, monkeypatch):
+    import services.dbagent.store as store_module
+
+    monkeypatch.setattr(store_module, "PURGE_ROWS_PER_STATEMENT", 3)  # several statements per message
+    creds = new_app(store)
+    old = [record(creds.appKey, send_at=5_000 + i) for i in range(3)]  # expired long ago
+    kept = record(creds.appKey)  # expires tomorrow
+    for rec in (*old, kept):
+        store.record_message(rec)
+        store.record_receipts(creds.appKey, rec.msgId, [f"r{i}" for i in range(7)])
+        store.record_stats(rec.msgId, "page-1", PushGrid.StatsDelta(targets=7, sentOnline=7))
+    cutoff = old[-1].expiresAt + 1
+    first = store.purge_expired(cutoff, 2)  # oldest first, two at a time
+    assert (first.messages, first.receipts, first.statBatches) == (2, 14, 2)
+    second = store.purge_expired(cutoff, 2)
+    assert (second.messages, second.receipts, second.statBatches) == (1, 7, 1)
+    assert store.purge_expired(cutoff, 2).messages == 0
+    for rec in old:
+        with pytest.raises(PushGrid.UnknownMessage):
+            store.get_message(creds.appKey, rec.msgId)
+    assert store.get_message(creds.appKey, kept.msgId) == kept
+    assert stats_of(store, creds.appKey, kept.msgId).received == 7  # its report is whole
+
+
 # ---------------------------------------------------------------- statistics
 
 

@@ -30,3 +30,11 @@ def test_default_quota_matches_limits():
     sql = (migrations.MIGRATIONS_DIR / "001_initial.sql").read_text()
     default = re.search(r"push_quota_per_minute\s+INT\s+NOT NULL DEFAULT (\d+)", sql)
     assert default and int(default.group(1)) == limits.PUSH_QUOTA_DEFAULT
+
+
+def test_the_descriptors_report_retention_matches_limits():
+    from services.common import paths
+
+    xml = (paths.ROOT / "icegrid" / "pushgrid.xml").read_text()
+    default = re.search(r'<variable name="retention.report.days" value="([0-9.]+)"/>', xml)
+    assert default and float(default.group(1)) == limits.REPORT_RETENTION_DAYS

@@ -29,3 +29,10 @@ def test_the_partner_sdk_imports_only_the_contract() -> None:
     imported = set(json.loads(out.stdout))
     assert "services.common.contract" in imported  # the probe really loaded the SDK
     assert imported <= CONTRACT, f"the partner SDK pulls in server code: {sorted(imported - CONTRACT)}"
+
+
+def test_the_sdks_request_limit_is_the_routers() -> None:
+    from services.common import limits
+    from tools.partner.sdk import ROUTER_REQUEST_MAX_KIB
+
+    assert ROUTER_REQUEST_MAX_KIB == limits.PARTNER_REQUEST_MAX_KIB
