@@ -40,10 +40,11 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from tools.grid import icegrid
+    from tools.grid import icegrid, redis_cluster
 
     run = _run_dir(args)
     st = icegrid.status(run)
+    st["redis"] = {"roles": redis_cluster.roles(run), "healthy": redis_cluster.healthy(run)}
     if args.json:
         print(json.dumps(st, indent=2))
     else:
@@ -52,6 +53,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         all(st["registries"].values())
         and all(st["nodes"].values())
         and all(s["state"] == "Active" for s in st["servers"])
+        and st["redis"]["healthy"]
     )
     return 0 if healthy else 1
 
@@ -60,6 +62,13 @@ def print_status(st: dict[str, Any]) -> None:
     partner = st.get("partner") or {}
     print("registries: " + ", ".join(f"{n} {'up' if ok else 'DOWN'}" for n, ok in sorted(st["registries"].items())))
     print("nodes:      " + ", ".join(f"{n} {'up' if ok else 'DOWN'}" for n, ok in sorted(st["nodes"].items())))
+    if "redis" in st:
+        from tools.grid.rundir import REDIS_NODES
+
+        roles = st["redis"]["roles"]
+        nodes = ", ".join(f"{n} {roles.get(n, 'DOWN')}" for n in REDIS_NODES).replace("slave", "replica")
+        verdict = "ok" if st["redis"]["healthy"] else "DEGRADED (not every master has a replica, or a node is down)"
+        print(f"redis:      {nodes}: {verdict}")
     print("replica groups:")
     for gid, g in sorted(st["replica_groups"].items()):
         print(f"  {gid:<20} {g['policy']:<12} objects: {', '.join(g['objects'])}")

@@ -7,6 +7,7 @@ engine.BackendUnavailable (close 4011), so the engine never sees an Ice type.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import Ice
@@ -15,6 +16,8 @@ from services.common import platforms, validation
 from services.common.contract import PushGrid
 from services.stc import protocol
 from services.stc.engine import BackendUnavailable, Device
+
+log = logging.getLogger(__name__)
 
 
 class IceDirectory:
@@ -25,17 +28,36 @@ class IceDirectory:
         self._tags = tagalias
 
     def register(self, app_key: str, platform: str, count: int) -> list[tuple[str, str]]:
-        """count new devices, known to DBAgent and to TagAlias's index of the app's devices."""
+        """count new devices, known to DBAgent and to TagAlias's index of the app's devices: both
+        or neither (devices TagAlias did not take are unregistered from DBAgent again)."""
         try:
             validation.app_key(app_key)
             kind = platforms.BY_NAME[platform]
             creds = self._db.registerDevices(app_key, kind, count)
-            self._tags.addDevices(app_key, [c.registrationId for c in creds], kind)
         except (PushGrid.UnknownApp, PushGrid.InvalidArgument):
             raise protocol.AuthFailed("unknown app") from None
         except (PushGrid.Unavailable, Ice.LocalException) as exc:
             raise BackendUnavailable(f"registration failed: {type(exc).__name__}") from exc
+        rids = [c.registrationId for c in creds]
+        try:
+            self._tags.addDevices(app_key, rids, kind)
+        except (PushGrid.PushGridError, Ice.LocalException) as exc:
+            self._unregister(app_key, rids)
+            raise BackendUnavailable(f"registration failed: {type(exc).__name__}") from exc
         return [(c.registrationId, c.deviceToken) for c in creds]
+
+    def _unregister(self, app_key: str, rids: Sequence[str]) -> None:
+        """Takes back devices half registered; the ones it cannot are logged for the operator."""
+        left = []
+        for rid in rids:
+            try:
+                self._db.unregisterDevice(app_key, rid)
+            except PushGrid.UnknownDevice:
+                pass
+            except (PushGrid.PushGridError, Ice.LocalException):
+                left.append(rid)
+        if left:
+            log.error("%d devices of %s registered in DBAgent but not TagAlias, left: %s", len(left), app_key, left)
 
     def verify(self, hellos: Sequence[protocol.Hello]) -> list[Device | None]:
         """The devices of hellos, in order; None where the credentials are wrong."""

@@ -54,6 +54,8 @@ def test_status_shows_every_server_active_with_node_and_group(grid):
     assert f"PushGridRouter/router:ssl -h 127.0.0.1 -p {grid.ports['partner-ssl']}" in result.stdout
     assert f"config for partners: {grid.partner_config}" in result.stdout
     assert "Master up" in result.stdout and "Replica up" in result.stdout
+    redis_line = next(line for line in lines if line.startswith("redis:"))
+    assert redis_line.count(" master") == 3 and redis_line.count(" replica") == 3 and redis_line.endswith(": ok")
 
 
 def test_up_again_is_idempotent(grid):

@@ -46,7 +46,7 @@ def start_backends(run: RunDir, progress: Progress = print) -> None:
     step(progress, "schema migrations", lambda: _migrate(run))
     step(
         progress,
-        f"Redis Cluster, 3 masters on {host}:{ports['redis1']},{ports['redis2']},{ports['redis3']}",
+        f"Redis Cluster, 3 masters and 3 replicas on {host}:{ports['redis1']}..{ports['redis6']}",
         lambda: redis_cluster.start(run),
     )
     step(progress, f"Kafka-compatible broker on {host}:{ports['kafka']}", lambda: kafka.start(run))

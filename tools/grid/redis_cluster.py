@@ -1,12 +1,19 @@
-"""A Redis Cluster of three masters on the grid's internal address, each with its own directory.
+"""A Redis Cluster of three masters, each with a replica, on the grid's internal address.
+
+A killed master fails over to its replica within a few seconds (cluster-node-timeout 3 s), and
+when it comes back it rejoins as a replica of the one that took its place. Every node keeps an
+append-only file (fsync every second), so a node restarted alone, or the whole grid brought up
+again, finds its data where it left it.
 
 Every node asks for the grid's Redis password (run.secrets["redis"]): on a private address other
-hosts can reach, Redis refuses clients that do not authenticate."""
+hosts can reach, Redis refuses clients that do not authenticate. The password is in each node's
+redis.conf (mode 600), never on a command line where ps would show it."""
 
 from __future__ import annotations
 
 import functools
 import os
+import signal
 import subprocess
 
 import redis
@@ -14,65 +21,68 @@ import redis
 from tools.grid import procs
 from tools.grid.rundir import REDIS_NODES, RunDir
 
+REPLICAS_PER_MASTER = 1
+NODE_TIMEOUT_MS = 3000
+
 
 def _node_paths(run: RunDir, name: str) -> tuple[str, str, str]:
     base = run.dir("redis", name)
     return base, os.path.join(base, "redis.pid"), os.path.join(base, "redis.log")
 
 
+def _write_config(run: RunDir, name: str) -> str:
+    base, _, _ = _node_paths(run, name)
+    password = run.secrets["redis"]
+    lines = {
+        "port": run.ports[name],
+        "cluster-port": run.ports[name + "-bus"],
+        "bind": run.internal_host,
+        "protected-mode": "yes",
+        "cluster-enabled": "yes",
+        "cluster-config-file": "nodes.conf",
+        "cluster-node-timeout": NODE_TIMEOUT_MS,
+        "dir": base,
+        "save": '""',
+        "appendonly": "yes",
+        "appendfsync": "everysec",
+        "daemonize": "no",
+        "maxclients": 10000,
+        "requirepass": password,
+        "masterauth": password,
+    }
+    path = os.path.join(base, "redis.conf")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.writelines(f"{key} {value}\n" for key, value in lines.items())
+    return path
+
+
 def start(run: RunDir) -> None:
-    ports, host, password = run.ports, run.internal_host, run.secrets["redis"]
-    for name in REDIS_NODES:
-        base, pid_file, log = _node_paths(run, name)
-        procs.start(
-            [
-                "redis-server",
-                "--port",
-                str(ports[name]),
-                "--cluster-port",
-                str(ports[name + "-bus"]),
-                "--bind",
-                host,
-                "--protected-mode",
-                "yes",
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "3000",
-                "--dir",
-                base,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--maxclients",
-                "10000",
-                "--requirepass",
-                password,
-                "--masterauth",
-                password,
-            ],
-            pid_file,
-            log,
-        )
+    """Starts the nodes not running; makes the cluster the first time."""
+    host, password = run.internal_host, run.secrets["redis"]
     for name in REDIS_NODES:
         _, pid_file, log = _node_paths(run, name)
-        procs.wait_for(functools.partial(_pings, host, ports[name], password), f"Redis {name}", 30, log, pid_file)
-    if _cluster_info(host, ports[REDIS_NODES[0]], password)["cluster_slots_assigned"] == "0":
+        procs.start(["redis-server", _write_config(run, name)], pid_file, log)
+    for name in REDIS_NODES:
+        _, pid_file, log = _node_paths(run, name)
+        procs.wait_for(functools.partial(_pings, host, run.ports[name], password), f"Redis {name}", 30, log, pid_file)
+    if _cluster_info(host, run.ports[REDIS_NODES[0]], password)["cluster_slots_assigned"] == "0":
         subprocess.run(
-            ["redis-cli", "--cluster", "create", *[f"{host}:{ports[n]}" for n in REDIS_NODES], "--cluster-yes"],
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *[f"{host}:{run.ports[n]}" for n in REDIS_NODES],
+                "--cluster-replicas",
+                str(REPLICAS_PER_MASTER),
+                "--cluster-yes",
+            ],
             env={**os.environ, "REDISCLI_AUTH": password},  # not on the command line, where ps shows it
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-    procs.wait_for(
-        lambda: all(_cluster_ok(host, ports[n], password) for n in REDIS_NODES), "Redis Cluster state ok", 30
-    )
+    procs.wait_for(lambda: healthy(run), "Redis Cluster state ok, every master with a replica", 60)
 
 
 def _client(host: str, port: int, password: str) -> redis.Redis:
@@ -83,14 +93,45 @@ def _cluster_info(host: str, port: int, password: str) -> dict[str, str]:
     return _client(host, port, password).execute_command("CLUSTER INFO")
 
 
-def _cluster_ok(host: str, port: int, password: str) -> bool:
-    return _cluster_info(host, port, password)["cluster_state"] == "ok"
+def roles(run: RunDir) -> dict[str, str]:
+    """Each running node's role: "master" or "slave" (Redis's word)."""
+    out = {}
+    for name in REDIS_NODES:
+        try:
+            out[name] = _client(run.internal_host, run.ports[name], run.secrets["redis"]).info("replication")["role"]
+        except redis.RedisError:
+            continue
+    return out
 
 
-def stop_node(run: RunDir, name: str) -> bool:
-    """Stops one master (fault tests); start() brings it back into the cluster."""
+def healthy(run: RunDir) -> bool:
+    """Every node answers, the cluster is ok, and there are three masters and three replicas."""
+    host, password = run.internal_host, run.secrets["redis"]
+    try:
+        if not all(_cluster_info(host, run.ports[n], password)["cluster_state"] == "ok" for n in REDIS_NODES):
+            return False
+    except redis.RedisError:
+        return False
+    found = sorted(roles(run).values())
+    masters = len(REDIS_NODES) // (1 + REPLICAS_PER_MASTER)
+    return found == ["master"] * masters + ["slave"] * (len(REDIS_NODES) - masters)
+
+
+def master_of(run: RunDir, key: str) -> str:
+    """The node that serves key now (CLUSTER SLOTS lists each range's master first)."""
+    client = _client(run.internal_host, run.ports[REDIS_NODES[0]], run.secrets["redis"])
+    slot = client.execute_command("CLUSTER KEYSLOT", key)
+    by_port = {run.ports[name]: name for name in REDIS_NODES}
+    for first, last, master, *_replicas in client.execute_command("CLUSTER SLOTS"):
+        if first <= slot <= last:
+            return by_port[int(master[1])]
+    raise LookupError(f"no master serves slot {slot}")
+
+
+def stop_node(run: RunDir, name: str, kill: bool = False) -> bool:
+    """Stops one node (fault tests): SIGTERM, or SIGKILL with kill; start() brings it back."""
     _, pid_file, _ = _node_paths(run, name)
-    return procs.stop(pid_file, timeout=10)
+    return procs.stop(pid_file, timeout=10, sig=signal.SIGKILL if kill else signal.SIGTERM)
 
 
 def stop(run: RunDir) -> bool:

@@ -22,9 +22,15 @@ PORT_NAMES = (
     "redis1",
     "redis2",
     "redis3",
+    "redis4",
+    "redis5",
+    "redis6",
     "redis1-bus",
     "redis2-bus",
     "redis3-bus",
+    "redis4-bus",
+    "redis5-bus",
+    "redis6-bus",
     "kafka",
     "registry-master",
     "registry-replica",
@@ -33,7 +39,7 @@ PORT_NAMES = (
     "partner-tcp",
     "partner-ssl",
 )
-REDIS_NODES = ("redis1", "redis2", "redis3")
+REDIS_NODES = ("redis1", "redis2", "redis3", "redis4", "redis5", "redis6")  # three masters, a replica each
 SECRET_NAMES = ("mysql", "redis", "admin")
 NODES = ("node1", "node2")
 HOST_DEVICE_PORT = 8090  # STC's device port on a node host's own address (tools/grid/hostnode.py)
