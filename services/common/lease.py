@@ -10,12 +10,15 @@ would delay messages.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
+import Ice
 from redis.cluster import RedisCluster
 
 from services.common import limits
 from services.common.backends import REDIS
+from services.common.contract import PushGrid
 from services.common.lazy import Lazy
 from services.common.lua import load_scripts
 
@@ -57,3 +60,20 @@ class Lease:
             self._client().eval(_SCRIPTS["lease_release"], 1, self._key, self.holder)
         except REDIS.errors as exc:
             log.warning("%s lease not released, it lapses by itself: %r", self.name, exc)
+
+
+def lead(lease: Lease | None, stop: threading.Event, every: float, job: Callable[[], object], what: str) -> None:
+    """Runs job every `every` seconds while this process holds lease (always, without one)
+    until stop is set, then gives the lease up. A round that fails on a backend is logged and
+    the next round tries again."""
+    try:
+        while not stop.wait(every):
+            if lease is not None and not lease.held():
+                continue  # another process leads
+            try:
+                job()
+            except (PushGrid.PushGridError, Ice.Exception) as exc:
+                log.warning("%s failed, trying again in %g s: %s", what, every, getattr(exc, "reason", exc))
+    finally:
+        if lease is not None:
+            lease.release()

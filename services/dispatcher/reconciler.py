@@ -15,12 +15,10 @@ import logging
 import threading
 from collections.abc import Callable
 
-import Ice
-
 from services.common import limits
 from services.common.clock import now_ms
 from services.common.contract import PushGrid
-from services.common.lease import Lease
+from services.common.lease import Lease, lead
 from services.common.tasks import Task, TaskPublisher
 
 log = logging.getLogger(__name__)
@@ -45,22 +43,17 @@ class Reconciler:
         self._deadline_ms = deadline_ms
         self._every = every_seconds
         self._waiting: dict[int, int] = {}  # msg id -> since when this leader has seen it unstarted
+        self._last_scan = 0
 
     def run(self) -> None:
-        while not self._stop.wait(self._every):
-            if self._lease is not None and not self._lease.held():
-                self._waiting.clear()  # a leader starts its own count
-                continue
-            try:
-                self.scan()
-            except (PushGrid.PushGridError, Ice.Exception) as exc:
-                log.warning("reconcile failed, retrying: %s", getattr(exc, "reason", exc))
-        if self._lease is not None:
-            self._lease.release()
+        lead(self._lease, self._stop, self._every, self.scan, "reconcile")
 
     def scan(self) -> int:
         """Publishes again the tasks of messages unstarted for the deadline; returns how many."""
         now = self._clock()
+        if now - self._last_scan > 2 * self._every * 1000:
+            self._waiting = {}  # another dispatcher led meanwhile: this one starts its own count
+        self._last_scan = now
         unstarted = self._db.unstartedMessages(now - self._deadline_ms, limits.DUE_PER_SCAN)
         self._waiting = {r.msgId: self._waiting.get(r.msgId, now) for r in unstarted}
         again = 0

@@ -12,12 +12,10 @@ import logging
 import threading
 from collections.abc import Callable
 
-import Ice
-
 from services.common import limits
 from services.common.clock import now_ms
 from services.common.contract import PushGrid
-from services.common.lease import Lease
+from services.common.lease import Lease, lead
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +40,7 @@ class Retention:
         self._every = every_seconds
 
     def run(self) -> None:
-        while not self._stop.wait(self._every):
-            if self._lease is not None and not self._lease.held():
-                continue
-            try:
-                self.purge()
-            except (PushGrid.PushGridError, Ice.Exception) as exc:
-                log.warning("purge failed, retrying later: %s", getattr(exc, "reason", exc))
-        if self._lease is not None:
-            self._lease.release()
+        lead(self._lease, self._stop, self._every, self.purge, "purge")
 
     def purge(self) -> PushGrid.Purged:
         """Purges every message expired before the retention, PURGE_PER_CALL at a time."""

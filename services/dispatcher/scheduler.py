@@ -15,12 +15,10 @@ import logging
 import threading
 from collections.abc import Callable
 
-import Ice
-
 from services.common import limits
 from services.common.clock import now_ms
 from services.common.contract import PushGrid
-from services.common.lease import Lease
+from services.common.lease import Lease, lead
 from services.common.tasks import Task, TaskPublisher
 
 log = logging.getLogger(__name__)
@@ -45,16 +43,11 @@ class Scheduler:
         self._lease = lease
 
     def run(self) -> None:
-        while not self._stop.wait(INTERVAL_SECONDS):
-            if self._lease is not None and not self._lease.held():
-                continue  # another dispatcher leads
-            try:
-                while self.scan() == limits.DUE_PER_SCAN and not self._stop.is_set():
-                    pass  # a full batch: more may be due
-            except (PushGrid.PushGridError, Ice.Exception) as exc:
-                log.warning("scheduler scan failed, retrying in a second: %s", getattr(exc, "reason", exc))
-        if self._lease is not None:
-            self._lease.release()
+        lead(self._lease, self._stop, INTERVAL_SECONDS, self._scan_all, "scheduler scan")
+
+    def _scan_all(self) -> None:
+        while self.scan() == limits.DUE_PER_SCAN and not self._stop.is_set():
+            pass  # a full batch: more may be due
 
     def scan(self) -> int:
         """Publishes the due messages; returns how many there were."""
