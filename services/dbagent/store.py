@@ -212,10 +212,11 @@ class Store:
     def register_devices(
         self, app_key: str, platform: PushGrid.Platform, count: int
     ) -> list[PushGrid.DeviceCredentials]:
-        """count new devices in one INSERT and one commit; only an enabled app takes new devices."""
+        """count new devices in one INSERT and one commit, with the app's device count; only an
+        enabled app takes new devices."""
         tokens = [credentials.new_device_token() for _ in range(count)]
         hashes = [credentials.hash_token(t) for t in tokens]
-        with self._cursor() as cur:
+        with self._cursor(transaction=True) as cur:
             self._require_enabled_app(cur, app_key)
             for _ in range(_ID_ATTEMPTS):
                 now = now_ms()
@@ -228,6 +229,7 @@ class Store:
                         " VALUES (%s, %s, %s, %s, %s, %s)",
                         [(rid, app_key, platform.name, h, now, now) for rid, h in zip(rids, hashes, strict=True)],
                     )
+                    cur.execute("UPDATE apps SET device_count = device_count + %s WHERE app_key = %s", (count, app_key))
                     return [
                         PushGrid.DeviceCredentials(registrationId=rid, deviceToken=t)
                         for rid, t in zip(rids, tokens, strict=True)
@@ -292,21 +294,20 @@ class Store:
                 )
 
     def unregister_device(self, app_key: str, registration_id: str) -> None:
-        with self._cursor() as cur:
+        with self._cursor(transaction=True) as cur:
             cur.execute("DELETE FROM devices WHERE registration_id = %s AND app_key = %s", (registration_id, app_key))
             if cur.rowcount == 0:
                 raise _unknown_device(registration_id)
+            cur.execute("UPDATE apps SET device_count = GREATEST(device_count - 1, 0) WHERE app_key = %s", (app_key,))
 
     def device_count(self, app_key: str) -> int:
+        """The app's counter (migration 003), kept with every registration: no scan of devices."""
         with self._cursor(write=False) as cur:
-            cur.execute(
-                "SELECT (SELECT COUNT(*) FROM devices WHERE app_key = %s) AS n FROM apps WHERE app_key = %s",
-                (app_key, app_key),
-            )
+            cur.execute("SELECT device_count FROM apps WHERE app_key = %s", (app_key,))
             row = cur.fetchone()
         if row is None:
             raise _unknown_app(app_key)
-        return int(row["n"])
+        return int(row["device_count"])
 
     # ------------------------------------------------------------ messages
 
