@@ -25,6 +25,16 @@ def _int(props: Ice.Properties, name: str, default: int) -> int:
     return props.getPropertyAsIntWithDefault(name, default)
 
 
+def _secret(props: Ice.Properties, prefix: str) -> str:
+    """A password from the file <prefix>.PasswordFile names (readable by the grid's user only),
+    else from <prefix>.Password (a grid deployed before password files)."""
+    path = props.getProperty(prefix + ".PasswordFile")
+    if path:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    return props.getProperty(prefix + ".Password")
+
+
 @dataclass(frozen=True)
 class MySQLSettings:
     """Where DBAgent finds MySQL: writes go to host, reads to read_host (a replica) if set."""
@@ -48,7 +58,7 @@ class MySQLSettings:
             host=host,
             port=port,
             user=props.getPropertyWithDefault("PushGrid.MySQL.User", "pushgrid"),
-            password=props.getProperty("PushGrid.MySQL.Password"),
+            password=_secret(props, "PushGrid.MySQL"),
             database=props.getPropertyWithDefault("PushGrid.MySQL.Database", "pushgrid"),
             read_host=props.getPropertyWithDefault("PushGrid.MySQL.ReadHost", host),
             read_port=_int(props, "PushGrid.MySQL.ReadPort", port),
@@ -72,7 +82,7 @@ class RedisSettings:
         return cls(
             nodes=nodes,
             timeout=_int(props, "PushGrid.Redis.TimeoutMs", 2000) / 1000.0,
-            password=props.getProperty("PushGrid.Redis.Password"),
+            password=_secret(props, "PushGrid.Redis"),
         )
 
     @staticmethod

@@ -382,7 +382,7 @@ def test_the_device_counter_is_what_its_migration_counts(store):
     store.unregister_device(creds.appKey, store.register_device(creds.appKey, PushGrid.Platform.Web).registrationId)
     assert store.device_count(creds.appKey) == 5
     recount = migrations.statements((migrations.MIGRATIONS_DIR / "003_app_device_count.sql").read_text())[-1]
-    with store._cursor() as cur:  # noqa: SLF001 - the migration's own statement, run again
+    with store._cursor() as cur:
         cur.execute("UPDATE apps SET device_count = 0 WHERE app_key = %s", (creds.appKey,))
         cur.execute(recount)
     assert store.device_count(creds.appKey) == 5

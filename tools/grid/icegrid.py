@@ -199,9 +199,9 @@ def descriptor_variables(run: RunDir) -> dict[str, str]:
         "mysql.host": props["PushGrid.MySQL.Host"],
         "grid.server.user": "root" if os.geteuid() == 0 else "",
         "mysql.port": props["PushGrid.MySQL.Port"],
-        "mysql.password": props["PushGrid.MySQL.Password"],
+        "mysql.password.file": props["PushGrid.MySQL.PasswordFile"],
         "redis.nodes": props["PushGrid.Redis.Nodes"],
-        "redis.password": props["PushGrid.Redis.Password"],
+        "redis.password.file": props["PushGrid.Redis.PasswordFile"],
         "kafka.bootstrap": props["PushGrid.Kafka.Bootstrap"],
         **{f"stc.port.{node}": str(run.ports[f"stc-{node}"]) for node in NODES},
         # the partners' door (glacier2/router.xml)

@@ -170,6 +170,17 @@ class RunDir:
             self._save("secrets.json")
         return kept
 
+    def secret_file(self, name: str) -> str:
+        """A file holding one of the grid's passwords (mode 600, the grid's user only): servers
+        are given its path, so the password is on no command line and in no descriptor."""
+        path = self.sub("secrets", name)
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.secrets[name])
+        os.replace(tmp, path)
+        return path
+
     @property
     def locator(self) -> str:
         p, host = self.ports, self.internal_host
@@ -281,10 +292,10 @@ class RunDir:
             "PushGrid.MySQL.Host": host,
             "PushGrid.MySQL.Port": str(p["mysql"]),
             "PushGrid.MySQL.User": "pushgrid",
-            "PushGrid.MySQL.Password": self.secrets["mysql"],
+            "PushGrid.MySQL.PasswordFile": self.secret_file("mysql"),
             "PushGrid.MySQL.Database": "pushgrid",
             "PushGrid.Redis.Nodes": ",".join(f"{host}:{p[n]}" for n in REDIS_NODES),
-            "PushGrid.Redis.Password": self.secrets["redis"],
+            "PushGrid.Redis.PasswordFile": self.secret_file("redis"),
             "PushGrid.Kafka.Bootstrap": f"{host}:{p['kafka']}",
         }
 
