@@ -96,6 +96,23 @@ def close_frame(code: int, reason: str = "") -> bytes:
     return frame(code.to_bytes(2, "big") + reason.encode("utf-8")[:123], CLOSE)
 
 
+def close_code(payload: bytes) -> int:
+    """The code of a device's close frame, to echo (1000 if it gave none). ProtocolViolation for
+    a code no endpoint may send (1002, RFC 6455 section 7.4) or a reason that is not UTF-8 (1007)."""
+    if not payload:
+        return 1000
+    if len(payload) == 1:
+        raise ProtocolViolation(1002, "a close code takes two bytes")
+    code = int.from_bytes(payload[:2], "big")
+    if not (1000 <= code <= 1003 or 1007 <= code <= 1011 or 3000 <= code <= 4999):
+        raise ProtocolViolation(1002, f"close code {code} may not be sent")
+    try:
+        payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolViolation(1007, "a close reason must be UTF-8") from None
+    return code
+
+
 def unmask(data: bytes, mask: bytes) -> bytes:
     """data XOR the repeated 4-byte mask, as one big-integer operation (no loop per byte)."""
     n = len(data)
@@ -108,7 +125,7 @@ def unmask(data: bytes, mask: bytes) -> bytes:
 def next_frame(buf: bytes | bytearray, frame_max: int) -> tuple[int, int, bytes, int] | None:
     """The first whole frame of buf: (fin, opcode, unmasked payload, bytes it took), or None if
     more bytes are needed. Raises ProtocolViolation for an unmasked frame (1002), reserved bits
-    (1002) or a payload over frame_max (1009)."""
+    (1002), a control frame fragmented or over 125 bytes (1002) or a payload over frame_max (1009)."""
     if len(buf) < 2:
         return None
     b0, b1 = buf[0], buf[1]
@@ -116,6 +133,8 @@ def next_frame(buf: bytes | bytearray, frame_max: int) -> tuple[int, int, bytes,
         raise ProtocolViolation(1002, "reserved bits set")
     if not b1 & 0x80:
         raise ProtocolViolation(1002, "a client frame must be masked")
+    if b0 & 0x08 and (not b0 & 0x80 or b1 & 0x7F > 125):  # RFC 6455 section 5.5
+        raise ProtocolViolation(1002, "a control frame must be final and at most 125 bytes")
     n, at = b1 & 0x7F, 2
     if n == 126:
         if len(buf) < 4:

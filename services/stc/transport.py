@@ -226,9 +226,12 @@ class DeviceConnection(asyncio.Protocol):
         if opcode == framing.CLOSE:  # the device's close, or its answer to ours
             if not self._closing:
                 self._closing = True
-                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else Close.NORMAL
+                try:
+                    code = framing.close_code(payload)  # echoed, as RFC 6455 asks
+                except framing.ProtocolViolation as err:
+                    code = err.code
                 assert self.transport is not None
-                self.transport.write(framing.close_frame(code))  # echoes the device's code
+                self.transport.write(framing.close_frame(code))
             assert self.transport is not None
             self.transport.close()
             self._open = False

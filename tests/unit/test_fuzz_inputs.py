@@ -20,6 +20,7 @@ from services.dbagent import servant as dbagent_servant
 from services.dbagent.servant import DBAgentI
 from services.stc import framing, protocol
 from services.stc.protocol import Close
+from tests.unit.fakes import APP
 from tests.unit.test_dbagent_servant import FakeStore
 
 EXAMPLES = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -158,3 +159,89 @@ def test_every_dbagent_operation_answers_or_raises_a_named_error(name: str, stra
             assert named.reason, f"{name}{args!r}: {type(named).__name__} without a reason"
 
     run()
+
+
+# ---------------------------------------------------------------- STC's transport, on a socket
+
+HANDSHAKE = (
+    b"GET /v1/device HTTP/1.1\r\nHost: stc\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+CLOSE_CODES = {int(c) for c in Close} | {1002}
+HELLO = json.dumps({"op": "hello", "app_key": APP, "registration_id": "r1", "device_token": "good"}).encode()
+DEVICE_BYTES = st.one_of(
+    st.binary(max_size=200),  # garbage where a frame should be
+    st.lists(  # well-framed frames of any opcode and payload, valid JSON or not
+        st.tuples(
+            st.sampled_from([0x0, 0x1, 0x2, 0x3, 0x8, 0x9, 0xA, 0xF]),
+            st.binary(max_size=300) | JSON.map(lambda v: json.dumps(v).encode()) | st.just(HELLO),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=4,
+    ).map(lambda frames: b"".join(_client_frame(p, op, b"\x01\x02\x03\x04", fin) for op, p, fin in frames)),
+)
+
+
+def _close_code(data: bytes) -> int | None:
+    """The code of the first close frame in what the server sent after its handshake answer."""
+    rest = data.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in data else b""
+    while len(rest) >= 2:
+        opcode, n = rest[0] & 0x0F, rest[1] & 0x7F
+        at = 2 + (2 if n == 126 else 8 if n == 127 else 0)
+        if n >= 126:
+            n = int.from_bytes(rest[2:at], "big")
+        if opcode == 0x8:
+            return int.from_bytes(rest[at : at + 2], "big") if n >= 2 else 1005
+        rest = rest[at + n :]
+    return None
+
+
+def test_any_bytes_from_a_device_end_in_a_protocol_close_code_and_the_server_goes_on() -> None:
+    import asyncio
+    import threading
+
+    from services.stc.engine import Engine, Settings
+    from services.stc.transport import DeviceLimits, Transport
+    from tests.unit.fakes import FakeMailbox
+    from tests.unit.stc_fakes import FakeDirectory, FakeReceipts
+
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    directory = FakeDirectory()
+    directory.add("r1")
+    engine = Engine(Settings(stc_id="STC-fuzz"), directory, FakeMailbox(), FakeReceipts())
+    transport = Transport(engine, "127.0.0.1", 0, DeviceLimits(auth_timeout=5, frames_per_second=1000))
+    asyncio.run_coroutine_threadsafe(transport.start(), loop).result(10)
+    codes: list[int | None] = []
+
+    async def exchange(sent: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", transport.port)
+        writer.write(HANDSHAKE + sent)
+        got = b""
+        try:
+            async with asyncio.timeout(0.2):
+                while chunk := await reader.read(65536):
+                    got += chunk
+        except TimeoutError:
+            pass  # still open: it waits for the rest of a frame, or for more frames
+        writer.close()
+        return got
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(DEVICE_BYTES)
+    def one_device(sent: bytes) -> None:
+        got = asyncio.run_coroutine_threadsafe(exchange(sent), loop).result(10)
+        assert got.startswith(b"HTTP/1.1 101"), got[:80]
+        code = _close_code(got)
+        assert code is None or code in CLOSE_CODES, (sent[:80], code)
+        codes.append(code)
+
+    try:
+        one_device()
+        assert any(c is not None and c != 1000 for c in codes)  # the fuzzer did reach the closing paths
+        survived = asyncio.run_coroutine_threadsafe(exchange(_client_frame(HELLO, 0x1, b"abcd")), loop).result(10)
+        assert b'"op":"welcome"' in survived.replace(b" ", b"")  # a good device still gets in
+    finally:
+        asyncio.run_coroutine_threadsafe(transport.close(timeout=2), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)

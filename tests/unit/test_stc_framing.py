@@ -83,3 +83,29 @@ def test_http_answers_close_the_connection_and_say_their_length() -> None:
     out = framing.response(404, "Not Found", b"not found\n")
     assert out.startswith(b"HTTP/1.1 404 Not Found\r\n") and b"Content-Length: 10\r\n" in out
     assert b"Connection: close\r\n" in out and out.endswith(b"\r\n\r\nnot found\n")
+
+
+def test_a_devices_close_code_is_echoed_unless_no_endpoint_may_send_it() -> None:
+    assert framing.close_code(b"") == 1000
+    assert framing.close_code((1001).to_bytes(2, "big") + b"bye") == 1001
+    assert framing.close_code((4321).to_bytes(2, "big")) == 4321
+    for bad in (0, 999, 1004, 1005, 1006, 1015, 2999, 5000, 65535):
+        with pytest.raises(framing.ProtocolViolation) as err:
+            framing.close_code(bad.to_bytes(2, "big"))
+        assert err.value.code == 1002, bad
+    with pytest.raises(framing.ProtocolViolation) as one_byte:
+        framing.close_code(b"\x03")
+    assert one_byte.value.code == 1002
+    with pytest.raises(framing.ProtocolViolation) as not_utf8:
+        framing.close_code((1000).to_bytes(2, "big") + b"\xff")
+    assert not_utf8.value.code == 1007
+
+
+@pytest.mark.parametrize(
+    "first_byte,length", [(0x08, 2), (0x09, 0), (0x89, 126)]
+)  # unfinished close or ping; a long ping
+def test_a_control_frame_must_be_final_and_short(first_byte: int, length: int) -> None:
+    wire = bytes([first_byte, 0x80 | min(length, 126)]) + (length.to_bytes(2, "big") if length >= 126 else b"")
+    with pytest.raises(framing.ProtocolViolation) as err:
+        framing.next_frame(wire + b"\x00" * (4 + length), 1000)
+    assert err.value.code == 1002
