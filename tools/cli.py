@@ -44,7 +44,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     run = _run_dir(args)
     st = icegrid.status(run)
-    st["redis"] = {"roles": redis_cluster.roles(run), "healthy": redis_cluster.healthy(run)}
+    healthy_redis = redis_cluster.healthy(run)
+    lost = redis_cluster.lost_canaries(run) if healthy_redis else []
+    st["redis"] = {"roles": redis_cluster.roles(run), "healthy": healthy_redis and not lost, "lost_canaries": lost}
     if args.json:
         print(json.dumps(st, indent=2))
     else:
@@ -67,7 +69,12 @@ def print_status(st: dict[str, Any]) -> None:
 
         roles = st["redis"]["roles"]
         nodes = ", ".join(f"{n} {roles.get(n, 'DOWN')}" for n in REDIS_NODES).replace("slave", "replica")
-        verdict = "ok" if st["redis"]["healthy"] else "DEGRADED (not every master has a replica, or a node is down)"
+        if st["redis"].get("lost_canaries"):
+            verdict = f"DATA LOST ({len(st['redis']['lost_canaries'])} canary keys gone: a master came back empty)"
+        elif st["redis"]["healthy"]:
+            verdict = "ok"
+        else:
+            verdict = "DEGRADED (not every master has a replica, or a node is down)"
         print(f"redis:      {nodes}: {verdict}")
     print("replica groups:")
     for gid, g in sorted(st["replica_groups"].items()):

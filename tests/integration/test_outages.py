@@ -65,9 +65,7 @@ def test_a_killed_redis_master_fails_over_to_its_replica_with_its_data(grid, tag
         assert recovered < 30
         assert all(tagalias.getTags(app, rid) == ["before"] for rid in rids)  # nothing lost
         tagalias.addTags(app, rids[0], ["after"])
-        status = subprocess.run(
-            [sys.executable, "-m", "tools.cli", "--run-dir", grid.path, "status"], capture_output=True, text=True
-        )
+        status = _status(grid)
         assert status.returncode == 1 and f"{victim} DOWN" in status.stdout and "DEGRADED" in status.stdout
     finally:
         redis_cluster.start(grid)  # back, as a replica of the node that took its place
@@ -82,3 +80,27 @@ def test_every_redis_node_keeps_an_append_only_file(grid):
         node = redis.Redis(grid.internal_host, grid.ports[name], password=grid.secrets["redis"], decode_responses=True)
         assert node.config_get("appendonly") == {"appendonly": "yes"}, name
         assert node.config_get("appendfsync") == {"appendfsync": "everysec"}, name
+
+
+def _status(grid) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tools.cli", "--run-dir", grid.path, "status"], capture_output=True, text=True
+    )
+
+
+def test_a_master_that_came_back_empty_makes_status_say_data_was_lost(grid):
+    import redis
+
+    victim = next(name for name, role in redis_cluster.roles(grid).items() if role == "master")
+    node = redis.Redis(grid.internal_host, grid.ports[victim], password=grid.secrets["redis"], decode_responses=True)
+    its_canaries = [key for key in redis_cluster.CANARIES if redis_cluster.master_of(grid, key) == victim]
+    assert its_canaries  # every master holds some
+    for key in its_canaries:  # what a master (and its replica) restarted without their data would lack
+        node.delete(key)
+    try:
+        status = _status(grid)
+        assert status.returncode == 1 and "DATA LOST" in status.stdout, status.stdout
+    finally:
+        for key in its_canaries:
+            node.set(key, "1")
+    assert _status(grid).returncode == 0

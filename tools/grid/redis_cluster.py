@@ -17,12 +17,16 @@ import signal
 import subprocess
 
 import redis
+import redis.cluster
 
 from tools.grid import procs
 from tools.grid.rundir import REDIS_NODES, RunDir
 
 REPLICAS_PER_MASTER = 1
 NODE_TIMEOUT_MS = 3000
+# Keys no one deletes, spread over the slots: one missing means its master came back empty
+# (its replica lost too), so `pushgrid status` says data was lost instead of all is well.
+CANARIES = tuple(f"pg:canary:{{c{i}}}" for i in range(32))
 
 
 def _node_paths(run: RunDir, name: str) -> tuple[str, str, str]:
@@ -83,6 +87,38 @@ def start(run: RunDir) -> None:
             stderr=subprocess.PIPE,
         )
     procs.wait_for(lambda: healthy(run), "Redis Cluster state ok, every master with a replica", 60)
+    _plant_canaries(run)
+
+
+def _cluster(run: RunDir) -> redis.RedisCluster:
+    node = redis.cluster.ClusterNode(run.internal_host, run.ports[REDIS_NODES[0]])
+    return redis.RedisCluster(startup_nodes=[node], password=run.secrets["redis"], decode_responses=True)
+
+
+def _plant_canaries(run: RunDir) -> None:
+    """Once per cluster (a marker in the run directory): later, a missing canary is lost data."""
+    marker = os.path.join(run.dir("redis"), "canaries")
+    if os.path.exists(marker):
+        return
+    client = _cluster(run)
+    for key in CANARIES:
+        client.set(key, "1")
+    client.close()
+    with open(marker, "w") as f:
+        f.write("planted\n")
+
+
+def lost_canaries(run: RunDir) -> list[str]:
+    """The canaries that are gone: each says the master of its slot lost its data."""
+    if not os.path.exists(os.path.join(run.dir("redis"), "canaries")):
+        return []
+    client = _cluster(run)
+    try:
+        return [
+            key for key, value in zip(CANARIES, client.mget_nonatomic(list(CANARIES)), strict=True) if value is None
+        ]
+    finally:
+        client.close()
 
 
 def _client(host: str, port: int, password: str) -> redis.Redis:
