@@ -346,6 +346,12 @@ def app_set_quota(db: DBAgentPrx, args: argparse.Namespace) -> int:
     return 0
 
 
+def app_set_device_limit(db: DBAgentPrx, args: argparse.Namespace) -> int:
+    db.setDeviceLimit(args.key, args.devices)
+    print(f"app {args.key}: " + (f"at most {args.devices} devices" if args.devices else "no device limit"))
+    return 0
+
+
 def app_set_enabled(enabled: bool) -> AppCommand:
     def run(db: DBAgentPrx, args: argparse.Namespace) -> int:
         db.setAppEnabled(args.key, enabled)
@@ -420,6 +426,9 @@ def _add_app_parser(sub: Subparsers) -> None:
     command("set-quota", app_set_quota, "set the app's pushes per minute").add_argument(
         "quota", type=int, metavar="N", help="pushes per minute"
     )
+    command(
+        "set-device-limit", app_set_device_limit, "set the most devices the app may register (0: none)"
+    ).add_argument("devices", type=int, metavar="N", help="devices; 0 means no limit")
     command("disable", app_set_enabled(False), "refuse the app's logins, pushes and new devices")
     command("enable", app_set_enabled(True), "accept the app again")
 

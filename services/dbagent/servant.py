@@ -173,6 +173,11 @@ class DBAgentI(PushGrid.DBAgent):
     def setQuota(self, appKey: str, pushQuotaPerMinute: int, current: Ice.Current = None) -> None:
         self._store.set_quota(validation.app_key(appKey), _quota(pushQuotaPerMinute))
 
+    def setDeviceLimit(self, appKey: str, maxDevices: int, current: Ice.Current = None) -> None:
+        if maxDevices < 0:
+            raise _invalid("maxDevices", "a device limit is 0 (none) or more")
+        self._store.set_device_limit(validation.app_key(appKey), maxDevices)
+
     def setAppEnabled(self, appKey: str, enabled: bool, current: Ice.Current = None) -> None:
         self._store.set_app_enabled(_known_app_key(appKey), bool(enabled))
 

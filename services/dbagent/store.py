@@ -198,6 +198,12 @@ class Store:
             if cur.rowcount == 0:
                 raise _unknown_app(app_key)
 
+    def set_device_limit(self, app_key: str, max_devices: int) -> None:
+        with self._cursor() as cur:
+            cur.execute("UPDATE apps SET device_limit = %s WHERE app_key = %s", (max_devices, app_key))
+            if cur.rowcount == 0:
+                raise _unknown_app(app_key)
+
     def set_app_enabled(self, app_key: str, enabled: bool) -> None:
         with self._cursor() as cur:
             cur.execute("UPDATE apps SET enabled = %s WHERE app_key = %s", (bool(enabled), app_key))
@@ -217,7 +223,7 @@ class Store:
         tokens = [credentials.new_device_token() for _ in range(count)]
         hashes = [credentials.hash_token(t) for t in tokens]
         with self._cursor(transaction=True) as cur:
-            self._require_enabled_app(cur, app_key)
+            self._require_room(cur, app_key, count)
             for _ in range(_ID_ATTEMPTS):
                 now = now_ms()
                 rids = [credentials.new_registration_id(now) for _ in range(count)]
@@ -537,6 +543,22 @@ class Store:
         if new:
             cur.execute("UPDATE message_stats SET received = received + %s WHERE msg_id = %s", (new, msg_id))
         return new
+
+    def _require_room(self, cur: pymysql.cursors.DictCursor, app_key: str, count: int) -> None:
+        """UnknownApp unless app_key is enabled; LimitExceeded if count more devices would pass its
+        device limit. The app's row stays locked until the registration commits (FOR UPDATE), so
+        registrations racing for the last places cannot both take them."""
+        cur.execute("SELECT enabled, device_count, device_limit FROM apps WHERE app_key = %s FOR UPDATE", (app_key,))
+        row = cur.fetchone()
+        if row is None or not row["enabled"]:
+            raise _unknown_app(app_key)
+        limit = int(row["device_limit"])
+        if limit and int(row["device_count"]) + count > limit:
+            raise PushGrid.LimitExceeded(
+                reason=f"the app has {row['device_count']} of its {limit} devices; its operator sets the limit",
+                limit="devices",
+                max=limit,
+            )
 
     def _require_enabled_app(self, cur: pymysql.cursors.DictCursor, app_key: str) -> None:
         """UnknownApp unless app_key is an enabled app (only those take devices and messages)."""

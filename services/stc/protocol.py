@@ -36,6 +36,7 @@ class Close(IntEnum):
     RATE_LIMITED = 4008
     TOO_SLOW = 4009
     INTERNAL = 4011
+    DEVICE_LIMIT = 4029
 
 
 class DeviceError(Exception):
@@ -74,6 +75,12 @@ class HeartbeatTimeout(DeviceError):
 
 class RateLimited(DeviceError):
     code = Close.RATE_LIMITED
+
+
+class DeviceLimit(DeviceError):
+    """The app has as many devices as its operator allows: registration refused (4029)."""
+
+    code = Close.DEVICE_LIMIT
 
 
 class InternalError(DeviceError):

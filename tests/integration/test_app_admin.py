@@ -78,3 +78,34 @@ def test_a_bad_quota_and_a_taken_name_are_named_errors(grid, dbagent):
     assert dbagent.getApp(key).pushQuotaPerMinute == 600
     taken = pushgrid(grid, "create", name)
     assert taken.returncode == 1 and taken.stderr.startswith("pushgrid: AlreadyExists: ")
+
+
+def test_a_device_limit_refuses_registrations_beyond_it_with_4029(grid, dbagent):
+    import asyncio
+
+    from tools.device.sdk import RegistrationFailed, register
+
+    key = json.loads(ok(pushgrid(grid, "create", "limited-" + uuid.uuid4().hex[:8], "--json")))["appKey"]
+    assert "at most 2 devices" in ok(pushgrid(grid, "set-device-limit", key, "2"))
+
+    async def three() -> list[str]:
+        got = []
+        for _ in range(3):
+            try:
+                await register(grid.device_urls[0], key)
+                got.append("registered")
+            except RegistrationFailed as refused:
+                got.append(str(refused))
+        return got
+
+    first, second, third = asyncio.run(three())
+    assert first == second == "registered"
+    assert "4029" in third and "2 of its 2 devices" in third
+    assert dbagent.deviceCount(key) == 2  # the refused one left no row
+    with pytest.raises(PushGrid.LimitExceeded) as err:
+        dbagent.registerDevices(key, PushGrid.Platform.Ios, 1)
+    assert err.value.limit == "devices" and err.value.max == 2
+    ok(pushgrid(grid, "set-device-limit", key, "0"))  # no limit again
+    assert dbagent.registerDevices(key, PushGrid.Platform.Ios, 5) and dbagent.deviceCount(key) == 7
+    with pytest.raises(PushGrid.InvalidArgument):
+        dbagent.setDeviceLimit(key, -1)
