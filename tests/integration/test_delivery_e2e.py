@@ -170,3 +170,36 @@ def test_throttled_broadcast_is_spread_and_survives_its_dispatcher_dying(grid, a
         await asyncio.to_thread(lifecycle.wait_dispatchers, grid, 120)
 
     run(t, grid, app)
+
+
+def test_an_accepted_message_whose_task_was_lost_is_still_delivered(grid, app, dbagent) -> None:
+    """What a broker restart does to a task it had taken: the message is Accepted in DBAgent and
+    no task exists anywhere. The leading dispatcher's reconciler publishes it again once it has
+    waited limits.TASK_START_DEADLINE_SECONDS, and the device gets it."""
+    import uuid
+
+    from services.common import limits
+    from services.common.clock import now_ms
+
+    async def t(phones: Phones) -> None:
+        d = await phones.new()
+        accepted_at = now_ms() - limits.TASK_START_DEADLINE_SECONDS * 1000 - 1000
+        record = PushGrid.MessageRecord(
+            msgId=uuid.uuid4().int >> 65,
+            appKey=app,
+            request=request(A(registrationIds=[d.creds.registration_id]), "its task was lost"),
+            state=PushGrid.MessageState.Accepted,
+            createdAt=accepted_at,
+            sendAt=accepted_at,
+            expiresAt=accepted_at + 3_600_000,
+        )
+        await asyncio.to_thread(dbagent.recordMessage, record)  # recorded, never published
+        started = time.monotonic()
+        deadline = 3 * limits.TASK_START_DEADLINE_SECONDS
+        await until(lambda: record.msgId in phones.ids(d), "the republished task's delivery", timeout=deadline)
+        print(f"delivered {time.monotonic() - started:.0f} s after its task was lost")
+        await until(
+            lambda: dbagent.getMessage(app, record.msgId).state == PushGrid.MessageState.Done, "Done", timeout=30
+        )
+
+    run(t, grid, app)
