@@ -122,14 +122,26 @@ class STCSettings:
     node: str
     device_host: str
     device_port: int
+    # registrations a second and at most at once, per address and per app (the operator's)
+    registrations_per_address: tuple[float, int] = limits.REGISTRATIONS_PER_ADDRESS
+    registrations_per_app: tuple[float, int] = limits.REGISTRATIONS_PER_APP
 
     @classmethod
     def from_properties(cls, props: Ice.Properties) -> STCSettings:
+        def rate(name: str, default: tuple[float, int]) -> tuple[float, int]:
+            per_second = _int(props, f"PushGrid.STC.{name}PerSecond", int(default[0]))
+            burst = _int(props, f"PushGrid.STC.{name}Burst", default[1])
+            if per_second <= 0 or burst <= 0:
+                raise ValueError(f"PushGrid.STC.{name}PerSecond and ...Burst must be more than 0")
+            return float(per_second), burst
+
         return cls(
             stc_id=props.getPropertyWithDefault("PushGrid.STC.Id", "STC"),
             node=props.getProperty("PushGrid.STC.Node"),
             device_host=props.getPropertyWithDefault("PushGrid.STC.DeviceHost", "127.0.0.1"),
             device_port=_int(props, "PushGrid.STC.DevicePort", 8081),
+            registrations_per_address=rate("RegistrationsPerAddress", limits.REGISTRATIONS_PER_ADDRESS),
+            registrations_per_app=rate("RegistrationsPerApp", limits.REGISTRATIONS_PER_APP),
         )
 
 

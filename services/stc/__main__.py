@@ -24,6 +24,7 @@ from services.common.redis_client import cluster
 from services.stc.directory import IceDirectory
 from services.stc.engine import Engine, Settings
 from services.stc.receipts import KafkaReceipts
+from services.stc.registration import Rate, RegistrationGate
 from services.stc.servant import STCI, Identity
 from services.stc.transport import Transport
 
@@ -56,11 +57,13 @@ def main() -> int:
         thread = threading.Thread(target=loop.run_forever, name="stc-loop", daemon=True)
         thread.start()
         receipts = KafkaReceipts(KafkaSettings.from_properties(props), me.stc_id)
+        redis = cluster(RedisSettings.from_properties(props))
         engine = Engine(
             Settings(stc_id=me.stc_id),
             IceDirectory(dbagent(communicator), tagalias(communicator)),
-            Mailbox(cluster(RedisSettings.from_properties(props))),
+            Mailbox(redis),
             receipts,
+            gate=RegistrationGate(redis, Rate(*me.registrations_per_address), Rate(*me.registrations_per_app)),
         )
         transport = Transport(engine, me.device_host, me.device_port)
         asyncio.run_coroutine_threadsafe(_start(engine, transport), loop).result()

@@ -1,7 +1,7 @@
 """The engine's device registry over Ice: DBAgent for credentials, TagAlias for the audience index.
 
 This is where Ice ends for the engine: an unknown app or wrong credentials become
-protocol.AuthFailed (close 4001), an app at its device limit protocol.DeviceLimit (close 4029),
+protocol.AuthFailed (close 4001), an app at its device limit protocol.RegistrationRefused (close 4029),
 an unreachable DBAgent or TagAlias becomes
 engine.BackendUnavailable (close 4011), so the engine never sees an Ice type.
 """
@@ -38,7 +38,7 @@ class IceDirectory:
         except (PushGrid.UnknownApp, PushGrid.InvalidArgument):
             raise protocol.AuthFailed("unknown app") from None
         except PushGrid.LimitExceeded as exc:
-            raise protocol.DeviceLimit(exc.reason) from None
+            raise protocol.RegistrationRefused(exc.reason) from None
         except (PushGrid.Unavailable, Ice.LocalException) as exc:
             raise BackendUnavailable(f"registration failed: {type(exc).__name__}") from exc
         rids = [c.registrationId for c in creds]

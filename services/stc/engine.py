@@ -29,6 +29,7 @@ from services.common.clock import now_ms
 from services.common.mailbox import Stored
 from services.stc import protocol
 from services.stc.protocol import Close
+from services.stc.registration import RegistrationGate
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +189,10 @@ class Engine:
         receipts: Receipts,
         executor: Executor | None = None,
         clock: Callable[[], int] = now_ms,
+        gate: RegistrationGate | None = None,
     ) -> None:
         self.settings = settings
+        self._gate = gate
         self._directory = directory
         self._mailbox = mailbox
         self._receipts = receipts
@@ -236,17 +239,22 @@ class Engine:
 
     # ---- devices
 
-    async def register(self, app_key: str, platform: str) -> str:
-        """A new device of app_key: the registered frame (its credentials)."""
-        rid, token = await self._backend(self._registrations.submit((app_key, platform)))
+    async def register(self, app_key: str, platform: str, address: str = "") -> str:
+        """A new device of app_key registering from address: the registered frame (its credentials)."""
+        rid, token = await self._backend(self._registrations.submit((app_key, platform, address)))
         return protocol.registered(rid, token)
 
-    def _register_many(self, wanted: list[tuple[str, str]]) -> list[tuple[str, str] | Exception]:
-        """(In the pool.) One directory call per app and platform among wanted, in order."""
+    def _register_many(self, wanted: list[tuple[str, str, str]]) -> list[tuple[str, str] | Exception]:
+        """(In the pool.) The gate's refusals, then one directory call per app and platform
+        among the rest, in order."""
+        refusals = self._gate.admit([(addr, app) for app, _, addr in wanted]) if self._gate else [None] * len(wanted)
         groups: dict[tuple[str, str], list[int]] = defaultdict(list)
-        for i, key in enumerate(wanted):
-            groups[key].append(i)
         out: list[tuple[str, str] | Exception] = [BackendUnavailable("registration failed")] * len(wanted)
+        for i, ((app_key, platform, _), refusal) in enumerate(zip(wanted, refusals, strict=True)):
+            if refusal is not None:
+                out[i] = protocol.RegistrationRefused(refusal.reason)
+            else:
+                groups[(app_key, platform)].append(i)
         for (app_key, platform), places in groups.items():
             answers: list[tuple[str, str] | Exception]
             try:

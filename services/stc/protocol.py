@@ -36,7 +36,7 @@ class Close(IntEnum):
     RATE_LIMITED = 4008
     TOO_SLOW = 4009
     INTERNAL = 4011
-    DEVICE_LIMIT = 4029
+    REGISTRATION_REFUSED = 4029
 
 
 class DeviceError(Exception):
@@ -77,10 +77,11 @@ class RateLimited(DeviceError):
     code = Close.RATE_LIMITED
 
 
-class DeviceLimit(DeviceError):
-    """The app has as many devices as its operator allows: registration refused (4029)."""
+class RegistrationRefused(DeviceError):
+    """Too many registrations from the address or for the app (the reason says when to retry),
+    or the app has as many devices as its operator allows: 4029."""
 
-    code = Close.DEVICE_LIMIT
+    code = Close.REGISTRATION_REFUSED
 
 
 class InternalError(DeviceError):

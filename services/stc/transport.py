@@ -308,7 +308,8 @@ class DeviceConnection(asyncio.Protocol):
             self.busy = False
 
     async def _register(self, frame: protocol.Register) -> None:
-        reply = await self._server.engine.register(frame.app_key, frame.platform)
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        reply = await self._server.engine.register(frame.app_key, frame.platform, peer[0] if peer else "")
         self.send(reply)
         self.close(Close.NORMAL, "registered")
 

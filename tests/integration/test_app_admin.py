@@ -109,3 +109,35 @@ def test_a_device_limit_refuses_registrations_beyond_it_with_4029(grid, dbagent)
     assert dbagent.registerDevices(key, PushGrid.Platform.Ios, 5) and dbagent.deviceCount(key) == 7
     with pytest.raises(PushGrid.InvalidArgument):
         dbagent.setDeviceLimit(key, -1)
+
+
+def test_registrations_from_one_address_beyond_its_burst_are_told_when_to_retry(grid, dbagent):
+    import asyncio
+
+    from services.common import limits
+    from tools.device.sdk import RegistrationFailed, register
+
+    key = json.loads(ok(pushgrid(grid, "create", "crowded-" + uuid.uuid4().hex[:8], "--json")))["appKey"]
+    source = f"127.0.{200 + uuid.uuid4().int % 50}.{1 + uuid.uuid4().int % 250}"  # an address of this test's own
+    burst = limits.REGISTRATIONS_PER_ADDRESS[1]
+
+    async def flood() -> list[str]:
+        gate = asyncio.Semaphore(50)
+
+        async def one() -> str:
+            async with gate:
+                try:
+                    await register(grid.device_urls[0], key, local_host=source, patience=0)
+                    return "registered"
+                except RegistrationFailed as refused:
+                    return str(refused)
+
+        return list(await asyncio.gather(*(one() for _ in range(burst + 100))))  # more than 20 s of refill
+
+    answers = asyncio.run(flood())
+    refused = [a for a in answers if a != "registered"]
+    assert len(answers) - len(refused) >= burst  # the burst (and what refilled meanwhile) got in
+    assert refused and all("4029" in a and "from this address; retry in" in a for a in refused)
+    assert dbagent.deviceCount(key) == len(answers) - len(refused)  # a refused one left no row
+    # told to wait, the SDK waits and gets in
+    asyncio.run(register(grid.device_urls[0], key, local_host=source, patience=30))

@@ -198,6 +198,30 @@ def test_registrations_arriving_together_share_a_call_per_app() -> None:
     run(t)
 
 
+def test_registrations_the_gate_refuses_close_with_4029_and_reach_no_directory() -> None:
+    from services.stc.registration import Refusal
+
+    class Gate:
+        """Refuses every registration from 10.0.0.9."""
+
+        def admit(self, wanted: list[tuple[str, str]]) -> list[Refusal | None]:
+            return [Refusal("from this address", 2500) if addr == "10.0.0.9" else None for addr, _ in wanted]
+
+    async def t(w: World) -> None:
+        w.engine._gate = Gate()  # type: ignore[assignment]
+        before = len(w.directory.devices)
+        answers = await asyncio.gather(
+            w.engine.register(APP, "ios", "10.0.0.9"), w.engine.register(APP, "ios", "10.0.0.1"), return_exceptions=True
+        )
+        refused, registered = answers
+        assert isinstance(refused, protocol.RegistrationRefused) and refused.code == 4029
+        assert refused.reason == "too many registrations from this address; retry in 3 s"
+        assert isinstance(registered, str) and json.loads(registered)["op"] == "registered"
+        assert len(w.directory.devices) == before + 1
+
+    run(t)
+
+
 def test_acks_route_to_queue_or_broadcast_mark_and_become_receipts() -> None:
     async def t(w: World) -> None:
         w.directory.add("r1")

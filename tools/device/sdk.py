@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,15 +21,17 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 SDK_NAME = "pushgrid-py/1"
+REGISTRATION_REFUSED = 4029  # PROTOCOL.md: too many registrations (retry in N s), or the app's device limit
 ACKS_PER_FRAME = 100  # PROTOCOL.md: acks go in batches of at most 100 ids
 ACK_DELAY = 0.05  # seconds a device gathers acks, so a burst of messages costs one ack frame
 DEDUPE_WINDOW = 10_000  # msg ids remembered to show each once
 
 
-def _connect(url: str) -> connect:
-    """Opens a connection to STC (use with `async with`): no WebSocket pings (the device sends
-    heartbeat frames instead) and no compression (STC does not offer it)."""
-    return connect(url, ping_interval=None, compression=None, open_timeout=10, close_timeout=5)
+def _connect(url: str, local_host: str | None = None) -> connect:
+    """Opens a connection to STC (use with `async with`), from local_host if given: no WebSocket
+    pings (the device sends heartbeat frames instead) and no compression (STC does not offer it)."""
+    local: dict[str, Any] = {"local_addr": (local_host, 0)} if local_host else {}
+    return connect(url, ping_interval=None, compression=None, open_timeout=10, close_timeout=5, **local)
 
 
 class DeviceError(Exception):
@@ -83,17 +86,36 @@ class Message:
         )
 
 
-async def register(url: str, app_key: str, platform: str = "android") -> Credentials:
-    """Registers a new device of app_key (once per install); RegistrationFailed if STC refuses."""
-    try:
-        async with _connect(url) as ws:
-            await ws.send(json.dumps({"op": "register", "app_key": app_key, "platform": platform}))
-            reply = json.loads(await ws.recv())
-    except ConnectionClosed as exc:
-        raise RegistrationFailed(f"STC closed with {_code(exc)}: {exc.rcvd.reason if exc.rcvd else ''}") from None
-    if reply.get("op") != "registered":
-        raise RegistrationFailed(f"unexpected reply {reply!r}")
-    return Credentials(app_key, reply["registration_id"], reply["device_token"], platform)
+async def register(
+    url: str, app_key: str, platform: str = "android", local_host: str | None = None, patience: float = 60.0
+) -> Credentials:
+    """Registers a new device of app_key (once per install), from local_host if given.
+
+    Told to wait (close 4029 with `retry in N s`: too many registrations from this address or
+    for this app), it waits and tries again while patience (seconds) lasts; any other refusal,
+    and the app's device limit, raise RegistrationFailed."""
+    deadline = asyncio.get_running_loop().time() + patience
+    while True:
+        try:
+            async with _connect(url, local_host) as ws:
+                await ws.send(json.dumps({"op": "register", "app_key": app_key, "platform": platform}))
+                reply = json.loads(await ws.recv())
+        except ConnectionClosed as exc:
+            reason = exc.rcvd.reason if exc.rcvd else ""
+            wait = _retry_after(reason) if _code(exc) == REGISTRATION_REFUSED else None
+            if wait is not None and asyncio.get_running_loop().time() + wait < deadline:
+                await asyncio.sleep(wait * random.uniform(1.0, 1.5))
+                continue
+            raise RegistrationFailed(f"STC closed with {_code(exc)}: {reason}") from None
+        if reply.get("op") != "registered":
+            raise RegistrationFailed(f"unexpected reply {reply!r}")
+        return Credentials(app_key, reply["registration_id"], reply["device_token"], platform)
+
+
+def _retry_after(reason: str) -> float | None:
+    """The N of `retry in N s` in a close reason; None if it gives none."""
+    found = re.search(r"retry in (\d+) s", reason)
+    return float(found.group(1)) if found else None
 
 
 def _code(exc: ConnectionClosed) -> int | None:

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 from services.common import platforms
 from services.common.fdlimit import raise_open_files
@@ -22,6 +23,7 @@ from tools.device.sdk import Credentials, Device, register
 from tools.grid.rundir import RunDir
 
 CONNECTS_AT_ONCE = 100  # handshakes in flight; more only makes a 2-core machine thrash
+DEVICES_PER_SOURCE = 100  # devices registering from one source address (STC allows a burst of 200)
 
 
 def load_credentials(path: str | None, app_key: str) -> list[Credentials]:
@@ -40,12 +42,23 @@ def save_credentials(path: str, creds: list[Credentials]) -> None:
         json.dump(others + [c.to_dict() for c in creds], f)
 
 
+def source_address(url: str, i: int) -> str | None:
+    """Where device i registers from: to a loopback STC, one 127.0.x.y per DEVICES_PER_SOURCE
+    devices, as devices of many homes would (STC limits registrations per address); None
+    (the system's choice) to any other."""
+    if not (urlsplit(url).hostname or "").startswith("127."):
+        return None
+    n = i // DEVICES_PER_SOURCE
+    return f"127.0.{1 + n // 250}.{1 + n % 250}"
+
+
 async def register_many(urls: list[str], app_key: str, platform: str, count: int) -> list[Credentials]:
     gate = asyncio.Semaphore(CONNECTS_AT_ONCE)
 
     async def one(i: int) -> Credentials:
+        url = urls[i % len(urls)]
         async with gate:
-            return await register(urls[i % len(urls)], app_key, platform)
+            return await register(url, app_key, platform, local_host=source_address(url, i))
 
     return list(await asyncio.gather(*(one(i) for i in range(count))))
 
