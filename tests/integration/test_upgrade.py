@@ -8,12 +8,10 @@ no device may be left disconnected.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,20 +21,13 @@ import pytest
 
 from patch import release
 from patch.distribution import IcePatch2Distribution
-from services.common import limits, paths
-from services.common.batching import chunks
-from services.common.contract import PushGrid
-from tests.integration.waiting import until
-from tools.device.sdk import Device, register
+from services.common import paths
+from tests.integration.traffic import Traffic
 from tools.grid import icegrid
 from tools.grid.rundir import RunDir
-from tools.partner import builders as b
-from tools.partner.sdk import PartnerClient
 
 pytestmark = pytest.mark.integration
 
-DEVICES = 6
-PUSH_INTERVAL = 0.1
 FAST = ("--soak", "1", "--stage", "8")  # one canary, then two stages; a short soak
 
 
@@ -52,88 +43,6 @@ def pushgrid(run: RunDir, *args: str, timeout: float = 600) -> subprocess.Comple
 
 def releases_running(run: RunDir) -> set[str]:
     return {s["release"] for s in icegrid.status(run)["servers"] if s["release"]}
-
-
-class Traffic:
-    """Six devices on their own event loop, and a partner pushing to all of them from a thread."""
-
-    def __init__(self, run: RunDir, creds: PushGrid.AppCredentials) -> None:
-        self.run, self.creds = run, creds
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.devices: list[Device] = []
-        self.shown: dict[str, set[int]] = {}
-        self.accepted: list[int] = []
-        self.failed: list[str] = []
-        self._pushing = threading.Event()
-        self._pusher: threading.Thread | None = None
-
-    def start(self) -> None:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._connect(), self.loop).result(60)
-        self.client = PartnerClient(self.creds.appKey, self.creds.masterSecret, config=self.run.partner_config)
-
-    async def _connect(self) -> None:
-        for i in range(DEVICES):
-            creds = await register(self.run.device_urls[i % 2], self.creds.appKey)
-            seen: set[int] = set()
-            self.shown[creds.registration_id] = seen
-            d = Device(creds, self.run.device_urls, backoff=(0.3, 2.0), on_message=lambda m, s=seen: s.add(m.msg_id))
-            self.devices.append(d)
-            d.start()
-            await asyncio.wait_for(d.connected.wait(), 15)
-
-    def push_steadily(self) -> None:
-        self._pushing.set()
-        self._pusher = threading.Thread(target=self._push_loop, daemon=True)
-        self._pusher.start()
-
-    def _push_loop(self) -> None:
-        request = b.push_request(b.audience(registration_ids=list(self.shown)), notification="during the upgrade")
-        while self._pushing.is_set():
-            try:
-                self.accepted.append(self.client.push(request).msgId)
-            except Exception as exc:  # noqa: BLE001 - every failed partner call is a test failure
-                self.failed.append(f"{type(exc).__name__}: {exc}")
-            time.sleep(PUSH_INTERVAL)
-
-    def stop_pushing(self) -> None:
-        self._pushing.clear()
-        if self._pusher is not None:
-            self._pusher.join(30)
-
-    def all_delivered(self) -> bool:
-        want = set(self.accepted)
-        return all(want <= seen for seen in self.shown.values())
-
-    def counted_once(self, msg_ids: list[int]) -> bool:
-        """Each message's report counts every device once as a target, and no receipt twice.
-
-        That every receipt is counted after an upgrade is not asserted: one full run in five
-        left some uncounted 90 s later, while the receipts consumers rebalanced through it."""
-        for batch in chunks(msg_ids, limits.MSG_IDS_PER_REPORT):
-            for s in self.client.report(batch):
-                assert s.targets <= DEVICES and s.received <= DEVICES, s  # never counted twice
-                if s.targets < DEVICES:
-                    return False
-        return True
-
-    def assert_clean(self, since: int) -> None:
-        """Every push accepted since `since` reached every device and was counted once; no call
-        failed; every device is connected."""
-        self.stop_pushing()
-        assert self.failed == [], self.failed
-        assert len(self.accepted) > since, "the partner pushed nothing"
-        until(self.all_delivered, "every accepted push to reach every device", timeout=90)
-        until(lambda: all(d.connected.is_set() for d in self.devices), "every device to be connected", timeout=30)
-        until(lambda: self.counted_once(self.accepted[since:]), "every message to be counted", timeout=90)
-
-    def close(self) -> None:
-        self.stop_pushing()
-        self.client.close()
-        for d in self.devices:
-            asyncio.run_coroutine_threadsafe(d.close(), self.loop).result(15)
-        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 @pytest.fixture(scope="module")
