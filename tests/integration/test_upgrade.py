@@ -22,6 +22,7 @@ import pytest
 from patch import release
 from patch.distribution import IcePatch2Distribution
 from services.common import paths
+from services.dbagent import migrations
 from tests.integration.traffic import Traffic
 from tools.grid import icegrid
 from tools.grid.rundir import RunDir
@@ -79,6 +80,9 @@ def variant(
 
 
 MIGRATIONS = "services/dbagent/migrations"
+_SHIPPED = len(migrations.available())  # the checkout's own; the variants below add the next ones
+PROBE_MIGRATION = f"{MIGRATIONS}/{_SHIPPED + 1:03d}_upgrade_probe.sql"
+DROP_MIGRATION = f"{MIGRATIONS}/{_SHIPPED + 2:03d}_drop.sql"
 PROBE_TABLE = (
     "-- rollout: expand\nCREATE TABLE IF NOT EXISTS upgrade_probe (x INT) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;\n"
 )
@@ -101,13 +105,15 @@ def table_exists(mysql_settings, name: str) -> bool:
 def test_a_full_rolling_upgrade_under_traffic_loses_nothing(
     grid: RunDir, traffic: Traffic, first: str, mysql_settings
 ) -> None:
-    variant(grid, "up-2", add={f"{MIGRATIONS}/002_upgrade_probe.sql": PROBE_TABLE})  # an expand migration
+    variant(grid, "up-2", add={PROBE_MIGRATION: PROBE_TABLE})  # an expand migration
     assert not table_exists(mysql_settings, "upgrade_probe")
     traffic.push_steadily()
     time.sleep(1)
     result = pushgrid(grid, "upgrade", "up-2", *FAST)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "every server runs up-2" in result.stdout and "schema migrations applied: 002" in result.stdout
+    assert (
+        "every server runs up-2" in result.stdout and f"schema migrations applied: {_SHIPPED + 1:03d}" in result.stdout
+    )
     assert table_exists(mysql_settings, "upgrade_probe")  # applied before the first server moved
     assert releases_running(grid) == {"up-2"}
     traffic.assert_clean(since=10)
@@ -155,7 +161,7 @@ def test_a_bad_release_is_stopped_at_the_canary_and_rolled_back(
 
 def test_a_release_whose_migration_breaks_the_running_one_is_refused(grid: RunDir, mysql_settings) -> None:
     before = releases_running(grid)
-    version = variant(grid, "contract-" + uuid.uuid4().hex[:6], add={f"{MIGRATIONS}/003_drop.sql": DROP_TABLE})
+    version = variant(grid, "contract-" + uuid.uuid4().hex[:6], add={DROP_MIGRATION: DROP_TABLE})
     result = pushgrid(grid, "upgrade", version)
     assert result.returncode == 1 and "removes what" in result.stderr, result.stdout + result.stderr
     assert " -> " not in result.stdout and releases_running(grid) == before
