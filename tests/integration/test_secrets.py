@@ -7,6 +7,7 @@ import os
 import stat
 
 from tools.grid import icegrid
+from tools.grid.rundir import REDIS_NODES
 
 
 def _secrets(grid) -> list[str]:
@@ -41,7 +42,7 @@ def test_the_files_holding_passwords_are_the_grid_users_alone(grid) -> None:
     paths = [
         grid.secret_file("mysql"),
         grid.secret_file("redis"),
-        *[os.path.join(grid.path, "redis", n, "redis.conf") for n in os.listdir(os.path.join(grid.path, "redis"))],
+        *[os.path.join(grid.path, "redis", name, "redis.conf") for name in REDIS_NODES],
     ]
     for path in paths:
         mode = os.stat(path).st_mode
