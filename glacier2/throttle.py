@@ -14,7 +14,6 @@ keep working, and DBAgent's scrypt still bounds how fast secrets can be guessed.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from services.common.backends import REDIS
 from services.common.clock import now_ms
 from services.common.lazy import Lazy
 from services.common.lua import load_scripts
+from services.common.redis_client import digest
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,6 @@ class Attempt:
     app_failures_key: str
 
 
-def _digest(value: str) -> str:
-    """Partner values are hashed: an attacker chooses them, so they must not shape our keys."""
-    return hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:32]
-
-
 class LoginThrottle:
     """begin() before verifying a secret; then exactly one of failed(), succeeded(), unchecked()."""
 
@@ -81,9 +76,9 @@ class LoginThrottle:
         """Counts an attempt of app_key from address; raises LoginRefused over a limit."""
         now = self._clock()
         window = now // self._window_ms
-        tag = _digest(address or "?")  # the address's keys share a slot: one script sees both
-        keys = (f"pg:login:{{{tag}}}:{window}", f"pg:login:{{{tag}}}:{_digest(app_key)}:{window}")
-        app_failures = f"pg:login:app:{{{_digest(app_key)}}}:{window}"
+        tag = digest(address or "?")  # the address's keys share a slot: one script sees both
+        keys = (f"pg:login:{{{tag}}}:{window}", f"pg:login:{{{tag}}}:{digest(app_key)}:{window}")
+        app_failures = f"pg:login:app:{{{digest(app_key)}}}:{window}"
         try:
             client = self._client()
             verdict = client.eval(

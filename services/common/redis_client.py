@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
 
 from services.common.config import RedisSettings
+
+
+def digest(value: str) -> str:
+    """A value a partner or device chose, as it may appear in a key: hashed, so what they send
+    cannot shape our keys (no braces to pick a slot, no length to bloat them)."""
+    return hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:32]
 
 
 def cluster(settings: RedisSettings) -> RedisCluster:

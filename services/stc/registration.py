@@ -8,7 +8,6 @@ the app's device limit (DBAgent) still holds.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ from redis.cluster import RedisCluster
 from services.common.backends import REDIS
 from services.common.clock import now_ms
 from services.common.lua import load_scripts
+from services.common.redis_client import digest
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,4 @@ class RegistrationGate:
 
 
 def _key(kind: str, value: str) -> str:
-    """A device chooses what it sends: hashed, so it does not shape our keys."""
-    digest = hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:32]
-    return f"pg:reg:{kind}:{{{digest}}}"
+    return f"pg:reg:{kind}:{{{digest(value)}}}"
