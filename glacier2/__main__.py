@@ -17,6 +17,7 @@ from glacier2.throttle import LoginThrottle
 from glacier2.verifier import PartnerVerifierI
 from services.common import ice, redis_client
 from services.common.config import CallTimeouts, RedisSettings
+from services.common.lazy import Lazy
 
 VERIFIER = "PartnerVerifier"
 SESSION_MANAGER = "PartnerSessionManager"
@@ -36,9 +37,10 @@ def main() -> int:
             dbagent=ice.dbagent(communicator).ice_invocationTimeout(CallTimeouts.from_properties(props).dbagent_ms),
         )
         redis_settings = RedisSettings.from_properties(props)
-        throttle = LoginThrottle(lambda: redis_client.cluster(redis_settings))
+        redis = Lazy(lambda: redis_client.cluster(redis_settings))  # one client, made on first use
+        throttle = LoginThrottle(redis)
         adapter = communicator.createObjectAdapter("PartnerGateway")
-        shared = SharedSessions(lambda: redis_client.cluster(redis_settings))
+        shared = SharedSessions(redis)
         manager = SessionManagerI(adapter, backends, SessionTable(shared=shared))
         adapter.add(PartnerVerifierI(backends.dbagent, throttle), Ice.stringToIdentity(VERIFIER))
         adapter.add(manager, Ice.stringToIdentity(SESSION_MANAGER))

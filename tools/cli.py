@@ -44,9 +44,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     run = _run_dir(args)
     st = icegrid.status(run)
-    healthy_redis = redis_cluster.healthy(run)
+    roles = redis_cluster.roles(run)
+    healthy_redis = redis_cluster.healthy(run, roles)
     lost = redis_cluster.lost_canaries(run) if healthy_redis else []
-    st["redis"] = {"roles": redis_cluster.roles(run), "healthy": healthy_redis and not lost, "lost_canaries": lost}
+    st["redis"] = {"roles": roles, "healthy": healthy_redis and not lost, "lost_canaries": lost}
     if args.json:
         print(json.dumps(st, indent=2))
     else:

@@ -55,7 +55,8 @@ def main() -> int:
         name = me.dispatcher_id
         settings = KafkaSettings.from_properties(props)
         redis_settings = RedisSettings.from_properties(props)
-        mailbox = Mailbox(redis_client.cluster(redis_settings))
+        redis = redis_client.cluster(redis_settings)  # one client for the mailbox and the leases
+        mailbox = Mailbox(redis)
         db = ice.dbagent(communicator).ice_invocationTimeout(timeouts.dbagent_ms)
         tagalias = ice.tagalias(communicator).ice_invocationTimeout(timeouts.tagalias_ms)
         delivery = Delivery(mailbox, lambda stc_id: ice.stc(communicator, stc_id), lambda: ice.all_stcs(communicator))
@@ -90,16 +91,12 @@ def main() -> int:
             ),
             _guarded(
                 "scheduler",
-                Scheduler(
-                    db, publisher, stop, lease=Lease(lambda: redis_client.cluster(redis_settings), "scheduler", name)
-                ).run,
+                Scheduler(db, publisher, stop, lease=Lease(lambda: redis, "scheduler", name)).run,
                 communicator,
             ),
             _guarded(
                 "reconciler",
-                Reconciler(
-                    db, publisher, stop, lease=Lease(lambda: redis_client.cluster(redis_settings), "reconciler", name)
-                ).run,
+                Reconciler(db, publisher, stop, lease=Lease(lambda: redis, "reconciler", name)).run,
                 communicator,
             ),
             _guarded(
@@ -108,7 +105,7 @@ def main() -> int:
                     db,
                     stop,
                     me.report_days,
-                    lease=Lease(lambda: redis_client.cluster(redis_settings), "retention", name),
+                    lease=Lease(lambda: redis, "retention", name),
                 ).run,
                 communicator,
             ),

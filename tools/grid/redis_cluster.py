@@ -17,8 +17,9 @@ import signal
 import subprocess
 
 import redis
-import redis.cluster
 
+from services.common import redis_client
+from services.common.config import RedisSettings
 from tools.grid import procs
 from tools.grid.rundir import REDIS_NODES, RunDir
 
@@ -91,8 +92,8 @@ def start(run: RunDir) -> None:
 
 
 def _cluster(run: RunDir) -> redis.RedisCluster:
-    node = redis.cluster.ClusterNode(run.internal_host, run.ports[REDIS_NODES[0]])
-    return redis.RedisCluster(startup_nodes=[node], password=run.secrets["redis"], decode_responses=True)
+    node = ((run.internal_host, run.ports[REDIS_NODES[0]]),)
+    return redis_client.cluster(RedisSettings(nodes=node, timeout=2.0, password=run.secrets["redis"]))
 
 
 def _plant_canaries(run: RunDir) -> None:
@@ -140,15 +141,16 @@ def roles(run: RunDir) -> dict[str, str]:
     return out
 
 
-def healthy(run: RunDir) -> bool:
-    """Every node answers, the cluster is ok, and there are three masters and three replicas."""
+def healthy(run: RunDir, known_roles: dict[str, str] | None = None) -> bool:
+    """Every node answers, the cluster is ok, and there are three masters and three replicas
+    (known_roles: what roles(run) just said, so it is not asked again)."""
     host, password = run.internal_host, run.secrets["redis"]
     try:
         if not all(_cluster_info(host, run.ports[n], password)["cluster_state"] == "ok" for n in REDIS_NODES):
             return False
     except redis.RedisError:
         return False
-    found = sorted(roles(run).values())
+    found = sorted((roles(run) if known_roles is None else known_roles).values())
     masters = len(REDIS_NODES) // (1 + REPLICAS_PER_MASTER)
     return found == ["master"] * masters + ["slave"] * (len(REDIS_NODES) - masters)
 
