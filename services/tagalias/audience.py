@@ -8,10 +8,8 @@ Per bucket the result is
 where base is (union of tags) ∩ (registrationIds ∪ devices of aliases), taking only the parts
 that were given, or the bucket's ``all`` set when neither was given (all, or tagsAnd/tagsNot
 alone). Registration ids and aliases together form one named set: the partner lists the devices
-it means, by id or by alias.
-
-A query that is just one stored set (one tag, all, all on one platform) needs no temporary key:
-the walk (walk.py) SSCANs that set directly (``direct``).
+it means, by id or by alias. Even a query that is one stored set (one tag, all) is copied
+into the bucket's sorted result first: the walk pages by lex range (walk.py says why).
 """
 
 from __future__ import annotations
@@ -22,15 +20,6 @@ from dataclasses import dataclass
 
 from services.common.contract import PushGrid
 from services.common.platforms import ALL as EVERY_PLATFORM
-
-
-@dataclass(frozen=True)
-class Direct:
-    """A query answered by walking one stored set per bucket: kind is 'tag', 'all' or 'platform'."""
-
-    kind: str
-    name: str = ""
-    platform: int = -1
 
 
 @dataclass(frozen=True)
@@ -49,18 +38,6 @@ class Query:
     def explicit(self) -> bool:
         """True when the partner named devices (ids or aliases): those must be gathered first."""
         return bool(self.aliases or self.registration_ids)
-
-    def direct(self) -> Direct | None:
-        """The one stored set this query equals, if it is that simple."""
-        if self.explicit or self.tags_and or self.tags_not:
-            return None
-        if self.tags:
-            return Direct("tag", name=self.tags[0]) if len(self.tags) == 1 and not self.platforms else None
-        if not self.platforms:
-            return Direct("all")
-        if len(self.platforms) == 1:
-            return Direct("platform", platform=self.platforms[0])
-        return None
 
     def digest(self) -> str:
         """A stable hex digest of the query: names its temporary keys and checks its cursors."""
@@ -85,8 +62,3 @@ def query(app: str, audience: PushGrid.Audience, platforms: list[PushGrid.Platfo
         registration_ids=tuple(sorted(audience.registrationIds or ())),
         platforms=values,
     )
-
-
-def tag_digest(app: str, tag: str) -> str:
-    """The digest a tagMembers walk checks its cursors against."""
-    return hashlib.sha1(json.dumps(["tag", app, tag]).encode("utf-8")).hexdigest()

@@ -2,15 +2,17 @@
 
 Why it carries everything: TagAlias replicas are load-balanced round-robin, so consecutive pages
 of one walk land on different processes and no replica may keep walk state in memory. A cursor
-is base64url of ``1:<bucket>:<sscan cursor>:<run>:<check>`` where
+is base64url of ``2:<bucket>:<after>:<run>:<check>`` where
 
-- run is "" for a walk over stored sets (a tag, all, a platform) and, for a resolve that builds
-  temporary sets, 12 hex chars drawn on its first page; with the audience digest it names the
-  temporary keys, so a retried page finds the set it scanned before, and two pushes of the same
-  audience minutes apart never share a stale result;
-- check is 8 hex chars of the digest of what is walked (app + tag, or app + audience +
-  platforms): a cursor handed back with another tag or audience is refused instead of silently
-  skipping devices.
+- after is the last registration id handed out from that bucket ("" before its first): the next
+  page starts just past it in the bucket's sorted result. A position by value, not by the layout
+  of a hash table, means nothing else: it survives a Redis failover, a restart and a rebuilt
+  result alike (an SSCAN cursor from an old master can skip members on its replica);
+- run is 12 hex chars drawn on the walk's first page; with the query's digest it names the
+  temporary sorted sets, so a retried page finds the set it read before, and two pushes of the
+  same audience minutes apart never share a stale result;
+- check is 8 hex chars of the query's digest: a cursor handed back with another tag or audience
+  is refused instead of silently skipping devices.
 
 Everything coming back is checked; garbage is PushGrid.InvalidArgument on field "cursor".
 """
@@ -22,28 +24,29 @@ import binascii
 import re
 from dataclasses import dataclass
 
+from services.common import limits
 from services.common.validation import invalid
 from services.tagalias.keys import BUCKETS
 
-VERSION = "1"
-_RUN_RE = re.compile(r"^(|[0-9a-f]{12})$")
+VERSION = "2"
+_AFTER_RE = re.compile(rf"^[A-Za-z0-9]{{0,{limits.REGID_MAX_BYTES}}}$")
+_RUN_RE = re.compile(r"^[0-9a-f]{12}$")
 _CHECK_RE = re.compile(r"^[0-9a-f]{8}$")
-_SCAN_MAX = 2**64 - 1  # SSCAN cursors are unsigned 64-bit
 _TEXT_MAX = 200
 
 
 @dataclass(frozen=True)
 class Cursor:
-    """A position in a walk: next bucket to read and the SSCAN cursor inside it."""
+    """A position in a walk: the bucket to read next and the last member read from it."""
 
     bucket: int
-    scan: int
+    after: str
     run: str
     check: str
 
 
 def encode(c: Cursor) -> str:
-    raw = f"{VERSION}:{c.bucket}:{c.scan}:{c.run}:{c.check}".encode("ascii")
+    raw = f"{VERSION}:{c.bucket}:{c.after}:{c.run}:{c.check}".encode("ascii")
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
@@ -59,12 +62,12 @@ def decode(text: str, check: str) -> Cursor:
     parts = raw.split(":")
     if len(parts) != 5 or parts[0] != VERSION:
         raise bad
-    _, b, scan, run, got_check = parts
-    if not (b.isdigit() and scan.isdigit()) or not _RUN_RE.match(run) or not _CHECK_RE.match(got_check):
+    _, b, after, run, got_check = parts
+    if not b.isdigit() or not _AFTER_RE.match(after) or not _RUN_RE.match(run) or not _CHECK_RE.match(got_check):
         raise bad
-    bucket, scan_pos = int(b), int(scan)
-    if not 0 <= bucket < BUCKETS or scan_pos > _SCAN_MAX:
+    bucket = int(b)
+    if not 0 <= bucket < BUCKETS:
         raise bad
     if got_check != check:
         raise invalid("cursor", "cursor belongs to another tag or audience; start with an empty cursor")
-    return Cursor(bucket=bucket, scan=scan_pos, run=run, check=got_check)
+    return Cursor(bucket=bucket, after=after, run=run, check=got_check)

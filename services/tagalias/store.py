@@ -69,10 +69,6 @@ class _Sets:
     def __init__(self, redis: Lazy[scripts.Registered]) -> None:
         self._redis = redis
 
-    def scan(self, key: str, scan: int, count: int) -> tuple[int, list[str]]:
-        nxt, members = self._redis().client.sscan(key, scan, count=count)
-        return int(nxt), cast(list[str], members)
-
     def resolve_step(self, call: walk.Call) -> tuple[str, list[str]]:
         nxt, members = self._redis().run(scripts.RESOLVE_STEP, *call)
         return cast(str, nxt), cast(list[str], members)

@@ -1,18 +1,24 @@
 """The audience walk: one page of resolve or tagMembers at a time, bucket after bucket.
 
-A walk reads an app's BUCKETS buckets in order and, in each, SSCANs one set, handing out up to
-the page's limit of members before it stops and answers a cursor (cursor.py) saying where it
-stands; the next page, on any replica, carries on from there. Which set, per bucket:
+A walk reads an app's BUCKETS buckets in order. In each, resolve_step.lua computes the query's
+result as a temporary sorted set in the bucket's slot (the set expression of audience.py; every
+score 0) and hands out members in lexicographic order, up to the page's limit, before the walk
+stops and answers a cursor (cursor.py) naming the last member handed out; the next page, on any
+replica, reads on from just past it.
 
-- a query that equals one stored set (audience.Direct: one tag, all, all of one platform) walks
-  that set itself;
-- any other query walks a temporary set that resolve_step.lua computes in the bucket's slot (the
-  set expression of audience.py), named by the query's digest and the walk's run. It holds
-  SENTINEL, so an empty result still exists; it expires TEMP_TTL_MS after its last page and is
-  deleted once its SSCAN ends, so a retried page finds the same set and an abandoned walk leaves
-  nothing for long. A query that names devices (ids, aliases) cannot be computed from a cursor
-  alone, so when a page finds its set missing (the first page, or after expiry) the sets of every
-  bucket left are built at once: the alias indexes are read once, not once per bucket.
+Why a sorted copy rather than an SSCAN of the stored sets: a position by value survives a Redis
+failover. An SSCAN cursor is a position in one process's hash table; the replica that takes over
+(or a master restarted from its AOF) lays the same members out in another order, so a cursor
+from before can skip members. A lex range over a sorted set means the same on every node, and
+if the temporary set itself was lost with its master, the next page computes it again and reads
+on past the same member: nothing present throughout the walk is skipped or handed out twice.
+
+The temporary set holds SENTINEL (sorted before every registration id, never handed out), so an
+empty result still exists; it expires TEMP_TTL_MS after its last page and is deleted once read to
+its end, so a retried page finds the same set and an abandoned walk leaves nothing for long. A
+query that names devices (ids, aliases) cannot be computed from a cursor alone, so when a page
+finds its set missing (the first page, or after expiry) the sets of every bucket left are built
+at once: the alias indexes are read once, not once per bucket.
 
 This module decides what is read and in which order; the reads themselves are the store's
 (`Sets`), so every Redis call of TagAlias stays in store.py.
@@ -27,16 +33,15 @@ from typing import Any, Protocol
 
 from services.common.backends import REDIS
 from services.common.contract import PushGrid
-from services.common.validation import invalid
 from services.tagalias import cursor as cursors
 from services.tagalias import keys
-from services.tagalias.audience import Direct, Query, query, tag_digest
+from services.tagalias.audience import Query, query
 
-SENTINEL = "-"  # marks a built temporary set; never a registration id (those are alnum)
+SENTINEL = "-"  # marks a built temporary set; sorts before every registration id (those are alnum)
 TEMP_TTL_MS = 10 * 60 * 1000  # a resolve's temporary set lives this long after its last page
 
-# A page step: (bucket, sscan cursor, how many wanted) -> (next sscan cursor, members)
-Step = Callable[[int, int, int], tuple[int, list[str]]]
+# A page step: (bucket, last member read, how many wanted) -> (members, whether the bucket is done)
+Step = Callable[[int, str, int], tuple[list[str], bool]]
 
 # KEYS and ARGV of one resolve_step.lua call
 Call = tuple[list[str], list[Any]]
@@ -45,12 +50,9 @@ Call = tuple[list[str], list[Any]]
 class Sets(Protocol):
     """The Redis reads a walk makes (the store's)."""
 
-    def scan(self, key: str, scan: int, count: int) -> tuple[int, list[str]]:
-        """One SSCAN of a set: the next sscan cursor and the members."""
-        ...
-
     def resolve_step(self, call: Call) -> tuple[str, list[str]]:
-        """resolve_step.lua in 'scan' mode: the next sscan cursor ('-1': set missing) and members."""
+        """resolve_step.lua in 'read' mode: '1' (more to come), '0' (bucket done) or '-1' (set
+        missing and not computable from the call), and the members."""
         ...
 
     def build(self, calls: Sequence[Call]) -> None:
@@ -68,8 +70,7 @@ class Sets(Protocol):
 
 def tag_members(sets: Sets, app: str, tag: str, cursor: str, limit: int) -> PushGrid.AudiencePage:
     """One page of a tag's members."""
-    cur = start(cursor, tag_digest(app, tag)[:8], builds=False)
-    return page(cur, limit, _direct_step(sets, app, Direct("tag", name=tag)))
+    return _walk(sets, Query(app=app, tags=(tag,)), cursor, limit)
 
 
 def resolve(
@@ -89,12 +90,7 @@ def resolve(
             cursor="",
             done=True,
         )
-    digest = q.digest()
-    direct = q.direct()
-    cur = start(cursor, digest[:8], builds=direct is None)
-    if direct is not None:
-        return page(cur, limit, _direct_step(sets, app, direct))
-    return page(cur, limit, _built_step(sets, q, digest[:16] + cur.run))
+    return _walk(sets, q, cursor, limit)
 
 
 def _ids_only(q: Query) -> bool:
@@ -103,53 +99,43 @@ def _ids_only(q: Query) -> bool:
     return bool(q.registration_ids) and not (q.tags or q.tags_and or q.tags_not or q.aliases)
 
 
-def start(text: str, check: str, builds: bool) -> cursors.Cursor:
+def _walk(sets: Sets, q: Query, cursor: str, limit: int) -> PushGrid.AudiencePage:
+    digest = q.digest()
+    cur = start(cursor, digest[:8])
+    return page(cur, limit, _step(sets, q, digest[:16] + cur.run))
+
+
+def start(text: str, check: str) -> cursors.Cursor:
     """The cursor a page starts from: a fresh walk for "", else the one the client sent back
-    (checked against the walk's digest and kind)."""
+    (checked against the walk's digest)."""
     if not text:
-        return cursors.Cursor(bucket=0, scan=0, run=secrets.token_hex(6) if builds else "", check=check)
-    cur = cursors.decode(text, check)
-    if bool(cur.run) != builds:
-        raise invalid("cursor", "cursor belongs to another kind of query; start with an empty cursor")
-    return cur
+        return cursors.Cursor(bucket=0, after="", run=secrets.token_hex(6), check=check)
+    return cursors.decode(text, check)
 
 
 def page(cur: cursors.Cursor, limit: int, step: Step) -> PushGrid.AudiencePage:
     """Fills one page from consecutive buckets, starting where the cursor stands."""
     out: list[str] = []
-    b, scan = cur.bucket, cur.scan
+    b, after = cur.bucket, cur.after
     while b < keys.BUCKETS and len(out) < limit:
-        scan, members = step(b, scan, limit - len(out))
-        out.extend(m for m in members if m != SENTINEL)
-        if scan == 0:
-            b += 1
+        members, done = step(b, after, limit - len(out))
+        out.extend(members)
+        if done:
+            b, after = b + 1, ""
+        elif members:
+            after = members[-1]
     if b >= keys.BUCKETS:
         return PushGrid.AudiencePage(registrationIds=out, cursor="", done=True)
-    nxt = cursors.Cursor(bucket=b, scan=scan, run=cur.run, check=cur.check)
+    nxt = cursors.Cursor(bucket=b, after=after, run=cur.run, check=cur.check)
     return PushGrid.AudiencePage(registrationIds=out, cursor=cursors.encode(nxt), done=False)
 
 
-def _direct_key(app: str, direct: Direct, b: int) -> str:
-    if direct.kind == "tag":
-        return keys.tag(app, b, direct.name)
-    if direct.kind == "platform":
-        return keys.platform(app, b, direct.platform)
-    return keys.all_devices(app, b)
-
-
-def _direct_step(sets: Sets, app: str, direct: Direct) -> Step:
-    def step(b: int, scan: int, count: int) -> tuple[int, list[str]]:
-        return sets.scan(_direct_key(app, direct, b), scan, count)
-
-    return step
-
-
-def _built_step(sets: Sets, q: Query, query_id: str) -> Step:
-    def step(b: int, scan: int, count: int) -> tuple[int, list[str]]:
+def _step(sets: Sets, q: Query, query_id: str) -> Step:
+    def step(b: int, after: str, count: int) -> tuple[list[str], bool]:
         for _ in range(2):
-            nxt, members = sets.resolve_step(_step_call(q, query_id, b, "scan", scan, count, None))
-            if nxt != "-1":
-                return int(nxt), members
+            state, members = sets.resolve_step(_step_call(q, query_id, b, "read", after, count, None))
+            if state != "-1":
+                return members, state == "0"
             _build_named(sets, q, query_id, b)
         raise PushGrid.Unavailable(
             reason="temporary audience set vanished while it was read; retry", backend=REDIS.name
@@ -170,7 +156,7 @@ def _build_named(sets: Sets, q: Query, query_id: str, first: int) -> None:
                 pairs[keys.bucket(rid)].append((alias, rid))
     sets.build(
         [
-            _step_call(q, query_id, b, "build", 0, 0, (ids.get(b, []), pairs.get(b, [])))
+            _step_call(q, query_id, b, "build", "", 0, (ids.get(b, []), pairs.get(b, [])))
             for b in range(first, keys.BUCKETS)
         ]
     )
@@ -181,7 +167,7 @@ def _step_call(
     query_id: str,
     b: int,
     mode: str,
-    scan: int,
+    after: str,
     count: int,
     named: tuple[list[str], list[tuple[str, str]]] | None,
 ) -> Call:
@@ -206,7 +192,7 @@ def _step_call(
         mode,
         TEMP_TTL_MS,
         SENTINEL,
-        scan,
+        after,
         count,
         explicit,
         len(q.tags),

@@ -20,9 +20,9 @@ def raw(text: str) -> str:
 @pytest.mark.parametrize(
     "c",
     [
-        cursors.Cursor(0, 0, "", CHECK),
-        cursors.Cursor(BUCKETS - 1, 2**64 - 1, "00ff00ff00ff", CHECK),
-        cursors.Cursor(7, 123456, "abcdefabcdef", CHECK),
+        cursors.Cursor(0, "", "abcdefabcdef", CHECK),
+        cursors.Cursor(BUCKETS - 1, "Z" * 64, "00ff00ff00ff", CHECK),
+        cursors.Cursor(7, "dev123", "abcdefabcdef", CHECK),
     ],
 )
 def test_round_trip(c: cursors.Cursor) -> None:
@@ -36,19 +36,21 @@ def test_round_trip(c: cursors.Cursor) -> None:
     [
         "garbage!!",  # not base64
         "%%%%",
-        raw("1:0:0::0a1b2c3d:extra"),  # too many fields
-        raw("1:0:0:0a1b2c3d"),  # too few
-        raw("2:0:0::0a1b2c3d"),  # unknown version
-        raw(f"1:{BUCKETS}:0::0a1b2c3d"),  # bucket out of range
-        raw("1:-1:0::0a1b2c3d"),
-        raw("1:0:-5::0a1b2c3d"),
-        raw(f"1:0:{2**64}::0a1b2c3d"),  # not a 64-bit sscan cursor
-        raw("1:x:0::0a1b2c3d"),
-        raw("1:0:0:ABCDEFABCDEF:0a1b2c3d"),  # run must be lowercase hex
-        raw("1:0:0:abc:0a1b2c3d"),  # run of the wrong length
-        raw("1:0:0::0A1B2C3D"),
+        raw("2:0::abcdefabcdef:0a1b2c3d:extra"),  # too many fields
+        raw("2:0::0a1b2c3d"),  # too few
+        raw("1:0:0::0a1b2c3d"),  # the SSCAN cursors of an older release
+        raw(f"2:{BUCKETS}::abcdefabcdef:0a1b2c3d"),  # bucket out of range
+        raw("2:-1::abcdefabcdef:0a1b2c3d"),
+        raw("2:x::abcdefabcdef:0a1b2c3d"),
+        raw("2:0:dev-1:abcdefabcdef:0a1b2c3d"),  # not a registration id
+        raw("2:0:)+:abcdefabcdef:0a1b2c3d"),  # a lex range's syntax smuggled in
+        raw(f"2:0:{'a' * 65}:abcdefabcdef:0a1b2c3d"),  # longer than any registration id
+        raw("2:0::ABCDEFABCDEF:0a1b2c3d"),  # run must be lowercase hex
+        raw("2:0::abc:0a1b2c3d"),  # run of the wrong length
+        raw("2:0:::0a1b2c3d"),  # no run
+        raw("2:0::abcdefabcdef:0A1B2C3D"),
         "A" * 500,  # oversized
-        base64.urlsafe_b64encode(b"\xff\xfe:0:0::0a1b2c3d").decode(),  # not ascii
+        base64.urlsafe_b64encode(b"\xff\xfe:0::abcdefabcdef:0a1b2c3d").decode(),  # not ascii
     ],
 )
 def test_garbage_is_invalid_argument(text: str) -> None:
@@ -58,7 +60,7 @@ def test_garbage_is_invalid_argument(text: str) -> None:
 
 
 def test_cursor_of_another_query_is_refused() -> None:
-    text = cursors.encode(cursors.Cursor(3, 10, "", "ffffffff"))
+    text = cursors.encode(cursors.Cursor(3, "dev9", "abcdefabcdef", "ffffffff"))
     with pytest.raises(PushGrid.InvalidArgument) as e:
         cursors.decode(text, CHECK)
     assert "another" in e.value.reason
