@@ -1,7 +1,8 @@
 """PartnerSessionManager: one PartnerSession per partner login, with its own objects and filters.
 
-Each session gets a fresh random category. Its three objects (session, push, devices) are added
-to this gateway's adapter under it, and the router is told, through the session's
+Each session gets a fresh random category. Its three objects (session, push, devices) are served
+under it by this gateway's adapter (through a ServantTable, so a partner's request whose strings
+are not UTF-8 is answered InvalidArgument), and the router is told, through the session's
 SessionControl, that the partner may reach that category and nothing else: not DBAgent, Push,
 STC or IceGrid, and not another session's objects. The app key the objects act for is the one
 the router verified; no operation lets the partner name another.
@@ -29,6 +30,7 @@ from services.common.clock import now_ms
 from services.common.contract import Glacier2, PushGrid
 from services.common.lazy import Lazy
 from services.common.lua import load_scripts
+from services.common.servants import ServantTable
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +188,8 @@ class SessionManagerI(Glacier2.SessionManager):
         self._adapter = adapter
         self._backends = backends
         self.table = table or SessionTable()
+        self.objects = ServantTable()  # every session's objects
+        adapter.addServantLocator(self.objects, "")
 
     def create(
         self, userId: str, control: Glacier2.SessionControlPrx, current: Ice.Current = None
@@ -216,17 +220,14 @@ class SessionManagerI(Glacier2.SessionManager):
         """Adds servant; its proxy names this gateway's own adapter id, not the replica group
         (the other gateway does not have the session) and not endpoints (the router refuses
         proxies with endpoints: glacier2/router.xml)."""
-        self._adapter.add(servant, identity)
+        self.objects.add(identity, servant)
         return self._adapter.createIndirectProxy(identity)
 
     def end(self, category: str, why: str) -> None:
         """Removes a session's objects; a second end of the same session does nothing."""
         live = self.table.pop(category)
         for name in NAMES:
-            try:
-                self._adapter.remove(Ice.Identity(name=name, category=category))
-            except (Ice.NotRegisteredException, Ice.ObjectAdapterDeactivatedException):
-                pass
+            self.objects.remove(Ice.Identity(name=name, category=category))
         if live is not None:
             log.info("session %s of %s ended: %s", category[:8], live.app_key, why)
 

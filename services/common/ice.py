@@ -16,6 +16,7 @@ import Ice
 from services.common import release
 from services.common.backends import Backend
 from services.common.contract import PushGrid
+from services.common.servants import ServantTable
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +82,13 @@ def _instance(communicator: Ice.Communicator) -> str:
 def serve(communicator: Ice.Communicator, name: str, servant: Ice.Object, identity: str | None = None) -> None:
     """Serves servant on adapter `name` as `identity` (default: the well-known name) until shutdown.
 
-    Endpoints and the replica group come from the adapter's properties, which IceGrid writes.
+    Endpoints and the replica group come from the adapter's properties, which IceGrid writes. The
+    servant is found through a ServantTable, so parameters it cannot read are InvalidArgument.
     """
     adapter = communicator.createObjectAdapter(name)
-    adapter.add(servant, Ice.stringToIdentity(identity or name))
+    table = ServantTable()
+    table.add(Ice.stringToIdentity(identity or name), servant)
+    adapter.addServantLocator(table, "")
     adapter.activate()
     serve_until_shutdown(communicator)
 

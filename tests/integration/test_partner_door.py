@@ -7,6 +7,7 @@ and nothing else), so tests can forge identities and proxies as an attacker woul
 
 from __future__ import annotations
 
+import struct
 import time
 import uuid
 
@@ -267,6 +268,22 @@ def test_bad_requests_get_named_errors_and_change_nothing(grid, dbagent, tagalia
         partner.devices.addTags(rid, [""])
     with pytest.raises(PushGrid.InvalidArgument):
         partner.devices.getTags("../../etc/passwd")
+    assert partner.devices.getTags(rid) == ["keep"]
+    assert tagalias.getTags(app, rid) == ["keep"]
+
+
+def test_strings_that_are_not_utf8_are_invalid_argument_and_change_nothing(grid, dbagent, tagalias, partner) -> None:
+    """Sent raw, as a client in another language can: Ice for Python cannot decode them, and
+    the partner hears InvalidArgument (not an UnknownException with a traceback)."""
+    app = partner.session.appKey()
+    rid = device(dbagent, tagalias, app, tags=["keep"])
+    raw_rid = rid.encode()
+    tags = b"\x01" + bytes([4]) + b"\xffbad"  # one tag, not UTF-8
+    params = bytes([len(raw_rid)]) + raw_rid + tags
+    ok, out = partner.devices.ice_invoke(
+        "addTags", Ice.OperationMode.Idempotent, struct.pack("<iBB", 6 + len(params), 1, 1) + params
+    )
+    assert not ok and b"::PushGrid::InvalidArgument" in out and b"UTF-8" in out
     assert partner.devices.getTags(rid) == ["keep"]
     assert tagalias.getTags(app, rid) == ["keep"]
 

@@ -175,8 +175,8 @@ def test_a_session_gets_its_own_category_and_the_router_filters_on_it(adapter) -
     assert cat_a != cat_b and len(cat_a) == 32
     assert a.cats.items == [cat_a] and b.cats.items == [cat_b]  # each partner reaches only its own
     for name in NAMES:
-        assert adapter.find(Ice.Identity(name=name, category=cat_a)) is not None
-    session = adapter.find(sa.ice_getIdentity())
+        assert manager.objects.find(Ice.Identity(name=name, category=cat_a)) is not None
+    session = manager.objects.find(sa.ice_getIdentity())
     assert session.appKey() == "app1"
     assert session.pushApi().ice_getIdentity() == Ice.Identity(name="push", category=cat_a)
     assert session.devicesApi().ice_getIdentity() == Ice.Identity(name="devices", category=cat_a)
@@ -185,10 +185,12 @@ def test_a_session_gets_its_own_category_and_the_router_filters_on_it(adapter) -
 def test_destroy_removes_the_sessions_objects_once(adapter) -> None:
     manager = SessionManagerI(adapter, backends())
     prx = manager.create("app1", FakeControl())
-    session = adapter.find(prx.ice_getIdentity())
+    session = manager.objects.find(prx.ice_getIdentity())
     session.destroy()
     session.destroy()
-    assert all(adapter.find(Ice.Identity(name=n, category=prx.ice_getIdentity().category)) is None for n in NAMES)
+    assert all(
+        manager.objects.find(Ice.Identity(name=n, category=prx.ice_getIdentity().category)) is None for n in NAMES
+    )
     assert manager.table.count() == 0
 
 
@@ -215,7 +217,7 @@ def test_sweep_ends_sessions_their_router_forgot(adapter) -> None:
     lost.gone = True
     assert manager.sweep() == 1
     assert manager.table.count() == 1
-    assert adapter.find(gone.ice_getIdentity()) is None
+    assert manager.objects.find(gone.ice_getIdentity()) is None
 
 
 # ---------------------------------------------------------------- the partner API acts for the session's app
