@@ -57,6 +57,10 @@ class PartnerPushI(PushGrid.PartnerPush):
         with backend("push"):
             return self._push.report(self._app, list(msgIds or []))
 
+    def reportErrors(self, msgIds: Sequence[int], current: Ice.Current = None) -> list[PushGrid.MessageError]:
+        with backend("push"):
+            return self._push.reportErrors(self._app, list(msgIds or []))
+
 
 class PartnerDevicesI(PushGrid.PartnerDevices):
     """Tags, aliases and device count of one app's own devices."""

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from patch.release import ReleaseError
+from services.common import canaries
 from tools.grid import lifecycle
 from tools.grid.certs import InvalidHost
 from tools.grid.procs import StartError
@@ -61,6 +62,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if healthy else 1
 
 
+def cmd_redis_replant(args: argparse.Namespace) -> int:
+    from tools.grid import redis_cluster
+
+    missing = redis_cluster.replant_canaries(_run_dir(args))
+    print(
+        f"{missing} canary keys were missing; all {len(canaries.KEYS)} planted again"
+        if missing
+        else "no canary was missing"
+    )
+    return 0
+
+
 def print_status(st: dict[str, Any]) -> None:
     partner = st.get("partner") or {}
     print("registries: " + ", ".join(f"{n} {'up' if ok else 'DOWN'}" for n, ok in sorted(st["registries"].items())))
@@ -71,7 +84,10 @@ def print_status(st: dict[str, Any]) -> None:
         roles = st["redis"]["roles"]
         nodes = ", ".join(f"{n} {roles.get(n, 'DOWN')}" for n in REDIS_NODES).replace("slave", "replica")
         if st["redis"].get("lost_canaries"):
-            verdict = f"DATA LOST ({len(st['redis']['lost_canaries'])} canary keys gone: a master came back empty)"
+            verdict = (
+                f"DATA LOST ({len(st['redis']['lost_canaries'])} canary keys gone: a master came back empty; "
+                "reports of messages sent meanwhile say so; once dealt with: pushgrid redis-replant)"
+            )
         elif st["redis"]["healthy"]:
             verdict = "ok"
         else:
@@ -459,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=cmd_status)
     sub.add_parser("down", help="stop everything the run directory started").set_defaults(fn=cmd_down)
+    sub.add_parser(
+        "redis-replant", help="plant Redis's canary keys again once a reported data loss has been dealt with"
+    ).set_defaults(fn=cmd_redis_replant)
     _add_app_parser(sub)
     _add_release_parser(sub)
     _add_hosts_parser(sub)

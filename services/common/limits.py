@@ -26,6 +26,7 @@ PUSH_QUOTA_MAX = 1_000_000
 PUSH_BATCH_MAX = 1000  # pushes in one pushBatch call (JPush's batch push takes as many)
 
 MSG_IDS_PER_REPORT = 100
+MESSAGE_ERROR_MAX_CHARS = 255  # an error noted on a message's report (message_stats.error)
 REPLY_MAX_BYTES = 512 * 1024  # a list reply stops growing here (Ice.MessageSizeMax is 4 MiB)
 RECEIPTS_PER_CALL = 10000
 

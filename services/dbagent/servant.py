@@ -345,6 +345,18 @@ class DBAgentI(PushGrid.DBAgent):
         ids = list(dict.fromkeys(_positive(m, "msgIds") for m in ids))
         return self._store.get_stats(app_key, ids)
 
+    def noteMessageError(self, appKey: str, msgId: int, error: str, current: Ice.Current = None) -> None:
+        if not isinstance(error, str) or not error.strip() or len(error) > limits.MESSAGE_ERROR_MAX_CHARS:
+            raise _invalid("error", f"error must be 1-{limits.MESSAGE_ERROR_MAX_CHARS} characters")
+        self._store.note_message_error(validation.app_key(appKey), _positive(msgId, "msgId"), error)
+
+    def getMessageErrors(
+        self, appKey: str, msgIds: Sequence[int], current: Ice.Current = None
+    ) -> list[PushGrid.MessageError]:
+        app_key = validation.app_key(appKey)
+        ids = _count(msgIds, "msgIds", limits.MSG_IDS_PER_REPORT)
+        return self._store.get_message_errors(app_key, list(dict.fromkeys(_positive(m, "msgIds") for m in ids)))
+
 
 def _message_record(record: PushGrid.MessageRecord | None) -> PushGrid.MessageRecord:
     """Checks a record for storing: the ids, a new message's state, sane times and a valid request."""

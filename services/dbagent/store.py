@@ -577,6 +577,25 @@ class Store:
             known.update({r["msg_id"]: r["app_key"] for r in cur.fetchall()})
         return known
 
+    def note_message_error(self, app_key: str, msg_id: int, error: str) -> None:
+        """Notes error on the message's report unless one is there already (the first stays)."""
+        with self._cursor(transaction=True) as cur:
+            self._require_message(cur, msg_id, app_key)
+            cur.execute("UPDATE message_stats SET error = %s WHERE msg_id = %s AND error = ''", (error, msg_id))
+
+    def get_message_errors(self, app_key: str, msg_ids: Sequence[int]) -> list[PushGrid.MessageError]:
+        """The errors noted on the app's own messages among msg_ids, in the order asked."""
+        if not msg_ids:
+            return []
+        with self._cursor(write=False) as cur:
+            cur.execute(
+                "SELECT m.msg_id, s.error FROM messages m JOIN message_stats s ON s.msg_id = m.msg_id"
+                f" WHERE m.app_key = %s AND s.error <> '' AND m.msg_id IN ({_placeholders(len(msg_ids))})",
+                (app_key, *msg_ids),
+            )
+            errors = {row["msg_id"]: row["error"] for row in cur.fetchall()}
+        return [PushGrid.MessageError(msgId=m, error=errors[m]) for m in msg_ids if m in errors]
+
     def get_stats(self, app_key: str, msg_ids: Sequence[int]) -> list[PushGrid.MessageStats]:
         """Stats of the app's own messages among msg_ids, in the order asked; others are left out."""
         if not msg_ids:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import Ice
 
-from services.common import ice, kafka_client, limits, redis_client
+from services.common import canaries, ice, kafka_client, limits, redis_client
 from services.common.config import CallTimeouts, DispatcherSettings, KafkaSettings, RedisSettings
 from services.common.lease import Lease
 from services.common.mailbox import Mailbox
@@ -67,6 +67,7 @@ def main() -> int:
             delivery,
             page_size=me.page_size,
             owner=name,
+            data_lost=canaries.Watch(redis).missing,
         )
         publisher = TaskPublisher(settings, client_id=f"{name}-scheduler")
         stop = threading.Event()

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from services.common import frames, lifecycle, limits, platforms, validation
+from services.common import canaries, frames, lifecycle, limits, platforms, validation
 from services.common.clock import now_ms
 from services.common.contract import PushGrid
 from services.common.mailbox import Mailbox, Stored
@@ -106,9 +106,11 @@ class TaskRunner:
         clock: Callable[[], int] = now_ms,
         page_size: int = limits.DISPATCH_PAGE,
         owner: str = "",
+        data_lost: Callable[[], int] | None = None,
     ) -> None:
         """owner (the dispatcher's id) is written into each checkpoint, so operators and tests can
-        tell which worker runs a task."""
+        tell which worker runs a task. data_lost says how many Redis canaries are gone
+        (canaries.Watch.missing); a message finished meanwhile gets an error on its report."""
         self._db = db
         self._tagalias = tagalias
         self._mailbox = mailbox
@@ -116,6 +118,7 @@ class TaskRunner:
         self._clock = clock
         self._page_size = page_size
         self._owner = owner
+        self._data_lost = data_lost
 
     def run(self, task: Task, stop: threading.Event) -> Outcome:
         """Finishes task (or finds it needs nothing); returns how it ended, for the log.
@@ -144,6 +147,7 @@ class TaskRunner:
             stop_early = self._targeted(task, stored, ttl, cp, stop)
             if stop_early is not None:
                 return self._end(task, stop_early)
+        self._note_lost_data([task])
         self._db.transitionMessage(task.app_key, task.msg_id, S.Dispatching, S.Done)
         return self._end(task, DONE)
 
@@ -270,6 +274,7 @@ class TaskRunner:
             ]
         )
         if ended:
+            self._note_lost_data([tasks[i] for i, _ in ended])
             moves = [PushGrid.Transition(tasks[i].app_key, tasks[i].msg_id, S.Dispatching, S.Done) for i, _ in ended]
             self._db.transitionMessages(moves)
             for i, _ in ended:
@@ -311,6 +316,15 @@ class TaskRunner:
         if self._expire(task, state):
             return STOPPED_EXPIRED
         return None
+
+    def _note_lost_data(self, tasks: Sequence[Task]) -> None:
+        """Before messages move to Done: if Redis lost data, their reports say devices may have
+        been missed (noted first, so a crash in between leaves the note, never a bare Done)."""
+        missing = self._data_lost() if self._data_lost is not None else 0
+        if missing:
+            error = canaries.lost_data_error(missing)
+            for task in tasks:
+                self._db.noteMessageError(task.app_key, task.msg_id, error)
 
     def _end(self, task: Task, outcome: Outcome) -> Outcome:
         """Marks a task with nothing left to do done, so a duplicate of it is skipped at once."""

@@ -127,6 +127,13 @@ class PushServiceI(PushGrid.PushService):
         with backend("dbagent"):
             return self._db.getStats(appKey, list(msgIds or []))
 
+    def reportErrors(
+        self, appKey: str, msgIds: Sequence[int], current: Ice.Current = None
+    ) -> list[PushGrid.MessageError]:
+        validation.app_key(appKey)
+        with backend("dbagent"):
+            return self._db.getMessageErrors(appKey, list(msgIds or []))
+
     # ------------------------------------------------------------ steps
 
     def _check(self, app_key: str, request: PushGrid.PushRequest) -> tuple[PushGrid.PushRequest, PushGrid.AppInfo]:

@@ -409,6 +409,25 @@ def test_duplicate_msg_id_is_already_exists(store):
     assert store.get_message(creds.appKey, rec.msgId) == rec
 
 
+def test_an_error_noted_on_a_message_shows_with_its_report_and_the_first_stays(servant, store):
+    creds, other = new_app(store), new_app(store)
+    noted, clean = record(creds.appKey), record(creds.appKey)
+    store.record_message(noted)
+    store.record_message(clean)
+    servant.noteMessageError(creds.appKey, noted.msgId, "first")
+    servant.noteMessageError(creds.appKey, noted.msgId, "second")  # a retried or later note
+    ids = [clean.msgId, noted.msgId]
+    assert servant.getMessageErrors(creds.appKey, ids) == [PushGrid.MessageError(msgId=noted.msgId, error="first")]
+    assert servant.getMessageErrors(other.appKey, ids) == []  # another app's messages are not shown
+    with pytest.raises(PushGrid.UnknownMessage):
+        servant.noteMessageError(other.appKey, clean.msgId, "not yours")
+    for bad in ("", "   ", "x" * (limits.MESSAGE_ERROR_MAX_CHARS + 1)):
+        with pytest.raises(PushGrid.InvalidArgument):
+            servant.noteMessageError(creds.appKey, clean.msgId, bad)
+    assert servant.getMessageErrors(creds.appKey, [clean.msgId]) == []
+    assert [s.msgId for s in servant.getStats(creds.appKey, ids)] == ids  # the counts are as they were
+
+
 def test_message_of_another_app_is_unknown(store):
     creds, other = new_app(store), new_app(store)
     rec = record(creds.appKey)

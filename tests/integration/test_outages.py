@@ -10,9 +10,11 @@ import uuid
 
 import pytest
 
+from services.common import canaries
 from services.common.contract import PushGrid
 from tools.grid import mariadb, redis_cluster
 from tools.grid.rundir import REDIS_NODES
+from tools.partner import builders as b
 
 pytestmark = pytest.mark.integration
 
@@ -88,19 +90,39 @@ def _status(grid) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_a_master_that_came_back_empty_makes_status_say_data_was_lost(grid):
+def _done(push, app: str, msg_id: int) -> None:
+    deadline = time.monotonic() + 30
+    while push.report(app, [msg_id])[0].state != PushGrid.MessageState.Done:
+        assert time.monotonic() < deadline, "the push was not done in 30 s"
+        time.sleep(0.2)
+
+
+def test_a_master_that_came_back_empty_makes_status_and_reports_say_data_was_lost(grid, dbagent, tagalias, push, app):
     import redis
 
     victim = next(name for name, role in redis_cluster.roles(grid).items() if role == "master")
     node = redis.Redis(grid.internal_host, grid.ports[victim], password=grid.secrets["redis"], decode_responses=True)
-    its_canaries = [key for key in redis_cluster.CANARIES if redis_cluster.master_of(grid, key) == victim]
+    its_canaries = [key for key in canaries.KEYS if redis_cluster.master_of(grid, key) == victim]
     assert its_canaries  # every master holds some
+    rid = dbagent.registerDevice(app, PushGrid.Platform.Android).registrationId
+    tagalias.addDevice(app, rid, PushGrid.Platform.Android)
+    request = b.push_request(b.audience(registration_ids=[rid]), notification="while data was lost")
     for key in its_canaries:  # what a master (and its replica) restarted without their data would lack
         node.delete(key)
     try:
         status = _status(grid)
         assert status.returncode == 1 and "DATA LOST" in status.stdout, status.stdout
+        lost = push.push(app, request).msgId
+        _done(push, app, lost)
+        [error] = push.reportErrors(app, [lost])
+        assert error.msgId == lost and f"{len(its_canaries)} of {len(canaries.KEYS)} canary keys" in error.error
     finally:
-        for key in its_canaries:
-            node.set(key, "1")
+        replant = subprocess.run(
+            [sys.executable, "-m", "tools.cli", "--run-dir", grid.path, "redis-replant"], capture_output=True, text=True
+        )
+    assert replant.returncode == 0 and f"{len(its_canaries)} canary keys were missing" in replant.stdout
     assert _status(grid).returncode == 0
+    time.sleep(canaries.CHECK_SECONDS)  # what the dispatchers last saw has aged
+    fine = push.push(app, request).msgId
+    _done(push, app, fine)
+    assert push.reportErrors(app, [fine, lost]) == [PushGrid.MessageError(msgId=lost, error=error.error)]

@@ -37,6 +37,7 @@ class FakeDB:
         self.batches: set[tuple[int, str]] = set()
         self.receipts: set[tuple[int, str]] = set()
         self.devices = 0
+        self.errors: dict[int, str] = {}
         self.calls: list[str] = []
         self.fail_on: str | None = None  # an operation name that raises Unavailable
 
@@ -83,6 +84,11 @@ class FakeDB:
         if (frm, to) in lifecycle.OVERRIDE_TAKES_EFFECT:
             self._override(rec)
         return True
+
+    def noteMessageError(self, app: str, msg_id: int, error: str) -> None:
+        self._call("noteMessageError")
+        self.getMessage(app, msg_id)
+        self.errors.setdefault(msg_id, error)
 
     def getMessages(self, keys: list[PushGrid.MessageKey]) -> list[PushGrid.MessageRecord]:
         self._call("getMessages")
@@ -161,6 +167,10 @@ class FakeDB:
                 continue
         del self.calls[counted:]  # counted once, as recordReceiptsMany
         return new
+
+    def getMessageErrors(self, app: str, ids: list[int]) -> list[PushGrid.MessageError]:
+        self._call("getMessageErrors")
+        return [PushGrid.MessageError(msgId=m, error=self.errors[m]) for m in ids if m in self.errors]
 
     def getStats(self, app: str, ids: list[int]) -> list[PushGrid.MessageStats]:
         self._call("getStats")

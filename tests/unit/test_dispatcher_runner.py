@@ -267,3 +267,21 @@ def test_a_task_of_a_batch_that_fails_alone_is_answered_with_its_error(world) ->
     del db.messages[402]  # its message vanished: run() raises UnknownMessage, the worker drops it
     out = runner.run_batch([good, gone], threading.Event())
     assert out[0] == DONE and isinstance(out[1], PushGrid.UnknownMessage)
+
+
+def test_messages_finished_while_redis_lost_data_say_so_on_their_reports(world) -> None:
+    db, tags, mailbox, delivery, _, clock = world
+    missing = [0]
+    runner = TaskRunner(db, tags, mailbox, delivery, clock=clock, page_size=10, data_lost=lambda: missing[0])
+    assert runner.run(_task(db, 100), threading.Event()) == DONE
+    assert db.errors == {}  # nothing lost: no error
+    missing[0] = 3
+    assert runner.run(_task(db, 101), threading.Event()) == DONE
+    assert runner.run(_task(db, 102, audience=PushGrid.Audience(all=True)), threading.Event()) == DONE
+    small = [_task(db, 103, audience=PushGrid.Audience(registrationIds=["d01"]))]
+    assert runner.run_batch(small, threading.Event()) == [DONE]
+    assert sorted(db.errors) == [101, 102, 103]
+    assert all("Redis lost data" in e and "3 of 32" in e for e in db.errors.values())
+    assert db.messages[101].state == S.Done  # still Done: the error rides with the report
+    before = db.calls.index("noteMessageError")
+    assert db.calls.index("transitionMessage", before) > before  # noted before the move to Done

@@ -122,8 +122,9 @@ def test_at_is_an_iso_time() -> None:
 class FakeClient:
     """PartnerClient's surface: records calls, answers canned results or raises `fail`."""
 
-    def __init__(self, fail: BaseException | None = None) -> None:
+    def __init__(self, fail: BaseException | None = None, errors: dict[int, str] | None = None) -> None:
         self.fail = fail
+        self.errors = errors or {}
         self.calls: list[tuple] = []
         self.closed = False
 
@@ -148,6 +149,7 @@ class FakeClient:
             "alias_devices": ["r1"],
             "is_member": True,
             "device_count": 12,
+            "report_errors": self.errors,
         }
 
         def call(*args):
@@ -182,14 +184,24 @@ def test_push_at_schedules(capsys) -> None:
 
 def test_report_prints_a_table_or_json(capsys) -> None:
     code, out, _, client = run(capsys, "report", "1", "2")
-    assert client.calls == [("report", ([1, 2],))]
+    assert code == 0
+    assert client.calls == [("report_errors", ([1, 2],)), ("report", ([1, 2],))]
     header, row = out.splitlines()
     assert header.split() == ["msg_id", "state", "targets", "online", "offline", "received"]
     assert row.split() == ["1", "Done", "3", "2", "1", "2"]
     _, out, _, _ = run(capsys, "--json", "report", "1")
     assert json.loads(out) == [
-        {"msg_id": 1, "state": "Done", "targets": 3, "sent_online": 2, "stored_offline": 1, "received": 2}
+        {"msg_id": 1, "state": "Done", "targets": 3, "sent_online": 2, "stored_offline": 1, "received": 2, "error": ""}
     ]
+
+
+def test_a_report_with_an_error_says_so_and_exits_1(capsys) -> None:
+    lost = "Redis lost data while this message was sent"
+    code, out, _, _ = run(capsys, "report", "1", client=FakeClient(errors={1: lost}))
+    assert code == 1
+    assert out.splitlines()[-1] == f"ERROR 1: {lost}"
+    code, out, _, _ = run(capsys, "--json", "report", "1", client=FakeClient(errors={1: lost}))
+    assert code == 1 and json.loads(out)[0]["error"] == lost
 
 
 @pytest.mark.parametrize(

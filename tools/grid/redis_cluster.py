@@ -18,16 +18,13 @@ import subprocess
 
 import redis
 
-from services.common import redis_client
+from services.common import canaries, redis_client
 from services.common.config import RedisSettings
 from tools.grid import procs
 from tools.grid.rundir import REDIS_NODES, RunDir
 
 REPLICAS_PER_MASTER = 1
 NODE_TIMEOUT_MS = 3000
-# Keys no one deletes, spread over the slots: one missing means its master came back empty
-# (its replica lost too), so `pushgrid status` says data was lost instead of all is well.
-CANARIES = tuple(f"pg:canary:{{c{i}}}" for i in range(32))
 
 
 def _node_paths(run: RunDir, name: str) -> tuple[str, str, str]:
@@ -102,11 +99,22 @@ def _plant_canaries(run: RunDir) -> None:
     if os.path.exists(marker):
         return
     client = _cluster(run)
-    for key in CANARIES:
-        client.set(key, "1")
+    canaries.plant(client)
     client.close()
     with open(marker, "w") as f:
         f.write("planted\n")
+
+
+def replant_canaries(run: RunDir) -> int:
+    """Plants the canaries again (the operator's word that a data loss was dealt with);
+    returns how many were missing."""
+    client = _cluster(run)
+    try:
+        missing = len(canaries.lost(client))
+        canaries.plant(client)
+        return missing
+    finally:
+        client.close()
 
 
 def lost_canaries(run: RunDir) -> list[str]:
@@ -115,9 +123,7 @@ def lost_canaries(run: RunDir) -> list[str]:
         return []
     client = _cluster(run)
     try:
-        return [
-            key for key, value in zip(CANARIES, client.mget_nonatomic(list(CANARIES)), strict=True) if value is None
-        ]
+        return canaries.lost(client)
     finally:
         client.close()
 

@@ -171,9 +171,13 @@ REPORT_FIELDS = (
 )
 
 
-def cmd_report(client: PartnerClient, args: argparse.Namespace, out: Output) -> None:
+def cmd_report(client: PartnerClient, args: argparse.Namespace, out: Output) -> int:
+    errors = client.report_errors(args.msg_ids)
     rows = [
-        {key: (str(getattr(s, f)) if f == "state" else getattr(s, f)) for f, key in REPORT_FIELDS}
+        {
+            **{key: (str(getattr(s, f)) if f == "state" else getattr(s, f)) for f, key in REPORT_FIELDS},
+            "error": errors.get(s.msgId, ""),
+        }
         for s in client.report(args.msg_ids)
     ]
     header = f"{'msg_id':>20} {'state':<12} {'targets':>9} {'online':>9} {'offline':>9} {'received':>9}"
@@ -182,7 +186,9 @@ def cmd_report(client: PartnerClient, args: argparse.Namespace, out: Output) -> 
         f"{r['stored_offline']:>9} {r['received']:>9}"
         for r in rows
     ]
+    lines += [f"ERROR {r['msg_id']}: {r['error']}" for r in rows if r["error"]]
     out.emit(rows, lines)
+    return 1 if any(r["error"] for r in rows) else 0
 
 
 def cmd_tags(client: PartnerClient, args: argparse.Namespace, out: Output) -> None:
@@ -319,12 +325,12 @@ def main(argv: list[str] | None = None, connect_fn: Callable[[argparse.Namespace
     try:
         client = connect_fn(args)
         with client:
-            args.fn(client, args, out)
+            code = args.fn(client, args, out)  # a command may say it found trouble (report: an error)
     except errors.EXPECTED as exc:
         line = json.dumps(errors.to_dict(exc), ensure_ascii=False) if args.json else errors.describe(exc)
         print(f"{line}" if args.json else f"pushgrid-partner: {line}", file=sys.stderr)
         return 1
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -182,6 +182,12 @@ class PartnerClient:
         ids = list(msg_ids)
         return list(self._push(lambda p: p.report(ids), idempotent=True))
 
+    def report_errors(self, msg_ids: Iterable[int]) -> dict[int, str]:
+        """What went wrong with each message after it was accepted, by msg id (messages without
+        an error are left out): for instance devices possibly missed because Redis lost data."""
+        ids = list(msg_ids)
+        return {e.msgId: e.error for e in self._push(lambda p: p.reportErrors(ids), idempotent=True)}
+
     # ---- devices (PartnerDevices)
 
     def add_tags(self, registration_id: str, tags: Sequence[str]) -> None:
