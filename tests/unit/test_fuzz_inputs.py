@@ -1,27 +1,38 @@
 """Property-based fuzzing, a bounded number of examples per run: whatever a device or a caller
-sends, the device protocol answers with a frame or a protocol close code, and DBAgent's
-operations with their result or a named Slice error (never a TypeError, a KeyError or a hang)."""
+sends, the device protocol answers with a frame or a protocol close code, and every operation
+of every Slice interface with its result or a named Slice error (never a TypeError, a KeyError
+or a hang). The operations' inputs come from slice/ itself (slice_values.py)."""
 
 from __future__ import annotations
 
-import inspect
+import asyncio
 import json
-import typing
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+import Ice
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from glacier2.partner import Backends, PartnerDevicesI, PartnerPushI
 from services.common.contract import PushGrid
-from services.dbagent import servant as dbagent_servant
+from services.common.msgid import MsgIdGenerator
 from services.dbagent.servant import DBAgentI
+from services.push.servant import PushServiceI
 from services.stc import framing, protocol
+from services.stc.engine import Engine, Settings
 from services.stc.protocol import Close
-from tests.unit.fakes import APP
+from services.stc.servant import STCI, Identity
+from services.tagalias.servant import TagAliasI
+from tests.unit import slice_values
+from tests.unit.fakes import APP, FakeMailbox
+from tests.unit.push_fakes import FakeDB, FakePublisher
+from tests.unit.stc_fakes import FakeDirectory, FakeReceipts
 from tests.unit.test_dbagent_servant import FakeStore
+from tests.unit.test_tagalias_servant import FakeStore as TagAliasStore
 
 EXAMPLES = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -101,62 +112,71 @@ def test_any_request_head_is_a_request_or_a_value_error(head: bytes) -> None:
         pass
 
 
-# ---------------------------------------------------------------- every DBAgent operation
+# ---------------------------------------------------------------- every Slice operation
+
+NOW = 1_800_000_000_000
+_LOOP = asyncio.new_event_loop()  # STC's servant hands work to its engine's loop
+threading.Thread(target=_LOOP.run_forever, daemon=True).start()
 
 
-TEXT = st.none() | st.text(max_size=300) | st.sampled_from(["f" * 24, "0" * 24, "", " ", "\x00", "a" * 10_000])
-INT = st.integers(-(2**63), 2**63 - 1)
+class ShapedStore(FakeStore):
+    """DBAgent's FakeStore, answering in the shape the servant reads back where it reads it."""
+
+    def verify_devices(self, items: list[tuple[str, str, str]]) -> list[None]:
+        return [None] * len(items)  # one answer per device checked: none verified
+
+    def get_messages(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], PushGrid.MessageRecord]:
+        return {}  # none of them found
 
 
-def _strategy(hint: Any) -> st.SearchStrategy[Any] | None:
-    """Inputs of a Slice type as a caller could send them; None for a struct (not fuzzed here)."""
-    if hint is str:
-        return TEXT
-    if hint is int:
-        return INT
-    if hint is bool:
-        return st.booleans()
-    if hint is PushGrid.Platform:
-        return st.none() | st.sampled_from(list(PushGrid.Platform._enumerators.values()))
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (list, Sequence) or origin is typing.get_origin(Sequence[int]):
-        inner = _strategy(args[0]) if args else None
-        return None if inner is None else st.none() | st.lists(inner, max_size=30)
-    return None
+def _push() -> PushServiceI:
+    return PushServiceI(FakeDB(), FakePublisher(), MsgIdGenerator(worker=1, clock=lambda: NOW), clock=lambda: NOW)
 
 
-def _operations() -> list[tuple[str, list[st.SearchStrategy[Any]]]]:
-    ops = []
-    for name, fn in inspect.getmembers(DBAgentI, inspect.isfunction):
-        if name.startswith("_") or name.startswith("ice_"):
-            continue
-        hints = typing.get_type_hints(fn, vars(dbagent_servant))
-        params = [p for p in inspect.signature(fn).parameters if p not in ("self", "current")]
-        strategies = [_strategy(hints.get(p)) for p in params]
-        if all(s is not None for s in strategies):
-            ops.append((name, typing.cast(list[st.SearchStrategy[Any]], strategies)))
-    return ops
+def _stc() -> STCI:
+    engine = Engine(Settings(stc_id="S"), FakeDirectory(), FakeMailbox(), FakeReceipts())
+    return STCI(engine, _LOOP, Identity("S", "n", "ws://x/"))
 
 
-OPERATIONS = _operations()
+def _backends() -> Backends:
+    """The partner door's backends: the real servants, over fakes of their own stores."""
+    return Backends(push=_push(), tagalias=TagAliasI(TagAliasStore()), dbagent=DBAgentI(ShapedStore()))
 
 
-def test_the_fuzzer_reaches_most_operations() -> None:
-    assert len(OPERATIONS) >= 20, [name for name, _ in OPERATIONS]
+# Each interface's servant, as its server builds it, over fakes of what it calls. The partner's
+# session object takes no input (its three operations have no parameters).
+SERVANTS: dict[str, Callable[[], Any]] = {
+    "DBAgent": lambda: DBAgentI(ShapedStore()),
+    "TagAlias": lambda: TagAliasI(TagAliasStore()),
+    "PushService": _push,
+    "STC": _stc,
+    "PartnerPush": lambda: PartnerPushI(APP, _backends()),
+    "PartnerDevices": lambda: PartnerDevicesI(APP, _backends()),
+}
+OPERATIONS = [(i, op) for i in SERVANTS for op in slice_values.operations(i)]
 
 
-@pytest.mark.parametrize("name,strategies", OPERATIONS, ids=[name for name, _ in OPERATIONS])
-def test_every_dbagent_operation_answers_or_raises_a_named_error(name: str, strategies: list[Any]) -> None:
-    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(st.tuples(*strategies))
+def test_every_interface_that_takes_input_is_fuzzed() -> None:
+    takes_input = {i for i, ops in slice_values.model().interfaces.items() if any(o.params for o in ops)}
+    assert takes_input <= set(SERVANTS), takes_input - set(SERVANTS)
+    assert len(OPERATIONS) >= 80
+
+
+@pytest.mark.parametrize("interface,operation", OPERATIONS, ids=[f"{i}.{op}" for i, op in OPERATIONS])
+def test_every_operation_answers_or_raises_a_named_error(interface: str, operation: str) -> None:
+    """Whatever Slice lets a caller send: an answer, or a PushGridError with a reason; never a
+    TypeError, a KeyError or a hang (those reach the caller as UnknownException)."""
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(slice_values.arguments(interface, operation))
     def run(args: tuple[Any, ...]) -> None:
-        servant = DBAgentI(FakeStore())
+        servant = SERVANTS[interface]()
         try:
-            answer = getattr(servant, name)(*args)
-            if isinstance(answer, Future):
+            answer = getattr(servant, operation)(*args)
+            if isinstance(answer, Future | Ice.Future):
                 answer.result(timeout=10)
         except PushGrid.PushGridError as named:
-            assert named.reason, f"{name}{args!r}: {type(named).__name__} without a reason"
+            assert named.reason, f"{operation}{args!r}: {type(named).__name__} without a reason"
 
     run()
 
