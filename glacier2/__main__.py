@@ -27,14 +27,18 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with Ice.initialize(sys.argv) as communicator:
         props = communicator.getProperties()
+        timeouts = CallTimeouts.from_properties(props)
         # every partner's pushes pass through this one proxy: spread them over all Push replicas
         push = (
-            ice.push(communicator).ice_connectionCached(False).ice_endpointSelection(Ice.EndpointSelectionType.Random)
+            ice.push(communicator)
+            .ice_connectionCached(False)
+            .ice_endpointSelection(Ice.EndpointSelectionType.Random)
+            .ice_invocationTimeout(timeouts.push_ms)
         )
         backends = Backends(
             push=push,
-            tagalias=ice.tagalias(communicator),
-            dbagent=ice.dbagent(communicator).ice_invocationTimeout(CallTimeouts.from_properties(props).dbagent_ms),
+            tagalias=ice.tagalias(communicator).ice_invocationTimeout(timeouts.tagalias_ms),
+            dbagent=ice.dbagent(communicator).ice_invocationTimeout(timeouts.dbagent_ms),
         )
         redis_settings = RedisSettings.from_properties(props)
         redis = Lazy(lambda: redis_client.cluster(redis_settings))  # one client, made on first use

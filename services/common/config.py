@@ -149,17 +149,22 @@ class STCSettings:
 class CallTimeouts:
     """How long a server waits for another service's reply, in ms (Ice invocation timeouts).
 
-    TagAlias gets longer: one audience page may resolve up to limits.PAGE_MAX devices.
+    TagAlias gets longer: one audience page may resolve up to limits.PAGE_MAX devices. Push (the
+    partners' gateway calling it) longer than DBAgent, since Push waits for DBAgent itself and its
+    own Unavailable should reach the partner first; past it, the partner hears Unavailable("push"):
+    the push may or may not have been accepted (a Push replica cut off from the network).
     """
 
     dbagent_ms: int
     tagalias_ms: int
+    push_ms: int
 
     @classmethod
     def from_properties(cls, props: Ice.Properties) -> CallTimeouts:
         return cls(
             dbagent_ms=_int(props, "PushGrid.Timeout.DBAgentMs", 10_000),
             tagalias_ms=_int(props, "PushGrid.Timeout.TagAliasMs", 30_000),
+            push_ms=_int(props, "PushGrid.Timeout.PushMs", 15_000),
         )
 
 

@@ -42,6 +42,9 @@ BROADCAST_RUN = 10_000
 # While a broadcast is being sent, acks wait to be written until this many have gathered.
 FLUSH_DEFERRED_MAX = 50_000
 
+# After a presence refresh failed, the next is tried this soon (not a whole refresh period later).
+CUT_OFF_RETRY_SECONDS = 3.0
+
 # Hellos, replays or registrations in one batched backend call. Past a few hundred a batch saves
 # no more round trips, and each device in it holds its transient objects until the batch ends.
 HELLO_BATCH = 200
@@ -207,6 +210,7 @@ class Engine:
         self._ack_count = 0
         self._offline: set[str] = set()
         self._touch_due: dict[str, set[str]] = defaultdict(set)  # app -> devices that came or left since the last touch
+        self._cut_off = False  # the last presence refresh failed: Redis (maybe the grid) was out of reach
         self._flush_wanted = asyncio.Event()
         self._broadcasting = 0  # unspread broadcasts being sent now
         self._stopping = asyncio.Event()
@@ -482,18 +486,29 @@ class Engine:
     async def _refresh_loop(self) -> None:
         rounds = 0
         while True:
-            await asyncio.sleep(self.settings.refresh_seconds)
+            # cut off, look again soon: the devices here wait for their replay until then
+            await asyncio.sleep(CUT_OFF_RETRY_SECONDS if self._cut_off else self.settings.refresh_seconds)
             rounds += 1
             await self.refresh(touch_connected=rounds % self.settings.touch_every == 0)
 
     async def refresh(self, touch_connected: bool = False) -> None:
         """Extends presence of every device here; closes those another STC took over (4004);
-        touches the last-seen time of devices that came or left (and of all connected, when asked)."""
+        touches the last-seen time of devices that came or left (and of all connected, when asked).
+
+        After a refresh that failed, the first one that works replays every device here: while
+        this process was cut off (a network partition of its host), dispatchers could not reach
+        it, so messages went only to its devices' queues, and a device that stayed connected
+        would not say hello again to get them."""
         rids = list(self._sessions)
         try:
             taken = await self._call(self._refresh_presence, rids)
         except BackendUnavailable:
+            self._cut_off = True
             taken = []
+        else:
+            if self._cut_off:
+                self._cut_off = False
+                await self._replay_everyone()
         for rid in taken:
             session = self._sessions.get(rid)
             if session is not None:
@@ -505,6 +520,17 @@ class Engine:
                 seen[app].update(sessions)
         if seen:
             await self._quietly(self._touch, seen, self._clock())
+
+    async def _replay_everyone(self) -> None:
+        sessions = list(self._sessions.values())
+        log.warning(
+            "%s: in reach again after a failed refresh; replaying %d devices", self.settings.stc_id, len(sessions)
+        )
+        results = await asyncio.gather(*(self.replay(s) for s in sessions), return_exceptions=True)
+        failed = sum(isinstance(r, BaseException) for r in results)
+        if failed:
+            self._cut_off = True  # try them all again at the next refresh
+            log.warning("%s: %d replays failed; again at the next refresh", self.settings.stc_id, failed)
 
     def _refresh_presence(self, rids: Sequence[str]) -> list[str]:
         taken: list[str] = []

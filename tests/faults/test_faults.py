@@ -1,8 +1,11 @@
-"""Faults under steady load, on a grid of this module's own (so nothing it breaks reaches other
-tests): a partner pushes through the router to six listening devices while, in turn, every kind
-of server is killed (SIGKILL) and frozen (SIGSTOP for a few seconds), the IceGrid registry master
-is killed, a Redis master is killed (its replica takes over) and comes back, MySQL restarts, and
-the broker restarts (dropping the tasks it held: the reconciler publishes them again).
+"""Faults under steady mixed load, on a grid of this module's own (so nothing it breaks reaches
+other tests): a partner pushes through the router to six listening devices, by registration id
+and by tag in turn, while another session changes their tags and other devices connect and leave
+(tests/integration/traffic.py). Meanwhile, in turn, every kind of server is killed (SIGKILL) and
+frozen (SIGSTOP for a few seconds), a whole IceGrid node dies with its servers and comes back,
+the IceGrid registry master is killed, a Redis master is killed (its replica takes over) and
+comes back, MySQL restarts, and the broker restarts (dropping the tasks it held: the reconciler
+publishes them again). A network partition of a node's host is test_partition.py's.
 
 After each: every push the partner had accepted reached every device and was shown once, each
 report counts every device once, and the time to recover is printed. Partner calls may fail
@@ -11,23 +14,29 @@ while a fault lasts (a refused call is not an accepted push); what was accepted 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from services.common import limits
-from services.common.ice import client_communicator, dbagent
-from tests.integration.traffic import Traffic
+from services.common import limits, redis_client
+from services.common.config import RedisSettings, load_properties
+from services.common.contract import PushGrid
+from services.common.ice import client_communicator, dbagent, tagalias
+from services.tagalias import cursor as cursors
+from services.tagalias import keys
+from services.tagalias.audience import query
+from tests.integration.traffic import LOAD_SECONDS, Traffic
+from tools import tagalias_load
 from tools.grid import icegrid, kafka, lifecycle, mariadb, procs, redis_cluster, router
 from tools.grid.rundir import REDIS_NODES, RunDir
 
 pytestmark = pytest.mark.integration
 
-LOAD_SECONDS = 3.0  # pushes flow this long before the fault, and again after it
 FROZEN_SECONDS = 4.0
 SERVERS = {  # one of each kind
     "DBAgent": "DBAgent-1",
@@ -61,26 +70,10 @@ def run(tmp_path_factory) -> Iterator[RunDir]:
 def traffic(run: RunDir) -> Iterator[Traffic]:
     with client_communicator(run.client_config) as comm:
         creds = dbagent(comm).createApp("faults-" + uuid.uuid4().hex[:8], limits.PUSH_QUOTA_MAX)
-    t = Traffic(run, creds)
+    t = Traffic(run, creds, churn=True)
     t.start()
     yield t
     t.close()
-
-
-def under_load(traffic: Traffic, fault: Callable[[], None], what: str, timeout: float = 90) -> None:
-    """Pushes steadily, does fault, pushes on, then checks that nothing accepted was lost."""
-    since = len(traffic.accepted)
-    traffic.push_steadily()
-    time.sleep(LOAD_SECONDS)
-    started = time.monotonic()
-    fault()
-    time.sleep(LOAD_SECONDS)
-    traffic.assert_clean(since, calls_may_fail=True, timeout=timeout)
-    print(
-        f"\n{what}: {len(traffic.accepted) - since} pushes accepted, all delivered once and counted "
-        f"{time.monotonic() - started:.1f} s after the fault began ({LOAD_SECONDS:g} s of pushing on included); "
-        f"{len(traffic.failed)} partner calls refused so far"
-    )
 
 
 def server_pid(run: RunDir, server_id: str) -> int:
@@ -94,7 +87,7 @@ def test_a_killed_server_loses_no_accepted_push(run: RunDir, traffic: Traffic, s
         os.kill(pid, signal.SIGKILL)
         lifecycle.wait_restarted(run, server, pid)  # IceGrid starts it again (activation="always")
 
-    under_load(traffic, kill, f"SIGKILL {server}")
+    traffic.under_fault(kill, f"SIGKILL {server}")
 
 
 @pytest.mark.parametrize("server", list(SERVERS.values()), ids=list(SERVERS))
@@ -107,7 +100,26 @@ def test_a_frozen_server_loses_no_accepted_push(run: RunDir, traffic: Traffic, s
         finally:
             os.kill(pid, signal.SIGCONT)
 
-    under_load(traffic, freeze, f"SIGSTOP {server} for {FROZEN_SECONDS:g} s")
+    traffic.under_fault(freeze, f"SIGSTOP {server} for {FROZEN_SECONDS:g} s")
+
+
+def test_a_node_killed_with_its_servers_loses_no_accepted_push(run: RunDir, traffic: Traffic) -> None:
+    """node2 and every server it runs die at once, as with a lost host; the node comes back and
+    starts them again."""
+
+    def kill_node() -> None:
+        _, pid_file, _ = icegrid._files(run, "node2")
+        pids = [s["pid"] for s in icegrid.status(run)["servers"] if s["node"] == "node2" and s["pid"]]
+        procs.stop(pid_file, timeout=0, sig=signal.SIGKILL)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(LOAD_SECONDS)  # the other node's replicas answer meanwhile
+        icegrid.start_node(run, "node2")
+        icegrid.wait_nodes(run, ["node2"])
+        lifecycle.wait_servers_active(run, progress=quiet)
+
+    traffic.under_fault(kill_node, "SIGKILL IceGrid node2 and its servers")
 
 
 def test_the_registry_master_killed_loses_no_accepted_push(run: RunDir, traffic: Traffic) -> None:
@@ -117,7 +129,7 @@ def test_the_registry_master_killed_loses_no_accepted_push(run: RunDir, traffic:
         time.sleep(LOAD_SECONDS)  # the replica answers meanwhile
         icegrid.start_registries(run)
 
-    under_load(traffic, kill_master, "SIGKILL IceGrid registry master")
+    traffic.under_fault(kill_master, "SIGKILL IceGrid registry master")
 
 
 def test_a_redis_master_killed_fails_over_and_loses_no_accepted_push(run: RunDir, traffic: Traffic) -> None:
@@ -128,8 +140,51 @@ def test_a_redis_master_killed_fails_over_and_loses_no_accepted_push(run: RunDir
         procs.wait_for(lambda: sorted(redis_cluster.roles(run).values()).count("master") == 3, "failover", 30)
         redis_cluster.start(run)  # back, as a replica
 
-    under_load(traffic, kill_master, f"SIGKILL Redis master {victim}")
+    traffic.under_fault(kill_master, f"SIGKILL Redis master {victim}")
     assert redis_cluster.roles(run)[victim] == "slave" and not redis_cluster.lost_canaries(run)
+
+
+def test_an_audience_walk_reads_on_across_a_redis_failover(run: RunDir) -> None:
+    """A tag walked page by page through TagAlias while the master holding the bucket it stands
+    in dies: the pages after the failover carry on where the walk stood, every member once."""
+    app, tag = uuid.uuid4().hex[:24], "walked"
+    rids = sorted(f"walk{i:05d}" for i in range(6000))
+    redis = redis_client.cluster(RedisSettings.from_properties(load_properties(run.client_config)))
+    try:
+        tagalias_load.tag_devices(redis, app, tag, rids)
+    finally:
+        redis.close()
+    time.sleep(1)  # replicated to every replica
+    with client_communicator(run.client_config) as comm:
+        ta = tagalias(comm)
+
+        def page(cursor: str) -> PushGrid.AudiencePage:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    return ta.tagMembers(app, tag, cursor, 250)
+                except PushGrid.Unavailable:  # the dead master's slots, until its replica takes over
+                    assert time.monotonic() < deadline, "TagAlias unavailable for a minute"
+                    time.sleep(0.2)
+
+        got: list[str] = []
+        last = page("")
+        got += last.registrationIds
+        while len(got) < len(rids) // 2:
+            last = page(last.cursor)
+            got += last.registrationIds
+        standing = cursors.decode(last.cursor, query(app, PushGrid.Audience(tags=[tag]), []).digest()[:8])
+        victim = redis_cluster.master_of(run, keys.tag(app, standing.bucket, tag))
+        redis_cluster.stop_node(run, victim, kill=True)
+        try:
+            while not last.done:
+                last = page(last.cursor)
+                got += last.registrationIds
+        finally:
+            procs.wait_for(lambda: sorted(redis_cluster.roles(run).values()).count("master") == 3, "failover", 30)
+            redis_cluster.start(run)
+    assert len(got) == len(set(got)), "a member handed out twice"
+    assert sorted(got) == rids, f"{len(set(rids) - set(got))} members skipped"
 
 
 def test_a_mysql_restart_loses_no_accepted_push(run: RunDir, traffic: Traffic) -> None:
@@ -137,7 +192,7 @@ def test_a_mysql_restart_loses_no_accepted_push(run: RunDir, traffic: Traffic) -
         mariadb.stop(run)
         mariadb.start(run)
 
-    under_load(traffic, restart, "MariaDB restart")
+    traffic.under_fault(restart, "MariaDB restart")
 
 
 def test_a_broker_restart_loses_no_accepted_push(run: RunDir, traffic: Traffic) -> None:
@@ -146,7 +201,7 @@ def test_a_broker_restart_loses_no_accepted_push(run: RunDir, traffic: Traffic) 
         kafka.start(run)
 
     # tasks the broker held are gone: the reconciler publishes them after TASK_START_DEADLINE_SECONDS
-    under_load(traffic, restart, "broker restart", timeout=3 * limits.TASK_START_DEADLINE_SECONDS + 30)
+    traffic.under_fault(restart, "broker restart", timeout=3 * limits.TASK_START_DEADLINE_SECONDS + 30)
 
 
 def test_the_grid_is_whole_after_every_fault(run: RunDir) -> None:

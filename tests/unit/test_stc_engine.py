@@ -352,6 +352,36 @@ def test_backend_failure_is_backend_unavailable() -> None:
     run(t)
 
 
+def test_devices_still_connected_get_what_was_queued_while_their_stc_was_cut_off() -> None:
+    """A partition of STC's host: presence refreshes fail, dispatchers only queue. The first
+    refresh that works again replays the queues of every device still connected."""
+
+    async def t(w: World) -> None:
+        for rid in ("r1", "r2"):
+            w.directory.add(rid)
+        c1, _ = await w.connect("r1")
+        c2, _ = await w.connect("r2")
+        working = w.mailbox.refresh_online
+
+        def cut_off(rids: Sequence[str], stc_id: str, ttl_seconds: int) -> list[str]:
+            raise ConnectionError("no route to redis")
+
+        w.mailbox.refresh_online = cut_off  # type: ignore[method-assign]  # the fake, made to fail as in a partition
+        await w.engine.refresh()
+        w.mailbox.store(stored(mid(5)))
+        w.mailbox.enqueue(stored(mid(5)), ["r1"])  # what a dispatcher did meanwhile
+        await w.engine.refresh()  # still cut off: nothing yet
+        assert len(c1.frames) == 1
+        w.mailbox.refresh_online = working  # type: ignore[method-assign]
+        await w.engine.refresh()
+        assert json.loads(c1.frames[-1]) == {**json.loads(body(mid(5))), "replay": True}
+        assert len(c2.frames) == 1  # r2 had nothing queued: only its welcome
+        await w.engine.refresh()  # in reach all along now: no second replay
+        assert len(c1.frames) == 2
+
+    run(t)
+
+
 def test_stopping_ends_a_spread_broadcast_at_once() -> None:
     async def t(w: World) -> None:
         for i in range(3):
