@@ -46,8 +46,9 @@ def main() -> int:
         adapter = communicator.createObjectAdapter("PartnerGateway")
         shared = SharedSessions(redis)
         manager = SessionManagerI(adapter, backends, SessionTable(shared=shared))
-        adapter.add(PartnerVerifierI(backends.dbagent, throttle), Ice.stringToIdentity(VERIFIER))
-        adapter.add(manager, Ice.stringToIdentity(SESSION_MANAGER))
+        # found through the manager's ServantTable too: a login whose strings are not UTF-8 is refused
+        manager.objects.add(Ice.stringToIdentity(VERIFIER), PartnerVerifierI(backends.dbagent, throttle))
+        manager.objects.add(Ice.stringToIdentity(SESSION_MANAGER), manager)
         adapter.activate()
         sweeper = Sweeper(manager)
         sweeper.start()

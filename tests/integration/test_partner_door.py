@@ -288,6 +288,20 @@ def test_strings_that_are_not_utf8_are_invalid_argument_and_change_nothing(grid,
     assert tagalias.getTags(app, rid) == ["keep"]
 
 
+def test_a_login_whose_app_key_is_not_utf8_is_refused_and_the_router_stays_up(grid, creds) -> None:
+    secret = creds.masterSecret.encode()
+    params = bytes([24]) + b"\xff" * 24 + bytes([len(secret)]) + secret
+    with client_communicator(grid.partner_config) as comm:
+        router = comm.getDefaultRouter()
+        ok, out = router.ice_invoke(
+            "createSession", Ice.OperationMode.Normal, struct.pack("<iBB", 6 + len(params), 1, 1) + params
+        )
+    assert not ok and b"::Glacier2::PermissionDeniedException" in out
+    again = Partner(grid, creds.appKey, creds.masterSecret)
+    assert again.session.appKey() == creds.appKey
+    again.close()
+
+
 def test_a_request_larger_than_the_router_takes_is_refused_and_the_router_stays_up(grid, creds) -> None:
     big = Partner(grid, creds.appKey, creds.masterSecret)
     try:

@@ -47,6 +47,8 @@ def _write_config(run: RunDir, name: str) -> str:
         "save": '""',
         "appendonly": "yes",
         "appendfsync": "everysec",
+        # a node that comes back syncs at once: there is one replica per master, none to wait for
+        "repl-diskless-sync-delay": 0,
         "daemonize": "no",
         "maxclients": 10000,
         "requirepass": password,
@@ -148,17 +150,26 @@ def roles(run: RunDir) -> dict[str, str]:
 
 
 def healthy(run: RunDir, known_roles: dict[str, str] | None = None) -> bool:
-    """Every node answers, the cluster is ok, and there are three masters and three replicas
-    (known_roles: what roles(run) just said, so it is not asked again)."""
+    """Every node answers, the cluster is ok, there are three masters and three replicas
+    (known_roles: what roles(run) just said, so it is not asked again), and every replica has
+    its master's data: one still syncing could not take over, so a master failing now would take
+    its slots down."""
     host, password = run.internal_host, run.secrets["redis"]
     try:
         if not all(_cluster_info(host, run.ports[n], password)["cluster_state"] == "ok" for n in REDIS_NODES):
             return False
+        known = roles(run) if known_roles is None else known_roles
+        found = sorted(known.values())
+        masters = len(REDIS_NODES) // (1 + REPLICAS_PER_MASTER)
+        if found != ["master"] * masters + ["slave"] * (len(REDIS_NODES) - masters):
+            return False
+        for name in (n for n, role in known.items() if role == "slave"):
+            link = _client(host, run.ports[name], password).info("replication")
+            if link.get("master_link_status") != "up" or int(link.get("master_sync_in_progress", 0)):
+                return False
     except redis.RedisError:
         return False
-    found = sorted((roles(run) if known_roles is None else known_roles).values())
-    masters = len(REDIS_NODES) // (1 + REPLICAS_PER_MASTER)
-    return found == ["master"] * masters + ["slave"] * (len(REDIS_NODES) - masters)
+    return True
 
 
 def master_of(run: RunDir, key: str) -> str:
