@@ -3,7 +3,7 @@
 Loads --devices devices (default 1,000,000) into one tag of a fresh app with the bulk loader of
 tools/tagalias_load.py (pipelined scripts, progress shown), then walks the whole tag with resolve() --repeat
 times: directly through the store (Redis Cluster at --redis, or the grid's own Redis), again as
-"tag OR an empty tag" so every bucket is first built into a temporary set, and, with
+"tag OR an empty tag" so every bucket is first computed from the tags, and, with
 --grid-config pointing at a run directory's pushgrid.cfg, through the TagAlias well-known proxy.
 Prints load rate, resolve time and devices/s (median of the runs), saves a plot to --plot, and
 finally deletes the tag through the store (timed too) so the cluster is left as it was.

@@ -4,13 +4,13 @@
 -- ARGV: mode ('read'|'build'), ttl ms, sentinel, after (last member read, '' for none), count,
 -- explicit ('0' none, '1' ids given, '2' named devices but ids not given), nu, na, np, nn, nids,
 -- npairs, ids..., alias1, regid1, ...
--- dest is a sorted set, every score 0, so it is read by lex range: a position that means the
--- same on every node. 'build' makes dest (unless it exists) and answers {'0', {}}; 'read' makes
--- it if missing, then answers up to count members after `after`, with '1' when there may be
--- more and '0' when the bucket is done (dest is then deleted), or {'-1', {}} when dest is
--- missing and the ids were not given.
--- A built dest always holds the sentinel, which sorts first and is never read, so an empty
--- result still exists until its walk ends.
+-- 'build' makes dest (unless it exists) and answers {'0', {}}. 'read' makes it if missing, then
+-- answers up to count members after `after`, with '1' when there may be more and '0' when the
+-- bucket is done (dest is then deleted), or {'-1', {}} when dest is missing and the ids were not
+-- given. A bucket that fits in what is asked is handed out whole from the set; one that does not
+-- is paged by lex range over a sorted copy (every score 0): a position that means the same on
+-- every node. A built dest always holds the sentinel, which sorts first and is never handed
+-- out, so an empty result still exists until its walk ends.
 local dest, su, sp, all = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local mode, ttl, sentinel, after, count, explicit = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local nu, na, np, nn = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
@@ -25,28 +25,13 @@ end
 local union, ands, plats, nots = take(nu), take(na), take(np), take(nn)
 local alias_keys = take(npairs)
 
--- ZUNIONSTORE / ZINTERSTORE of sets or sorted sets into target, every score 0
-local function store(cmd, target, sources)
-  local args = {cmd, target, #sources}
-  for _, key in ipairs(sources) do args[#args + 1] = key end
-  args[#args + 1] = 'WEIGHTS'
-  for _ = 1, #sources do args[#args + 1] = 0 end
-  redis.call(unpack(args))
-end
-
-local function with(first, rest)
-  local t = {first}
-  for _, key in ipairs(rest) do t[#t + 1] = key end
-  return t
-end
-
 local function compute()
   local inter = {}
   for _, key in ipairs(ands) do inter[#inter + 1] = key end
   if np == 1 then
     inter[#inter + 1] = plats[1]
   elseif np > 1 then
-    store('ZUNIONSTORE', sp, plats)
+    redis.call('SUNIONSTORE', sp, unpack(plats))
     inter[#inter + 1] = sp
   end
   redis.call('DEL', dest)
@@ -58,24 +43,40 @@ local function compute()
       a = a + 2
     end
     -- a registration id from the caller counts only if it is a device of this app
-    store('ZINTERSTORE', dest, {dest, all})
+    redis.call('SINTERSTORE', dest, dest, all)
     if nu > 0 then
-      store('ZUNIONSTORE', su, union)
-      store('ZINTERSTORE', dest, {dest, su})
+      redis.call('SUNIONSTORE', su, unpack(union))
+      redis.call('SINTERSTORE', dest, dest, su)
     end
-    if #inter > 0 then store('ZINTERSTORE', dest, with(dest, inter)) end
+    if #inter > 0 then redis.call('SINTERSTORE', dest, dest, unpack(inter)) end
   elseif nu > 0 then
-    store('ZUNIONSTORE', dest, union)
-    if #inter > 0 then store('ZINTERSTORE', dest, with(dest, inter)) end
+    redis.call('SUNIONSTORE', dest, unpack(union))
+    if #inter > 0 then redis.call('SINTERSTORE', dest, dest, unpack(inter)) end
   elseif #inter > 0 then
-    store('ZINTERSTORE', dest, with(all, inter))
+    redis.call('SINTERSTORE', dest, all, unpack(inter))
   else
-    store('ZUNIONSTORE', dest, {all})
+    redis.call('SUNIONSTORE', dest, all)
   end
-  if nn > 0 then redis.call('ZDIFFSTORE', dest, 1 + nn, dest, unpack(nots)) end
+  if nn > 0 then redis.call('SDIFFSTORE', dest, dest, unpack(nots)) end
   redis.call('DEL', su, sp)
-  redis.call('ZADD', dest, 0, sentinel)
+  redis.call('SADD', dest, sentinel)
   redis.call('PEXPIRE', dest, ttl)
+end
+
+-- the one stored set the query is (one tag, or all), if it is that simple
+local function stored_set()
+  if explicit ~= '0' or na > 0 or np > 0 or nn > 0 then return nil end
+  if nu == 1 then return union[1] end
+  if nu == 0 then return all end
+  return nil
+end
+
+local function without_sentinel(members)
+  local out = {}
+  for _, m in ipairs(members) do
+    if m ~= sentinel then out[#out + 1] = m end
+  end
+  return out
 end
 
 if mode == 'build' then
@@ -84,12 +85,28 @@ if mode == 'build' then
 end
 if redis.call('EXISTS', dest) == 0 then
   if explicit == '2' then return {'-1', {}} end
-  compute()
+  local one = stored_set()
+  if one and after == '' and redis.call('SCARD', one) <= count then
+    return {'0', redis.call('SMEMBERS', one)}  -- the stored set itself, whole: nothing to copy
+  elseif one then
+    redis.call('ZUNIONSTORE', dest, 1, one, 'WEIGHTS', 0)  -- its sorted copy, made in one pass
+    redis.call('ZADD', dest, 0, sentinel)
+  else
+    compute()
+  end
+end
+if redis.call('TYPE', dest).ok == 'set' then
+  if after == '' and redis.call('SCARD', dest) - 1 <= count then
+    local members = without_sentinel(redis.call('SMEMBERS', dest))
+    redis.call('UNLINK', dest)
+    return {'0', members}
+  end
+  redis.call('ZUNIONSTORE', dest, 1, dest, 'WEIGHTS', 0)
 end
 local from = '(' .. (after == '' and sentinel or after)
 local res = redis.call('ZRANGE', dest, from, '+', 'BYLEX', 'LIMIT', 0, count)
 if #res < count then
-  redis.call('DEL', dest)
+  redis.call('UNLINK', dest)  -- freed off Redis's main thread
   return {'0', res}
 end
 redis.call('PEXPIRE', dest, ttl)
