@@ -9,17 +9,23 @@ outcome. So each servant method is wrapped to note on the dispatch's cookie that
 Slice operation that never started could not read its parameters, and finished() answers
 PushGrid.InvalidArgument (field "parameters") instead. What the method itself answered or
 raised is left alone.
+
+Seeing every dispatch from locate() to finished(), the table also times each one, by operation
+and outcome (services.common.metrics); finished() runs once an asynchronous answer is sent, so
+those are timed whole too.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import Ice
 
+from services.common import metrics
 from services.common.contract import PushGrid
 
 UNREADABLE = "the request's parameters could not be read: every string must be UTF-8"
@@ -31,13 +37,16 @@ _dispatching: dict[int, _Dispatch] = {}
 
 
 class _Dispatch:
-    """One dispatch's cookie: the servant's operations, and whether its method started."""
+    """One dispatch's cookie: the servant's operations, whether its method started, when the
+    dispatch began and how it ended (metrics.OK or the exception's name)."""
 
-    __slots__ = ("operations", "started")
+    __slots__ = ("operations", "started", "began", "outcome")
 
     def __init__(self, operations: frozenset[str]) -> None:
         self.operations = operations
         self.started = False
+        self.began = time.perf_counter()
+        self.outcome = metrics.OK
 
 
 def _operations(servant: Ice.Object) -> list[str]:
@@ -49,11 +58,25 @@ def _noting_start(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def started(*args: Any, **kwargs: Any) -> Any:
         cookie = _dispatching.get(threading.get_ident())  # set by locate() on this thread, just before
-        if cookie is not None:
-            cookie.started = True
-        return method(*args, **kwargs)
+        if cookie is None:  # called in-process, not dispatched
+            return method(*args, **kwargs)
+        cookie.started = True
+        try:
+            answer = method(*args, **kwargs)
+        except Exception as exc:
+            cookie.outcome = type(exc).__name__
+            raise
+        if callable(getattr(answer, "add_done_callback", None)):  # an asynchronous answer
+            answer.add_done_callback(lambda done, c=cookie: _note_outcome(c, done))
+        return answer
 
     return started
+
+
+def _note_outcome(cookie: _Dispatch, done: Any) -> None:
+    error = done.exception()
+    if error is not None:
+        cookie.outcome = type(error).__name__
 
 
 class ServantTable(Ice.ServantLocator):
@@ -88,8 +111,13 @@ class ServantTable(Ice.ServantLocator):
         return servant, cookie
 
     def finished(self, current: Ice.Current, servant: Ice.Object, cookie: _Dispatch) -> None:
-        if not cookie.started and current.operation in cookie.operations:
+        if current.operation not in cookie.operations:
+            return  # Ice's own ice_ping, ice_isA...; or an operation the servant does not have
+        seconds = time.perf_counter() - cookie.began
+        if not cookie.started:
+            metrics.dispatched(current.operation, metrics.UNREADABLE, seconds)
             raise PushGrid.InvalidArgument(field="parameters", reason=UNREADABLE)
+        metrics.dispatched(current.operation, cookie.outcome, seconds)
 
     def deactivate(self, category: str) -> None:
         with self._lock:

@@ -1,6 +1,7 @@
 """ServantTable: a request whose strings are not UTF-8 is InvalidArgument, anything else passes
-through as the servant answered it. A real Ice adapter on loopback; the bad request is sent raw
-(ice_invoke), as a client in another language could send it."""
+through as the servant answered it; every dispatch is counted by outcome and timed. A real Ice
+adapter on loopback; the bad request is sent raw (ice_invoke), as a client in another language
+could send it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from collections.abc import Iterator, Sequence
 
 import Ice
 import pytest
+from prometheus_client import REGISTRY
 
+from services.common import metrics
 from services.common.contract import PushGrid
 from services.common.servants import UNREADABLE, ServantTable
 
@@ -90,3 +93,31 @@ def test_unknown_objects_and_operations_keep_their_ice_errors(served) -> None:
     with pytest.raises(Ice.ObjectNotExistException):
         prx.getAlias("dev1")
     assert table.find(IDENTITY) is None
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_every_dispatch_is_counted_by_outcome_and_timed(served) -> None:
+    prx, _, _ = served
+    before = {
+        outcome: sample("pushgrid_dispatches_total", operation=op, outcome=outcome)
+        for op, outcome in [("getAlias", "ok"), ("getAlias", "UnknownDevice"), ("getAlias", "unreadable")]
+    }
+    slow_count = sample("pushgrid_dispatch_seconds_count", operation="getTags")
+    slow_sum = sample("pushgrid_dispatch_seconds_sum", operation="getTags")
+    prx.getAlias("dev1")
+    with pytest.raises(PushGrid.UnknownDevice):
+        prx.getAlias("nobody")
+    prx.ice_invoke("getAlias", Ice.OperationMode.Idempotent, encapsulation(string(b"\xff")))
+    prx.getTags("dev1")  # answered 50 ms later, from another thread
+    prx.ice_ping()
+    for outcome, was in before.items():
+        assert sample("pushgrid_dispatches_total", operation="getAlias", outcome=outcome) == was + 1, outcome
+    assert sample("pushgrid_dispatch_seconds_count", operation="getTags") == slow_count + 1
+    assert sample("pushgrid_dispatch_seconds_sum", operation="getTags") - slow_sum >= 0.04  # timed to the answer
+    assert sample("pushgrid_dispatches_total", operation="ice_ping", outcome="ok") == 0
+    text = metrics.text().decode()
+    assert 'pushgrid_dispatches_total{operation="getAlias",outcome="UnknownDevice"}' in text
+    assert "process_resident_memory_bytes" in text  # the process's own, from the same registry

@@ -39,7 +39,16 @@ Progress = Callable[[str], None]
 # What a node host needs from Debian: the node itself, and the Python that runs the servers.
 PACKAGES = ("zeroc-icegrid", "python3-zeroc-ice", "python3-venv")
 # The distributions the servers import (services/, glacier2/); pinned in setup.cfg.
-SERVER_DISTRIBUTIONS = ("kafka-python", "crc32c", "redis", "hiredis", "pymysql", "uvloop", "orjson")
+SERVER_DISTRIBUTIONS = (
+    "kafka-python",
+    "crc32c",
+    "redis",
+    "hiredis",
+    "pymysql",
+    "uvloop",
+    "orjson",
+    "prometheus-client",
+)
 DEFAULT_KINDS = ("DBAgent", "TagAlias", "Push")
 FIRST_INDEX = len(NODES) + 1  # node1 and node2 number their servers 1 and 2
 NODE_READY_SECONDS = 30
