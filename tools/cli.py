@@ -62,6 +62,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if healthy else 1
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    """Every active server's metrics in Prometheus' text format, each sample labelled server=<id>."""
+    from tools.grid import metrics
+
+    text, silent = metrics.collect(_run_dir(args))
+    sys.stdout.write(text.decode("utf-8"))
+    for sid in silent:
+        print(f"pushgrid: {sid} did not serve its metrics", file=sys.stderr)
+    return 1 if silent else 0
+
+
 def cmd_redis_replant(args: argparse.Namespace) -> int:
     from tools.grid import redis_cluster
 
@@ -475,6 +486,9 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=cmd_status)
     sub.add_parser("down", help="stop everything the run directory started").set_defaults(fn=cmd_down)
+    sub.add_parser(
+        "metrics", help="every server's metrics (Prometheus text format), each sample labelled with its server"
+    ).set_defaults(fn=cmd_metrics)
     sub.add_parser(
         "redis-replant", help="plant Redis's canary keys again once a reported data loss has been dealt with"
     ).set_defaults(fn=cmd_redis_replant)

@@ -13,7 +13,7 @@ from typing import Any
 
 import Ice
 
-from services.common import release
+from services.common import metrics, release
 from services.common.backends import Backend
 from services.common.contract import PushGrid
 from services.common.servants import ServantTable
@@ -97,13 +97,17 @@ def serve_until_shutdown(communicator: Ice.Communicator) -> None:
     """Blocks until the node (through the Process admin facet) or a signal shuts the server down.
 
     It first publishes which release this server runs (services.common.release), for IceGrid's
-    admin and the upgrade tool. SIGTERM and SIGINT shut the communicator down gracefully so
-    requests being dispatched finish and clients see a clean close they can retry on another
-    replica.
+    admin and the upgrade tool, and serves its metrics (services.common.metrics). SIGTERM and
+    SIGINT shut the communicator down gracefully so requests being dispatched finish and clients
+    see a clean close they can retry on another replica.
     """
+    props = communicator.getProperties()
     version = release.running()
-    communicator.getProperties().setProperty(release.PROPERTY, version)
-    log.info("serving, release %s", version)
+    props.setProperty(release.PROPERTY, version)
+    host = props.getProperty(metrics.HOST_PROPERTY)
+    if host:
+        props.setProperty(metrics.URL_PROPERTY, metrics.serve(host))
+    log.info("serving, release %s, metrics at %s", version, props.getProperty(metrics.URL_PROPERTY) or "-")
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: communicator.shutdown())
     communicator.waitForShutdown()

@@ -268,14 +268,19 @@ def _distributed(info: IceGrid.ServerInfo) -> bool:
     return bool(info.descriptor.distrib and info.descriptor.distrib.directories)
 
 
-def server_release(admin: IceGrid.AdminPrx, server_id: str) -> str:
-    """The release an active server says it runs (services.common.release), read through its
-    Properties admin facet; "" if it does not answer."""
+def server_property(admin: IceGrid.AdminPrx, server_id: str, name: str) -> str:
+    """A property an active server set itself (the release it runs, where its metrics are), read
+    through its Properties admin facet; "" if it does not answer."""
     try:
         props = Ice.PropertiesAdminPrx.uncheckedCast(admin.getServerAdmin(server_id), "Properties")
-        return str(props.ice_invocationTimeout(5000).getProperty(release.PROPERTY))
+        return str(props.ice_invocationTimeout(5000).getProperty(name))
     except (Ice.Exception, IceGrid.ServerNotExistException, IceGrid.NodeUnreachableException):
         return ""
+
+
+def server_release(admin: IceGrid.AdminPrx, server_id: str) -> str:
+    """The release an active server says it runs (services.common.release)."""
+    return server_property(admin, server_id, release.PROPERTY)
 
 
 def status(run: RunDir) -> dict[str, Any]:
