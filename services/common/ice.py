@@ -106,7 +106,10 @@ def serve_until_shutdown(communicator: Ice.Communicator) -> None:
     props.setProperty(release.PROPERTY, version)
     host = props.getProperty(metrics.HOST_PROPERTY)
     if host:
-        props.setProperty(metrics.URL_PROPERTY, metrics.serve(host))
+        try:
+            props.setProperty(metrics.URL_PROPERTY, metrics.serve(host))
+        except OSError as exc:  # the server works without: say so, and serve Ice anyway
+            log.error("cannot serve metrics on %s: %s", host, exc)
     log.info("serving, release %s, metrics at %s", version, props.getProperty(metrics.URL_PROPERTY) or "-")
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: communicator.shutdown())

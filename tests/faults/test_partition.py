@@ -28,6 +28,7 @@ from tests.integration.netns import Bridge, Unavailable
 from tests.integration.sshhosts import SSHD, SshHost, hosts_cmd, keygen, pushgrid
 from tests.integration.traffic import Traffic
 from tools.grid import icegrid, lifecycle
+from tools.grid import metrics as grid_metrics
 from tools.grid.rundir import RunDir
 
 pytestmark = pytest.mark.integration
@@ -69,6 +70,9 @@ def spanning(tmp_path_factory) -> Iterator[tuple[RunDir, SshHost]]:
 
 def test_a_partitioned_host_loses_no_accepted_push(spanning: tuple[RunDir, SshHost]) -> None:
     run, host = spanning
+    on_host = {s["id"] for s in icegrid.status(run)["servers"] if s["node"] == HOST}
+    urls = grid_metrics.urls(run)  # each serves its metrics on its host's own address
+    assert len(on_host) == 4 and all(f"//{host.ns.address}:" in urls[sid] for sid in on_host), urls
     with client_communicator(run.client_config) as comm:
         creds = dbagent(comm).createApp("partition-" + uuid.uuid4().hex[:8], limits.PUSH_QUOTA_MAX)
     assert PARTITION_SECONDS / PUSH_INTERVAL < limits.OFFLINE_PER_DEVICE
@@ -77,8 +81,8 @@ def test_a_partitioned_host_loses_no_accepted_push(spanning: tuple[RunDir, SshHo
     )
     traffic.start()
     try:
-        on_host = [d for d in traffic.devices if d.urls[0] == run.device_url(HOST)]
-        assert on_host, "some listening devices should start on the host's STC"
+        held_there = [d for d in traffic.devices if d.urls[0] == run.device_url(HOST)]
+        assert held_there, "some listening devices should start on the host's STC"
 
         def partition() -> None:
             host.ns.run(["ip", "link", "set", "veth0", "down"], check=True)
