@@ -45,8 +45,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     run = _run_dir(args)
     st = icegrid.status(run)
-    roles = redis_cluster.roles(run)
-    healthy_redis = redis_cluster.healthy(run, roles)
+    replication = redis_cluster.replication(run)  # asked once, for roles and health
+    roles = redis_cluster.roles(run, replication)
+    healthy_redis = redis_cluster.healthy(run, replication)
     lost = redis_cluster.lost_canaries(run) if healthy_redis else []
     st["redis"] = {"roles": roles, "healthy": healthy_redis and not lost, "lost_canaries": lost}
     if args.json:

@@ -13,7 +13,7 @@ PushGrid.Metrics.Url, which IceGrid's admin reads: `pushgrid metrics` collects e
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, Counter, Histogram, generate_latest, start_http_server
+from prometheus_client import Counter, Histogram, start_http_server
 
 HOST_PROPERTY = "PushGrid.Metrics.Host"
 URL_PROPERTY = "PushGrid.Metrics.Url"
@@ -41,11 +41,6 @@ DISPATCH_SECONDS = Histogram(
 def dispatched(operation: str, outcome: str, seconds: float) -> None:
     DISPATCHES.labels(operation, outcome).inc()
     DISPATCH_SECONDS.labels(operation).observe(seconds)
-
-
-def text() -> bytes:
-    """Everything this process measures, in Prometheus' text exposition format."""
-    return generate_latest(REGISTRY)
 
 
 def serve(host: str) -> str:

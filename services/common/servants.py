@@ -83,23 +83,21 @@ class ServantTable(Ice.ServantLocator):
     """The servants of one adapter by identity; install with adapter.addServantLocator(table, "")."""
 
     def __init__(self) -> None:
+        # one dict operation per add, remove or lookup: atomic, so no lock
         self._servants: dict[Ice.Identity, tuple[Ice.Object, frozenset[str]]] = {}
-        self._lock = threading.Lock()
 
     def add(self, identity: Ice.Identity, servant: Ice.Object) -> None:
         ops = _operations(servant)
         for name in ops:
             setattr(servant, name, _noting_start(getattr(servant, name)))
-        with self._lock:
-            self._servants[identity] = (servant, frozenset(ops))
+        self._servants[identity] = (servant, frozenset(ops))
 
     def find(self, identity: Ice.Identity) -> Ice.Object | None:
         found = self._servants.get(identity)
         return None if found is None else found[0]
 
     def remove(self, identity: Ice.Identity) -> None:
-        with self._lock:
-            self._servants.pop(identity, None)
+        self._servants.pop(identity, None)
 
     def locate(self, current: Ice.Current) -> tuple[Ice.Object | None, _Dispatch | None]:
         found = self._servants.get(current.id)
@@ -120,5 +118,4 @@ class ServantTable(Ice.ServantLocator):
         metrics.dispatched(current.operation, cookie.outcome, seconds)
 
     def deactivate(self, category: str) -> None:
-        with self._lock:
-            self._servants.clear()
+        self._servants.clear()

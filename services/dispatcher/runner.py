@@ -106,7 +106,7 @@ class TaskRunner:
         clock: Callable[[], int] = now_ms,
         page_size: int = limits.DISPATCH_PAGE,
         owner: str = "",
-        data_lost: Callable[[], int] | None = None,
+        data_lost: Callable[[], int] = lambda: 0,
     ) -> None:
         """owner (the dispatcher's id) is written into each checkpoint, so operators and tests can
         tell which worker runs a task. data_lost says how many Redis canaries are gone
@@ -320,7 +320,7 @@ class TaskRunner:
     def _note_lost_data(self, tasks: Sequence[Task]) -> None:
         """Before messages move to Done: if Redis lost data, their reports say devices may have
         been missed (noted first, so a crash in between leaves the note, never a bare Done)."""
-        missing = self._data_lost() if self._data_lost is not None else 0
+        missing = self._data_lost()
         if missing:
             error = canaries.lost_data_error(missing)
             for task in tasks:

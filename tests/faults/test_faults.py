@@ -31,6 +31,7 @@ from services.tagalias import cursor as cursors
 from services.tagalias import keys
 from services.tagalias.audience import query
 from tests.integration.traffic import LOAD_SECONDS, Traffic
+from tests.integration.waiting import answered
 from tools import tagalias_load
 from tools.grid import icegrid, kafka, lifecycle, mariadb, procs, redis_cluster, router
 from tools.grid.rundir import REDIS_NODES, RunDir
@@ -159,13 +160,8 @@ def test_an_audience_walk_reads_on_across_a_redis_failover(run: RunDir) -> None:
         ta = tagalias(comm)
 
         def page(cursor: str) -> PushGrid.AudiencePage:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    return ta.tagMembers(app, tag, cursor, 250)
-                except PushGrid.Unavailable:  # the dead master's slots, until its replica takes over
-                    assert time.monotonic() < deadline, "TagAlias unavailable for a minute"
-                    time.sleep(0.2)
+            # Unavailable on the dead master's slots, until its replica takes over
+            return answered(lambda: ta.tagMembers(app, tag, cursor, 250), timeout=60)
 
         got: list[str] = []
         last = page("")

@@ -12,22 +12,12 @@ import pytest
 
 from services.common import canaries
 from services.common.contract import PushGrid
+from tests.integration.waiting import answered, until
 from tools.grid import mariadb, redis_cluster
 from tools.grid.rundir import REDIS_NODES
 from tools.partner import builders as b
 
 pytestmark = pytest.mark.integration
-
-
-def _eventually(call, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return call()
-        except PushGrid.Unavailable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def test_dead_mysql_is_unavailable_then_dbagent_recovers(grid, dbagent):
@@ -46,8 +36,8 @@ def test_dead_mysql_is_unavailable_then_dbagent_recovers(grid, dbagent):
             assert time.monotonic() - started < 10  # an error, not a hung thread
     finally:
         mariadb.start(grid)
-    assert _eventually(lambda: dbagent.getApp(creds.appKey)).appKey == creds.appKey
-    assert _eventually(lambda: dbagent.registerDevice(creds.appKey, PushGrid.Platform.Web)).registrationId
+    assert answered(lambda: dbagent.getApp(creds.appKey)).appKey == creds.appKey
+    assert answered(lambda: dbagent.registerDevice(creds.appKey, PushGrid.Platform.Web)).registrationId
 
 
 def test_a_killed_redis_master_fails_over_to_its_replica_with_its_data(grid, tagalias):
@@ -61,7 +51,7 @@ def test_a_killed_redis_master_fails_over_to_its_replica_with_its_data(grid, tag
     try:
         started = time.monotonic()
         # 32 buckets span every master, so a resolve touches the dead one until its replica takes over
-        _eventually(lambda: tagalias.resolve(app, PushGrid.Audience(all=True), [], "", 1000), timeout=60)
+        answered(lambda: tagalias.resolve(app, PushGrid.Audience(all=True), [], "", 1000), timeout=60)
         recovered = time.monotonic() - started
         print(f"TagAlias answered again {recovered:.1f} s after {victim} was killed")
         assert recovered < 30
@@ -91,10 +81,7 @@ def _status(grid) -> subprocess.CompletedProcess[str]:
 
 
 def _done(push, app: str, msg_id: int) -> None:
-    deadline = time.monotonic() + 30
-    while push.report(app, [msg_id])[0].state != PushGrid.MessageState.Done:
-        assert time.monotonic() < deadline, "the push was not done in 30 s"
-        time.sleep(0.2)
+    until(lambda: push.report(app, [msg_id])[0].state == PushGrid.MessageState.Done, "the push to be done", 30)
 
 
 def test_a_master_that_came_back_empty_makes_status_and_reports_say_data_was_lost(grid, dbagent, tagalias, push, app):

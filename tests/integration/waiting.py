@@ -20,6 +20,21 @@ def until(cond: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
         time.sleep(0.1)
 
 
+def answered(call: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """call's answer, calling again while it raises Unavailable (a backend failing over); the
+    last Unavailable after timeout."""
+    from services.common.contract import PushGrid
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except PushGrid.Unavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 async def until_async(cond: Callable[[], Any], what: str, timeout: float = 30.0) -> None:
     """As until, inside an event loop."""
     deadline = time.monotonic() + timeout

@@ -11,9 +11,8 @@ from collections.abc import Iterator, Sequence
 
 import Ice
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, generate_latest
 
-from services.common import metrics
 from services.common.contract import PushGrid
 from services.common.servants import UNREADABLE, ServantTable
 
@@ -118,6 +117,6 @@ def test_every_dispatch_is_counted_by_outcome_and_timed(served) -> None:
     assert sample("pushgrid_dispatch_seconds_count", operation="getTags") == slow_count + 1
     assert sample("pushgrid_dispatch_seconds_sum", operation="getTags") - slow_sum >= 0.04  # timed to the answer
     assert sample("pushgrid_dispatches_total", operation="ice_ping", outcome="ok") == 0
-    text = metrics.text().decode()
+    text = generate_latest(REGISTRY).decode()
     assert 'pushgrid_dispatches_total{operation="getAlias",outcome="UnknownDevice"}' in text
     assert "process_resident_memory_bytes" in text  # the process's own, from the same registry

@@ -138,38 +138,43 @@ def _cluster_info(host: str, port: int, password: str) -> dict[str, str]:
     return _client(host, port, password).execute_command("CLUSTER INFO")
 
 
-def roles(run: RunDir) -> dict[str, str]:
-    """Each running node's role: "master" or "slave" (Redis's word)."""
+def replication(run: RunDir) -> dict[str, dict[str, str]]:
+    """Each running node's INFO replication: its role, and a replica's link to its master."""
     out = {}
     for name in REDIS_NODES:
         try:
-            out[name] = _client(run.internal_host, run.ports[name], run.secrets["redis"]).info("replication")["role"]
+            out[name] = _client(run.internal_host, run.ports[name], run.secrets["redis"]).info("replication")
         except redis.RedisError:
             continue
     return out
 
 
-def healthy(run: RunDir, known_roles: dict[str, str] | None = None) -> bool:
-    """Every node answers, the cluster is ok, there are three masters and three replicas
-    (known_roles: what roles(run) just said, so it is not asked again), and every replica has
-    its master's data: one still syncing could not take over, so a master failing now would take
-    its slots down."""
+def roles(run: RunDir, known: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
+    """Each running node's role: "master" or "slave" (Redis's word); known: what replication(run)
+    just said, so it is not asked again."""
+    return {name: info["role"] for name, info in (replication(run) if known is None else known).items()}
+
+
+def healthy(run: RunDir, known: dict[str, dict[str, str]] | None = None) -> bool:
+    """Every node answers, the cluster is ok, there are three masters and three replicas, and
+    every replica has its master's data: one still syncing could not take over, so a master
+    failing now would take its slots down (known: what replication(run) just said)."""
     host, password = run.internal_host, run.secrets["redis"]
     try:
         if not all(_cluster_info(host, run.ports[n], password)["cluster_state"] == "ok" for n in REDIS_NODES):
             return False
-        known = roles(run) if known_roles is None else known_roles
-        found = sorted(known.values())
-        masters = len(REDIS_NODES) // (1 + REPLICAS_PER_MASTER)
-        if found != ["master"] * masters + ["slave"] * (len(REDIS_NODES) - masters):
-            return False
-        for name in (n for n, role in known.items() if role == "slave"):
-            link = _client(host, run.ports[name], password).info("replication")
-            if link.get("master_link_status") != "up" or int(link.get("master_sync_in_progress", 0)):
-                return False
+        infos = replication(run) if known is None else known
     except redis.RedisError:
         return False
-    return True
+    found = sorted(info["role"] for info in infos.values())
+    masters = len(REDIS_NODES) // (1 + REPLICAS_PER_MASTER)
+    if found != ["master"] * masters + ["slave"] * (len(REDIS_NODES) - masters):
+        return False
+    return all(
+        info.get("master_link_status") == "up" and not int(info.get("master_sync_in_progress", 0))
+        for info in infos.values()
+        if info["role"] == "slave"
+    )
 
 
 def master_of(run: RunDir, key: str) -> str:
