@@ -6,16 +6,16 @@ Serves the router's permissions verifier (PartnerVerifier) and session manager
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import Ice
 
+from glacier2 import metrics
 from glacier2.partner import Backends
 from glacier2.sessions import SessionManagerI, SessionTable, SharedSessions, Sweeper
 from glacier2.throttle import LoginThrottle
 from glacier2.verifier import PartnerVerifierI
-from services.common import ice, redis_client
+from services.common import ice, logs, redis_client
 from services.common.config import CallTimeouts, RedisSettings
 from services.common.lazy import Lazy
 
@@ -24,8 +24,8 @@ SESSION_MANAGER = "PartnerSessionManager"
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with Ice.initialize(sys.argv) as communicator:
+        logs.setup(communicator)
         props = communicator.getProperties()
         timeouts = CallTimeouts.from_properties(props)
         # every partner's pushes pass through this one proxy: spread them over all Push replicas
@@ -46,6 +46,7 @@ def main() -> int:
         adapter = communicator.createObjectAdapter("PartnerGateway")
         shared = SharedSessions(redis)
         manager = SessionManagerI(adapter, backends, SessionTable(shared=shared))
+        metrics.SESSIONS.set_function(manager.table.count)
         # found through the manager's ServantTable too: a login whose strings are not UTF-8 is refused
         manager.objects.add(Ice.stringToIdentity(VERIFIER), PartnerVerifierI(backends.dbagent, throttle))
         manager.objects.add(Ice.stringToIdentity(SESSION_MANAGER), manager)

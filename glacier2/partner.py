@@ -25,7 +25,7 @@ class Backends:
 
 
 class PartnerPushI(PushGrid.PartnerPush):
-    """Push, push batches, validate, schedule, cancel and report for one app."""
+    """Push, push batches, validate, schedule, cancel and report (counts, errors, curve) for one app."""
 
     def __init__(self, app_key: str, backends: Backends) -> None:
         self._app = app_key
@@ -60,6 +60,10 @@ class PartnerPushI(PushGrid.PartnerPush):
     def reportErrors(self, msgIds: Sequence[int], current: Ice.Current = None) -> list[PushGrid.MessageError]:
         with backend("push"):
             return self._push.reportErrors(self._app, list(msgIds or []))
+
+    def reportCurve(self, msgId: int, current: Ice.Current = None) -> list[PushGrid.CurvePoint]:
+        with backend("push"):
+            return self._push.reportCurve(self._app, msgId)
 
 
 class PartnerDevicesI(PushGrid.PartnerDevices):

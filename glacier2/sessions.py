@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import Ice
 from redis.cluster import RedisCluster
 
+from glacier2 import metrics
 from glacier2.partner import Backends, PartnerDevicesI, PartnerPushI
 from services.common import limits
 from services.common.backends import REDIS
@@ -50,6 +51,7 @@ class Live:
 
 
 def _refused(held: int) -> Glacier2.CannotCreateSessionException:
+    metrics.SESSIONS_REFUSED.inc()
     return Glacier2.CannotCreateSessionException(
         reason=f"the app has {held} open sessions, the most allowed; close one first"
     )

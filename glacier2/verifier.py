@@ -20,6 +20,7 @@ from typing import Any
 
 import Ice
 
+from glacier2 import metrics
 from glacier2.throttle import Attempt, LoginRefused, LoginThrottle
 from services.common.contract import Glacier2, PushGrid
 
@@ -76,6 +77,7 @@ class PartnerVerifierI(Glacier2.PermissionsVerifier):
             attempt = self._throttle.begin(userId, address)
         except LoginRefused as refused:
             log.warning("login of %r from %s refused: %s", userId[:64], address or "?", refused.reason)
+            metrics.LOGINS.labels("throttled").inc()
             answer.set_result((False, refused.reason))
             return answer
 
@@ -91,6 +93,7 @@ class PartnerVerifierI(Glacier2.PermissionsVerifier):
             except Ice.LocalException as exc:
                 self._throttle.unchecked(attempt)
                 log.warning("login of %r not checked: %s", userId[:64], exc)
+                metrics.LOGINS.labels("unchecked").inc()
                 answer.set_result((False, UNCHECKED))
 
         if attempt.delay:
@@ -109,10 +112,13 @@ class PartnerVerifierI(Glacier2.PermissionsVerifier):
         except PushGrid.AuthenticationFailed:
             self._throttle.failed(attempt)
             log.info("failed login of %r from %s", attempt.app_key[:64], address or "?")
+            metrics.LOGINS.labels("wrong").inc()
             return False, WRONG
         except (PushGrid.Unavailable, Ice.LocalException) as exc:
             self._throttle.unchecked(attempt)
             log.warning("login of %r not checked: %s", attempt.app_key[:64], exc)
+            metrics.LOGINS.labels("unchecked").inc()
             return False, UNCHECKED
         self._throttle.succeeded(attempt)
+        metrics.LOGINS.labels("ok").inc()
         return True, ""

@@ -10,12 +10,14 @@ is active, says it runs the expected release, and does its job:
   Dispatcher     owns task partitions again (the consumer group took it back)
   STC            a device connecting to the node's port lands on it and gets a push sent
                  through the grid
+  Console        answers on the URL it publishes (its health page, no login)
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,13 +25,14 @@ from typing import Any
 import Ice
 import IceGrid
 
+from services import console
 from services.common.contract import PushGrid
 from services.common.mailbox import Mailbox
 from tools.device.sdk import Credentials, Device, Message, register
 from tools.grid import icegrid
 from tools.partner import builders
 
-KINDS = ("DBAgent", "TagAlias", "Push", "PartnerGateway", "Dispatcher", "STC")
+KINDS = ("DBAgent", "TagAlias", "Push", "PartnerGateway", "Dispatcher", "STC", "Console")
 HEALTH_APP = "pushgrid-health"  # the app whose device STC checks use
 CALL_TIMEOUT_MS = 5000
 
@@ -102,7 +105,13 @@ class Checks:
             elif k == "Dispatcher":  # no Ice object: its liveness is its process and partitions
                 if self.admin.getServerState(server_id) != IceGrid.ServerState.Active:
                     raise Unhealthy(f"{server_id} is not active")
-        except (Ice.Exception, PushGrid.PushGridError) as exc:
+            elif k == "Console":  # no Ice object: its web server
+                url = icegrid.server_property(self.admin, server_id, console.URL_PROPERTY)
+                if not url:
+                    raise Unhealthy(f"{server_id} publishes no {console.URL_PROPERTY}")
+                with urllib.request.urlopen(url + console.HEALTH_PATH.lstrip("/"), timeout=CALL_TIMEOUT_MS / 1000):
+                    pass
+        except (Ice.Exception, PushGrid.PushGridError, OSError) as exc:
             raise Unhealthy(f"{server_id} failed a real call: {type(exc).__name__}: {exc}") from None
 
     # ---- kind-specific

@@ -16,7 +16,8 @@ upgraded server back to the release they ran before, with the same care.
 
 The grid is the state: which release each server reports. A small state file remembers the
 target and the release before it, so an interrupted upgrade (or rollback) is finished by
-running the command again.
+running the command again. Each server's step is also recorded where the operators' console
+reads it (services/common/upgrades.py), given a recorder.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import IceGrid
 from patch import release, schema
 from patch.distribution import Distribution
 from patch.health import KINDS, Checks, Unhealthy, kind
+from services.common import upgrades
 
 Progress = Callable[[str], None]
 Confirm = Callable[[str], bool]
@@ -108,12 +110,23 @@ class Rollout:
     progress: Progress = print
     confirm: Confirm | None = None  # asked before each stage after the canary; None: never ask
     migrate: Callable[[Path], list[str]] | None = None  # applies a release's migrations folder
+    recorder: upgrades.Recorder | None = None  # each step, where the console reads it
     _started: float = field(default_factory=time.monotonic)
 
     # ---- commands
 
     def upgrade(self, version: str) -> None:
         """Rolls version through the grid, or rolls back and raises RolloutFailed."""
+        try:
+            self._upgrade(version)
+        except RolloutFailed as exc:
+            self._phase(upgrades.STOPPED, str(exc))
+            raise
+        except KeyboardInterrupt:
+            self._phase(upgrades.STOPPED, "interrupted; the same command finishes it")
+            raise
+
+    def _upgrade(self, version: str) -> None:
         target = self._trusted(version)
         state = State.load(self.state_file)
         if state is not None and state.rolling_back:
@@ -129,6 +142,8 @@ class Rollout:
         todo = [s for s in order(self.admin.getAllServerIds()) if self.checks.release_of(s) != target.version]
         plan = stages(todo, self.options.canary, self.options.stages)
         self._say(f"{len(todo)} servers to upgrade in {len(plan)} stages: " + " | ".join(", ".join(s) for s in plan))
+        if self.recorder is not None:
+            self.recorder.begin(target.version, state.previous, todo)
         done: list[str] = []
         for number, stage in enumerate(plan):
             name = "canary" if number == 0 and self.options.canary else f"stage {number}"
@@ -147,6 +162,7 @@ class Rollout:
                 raise RolloutFailed(f"{exc}; rolled back to {state.previous}") from None
         self.state_file.unlink(missing_ok=True)
         self._say(f"every server runs {target.version}")
+        self._phase(upgrades.FINISHED, f"every server runs {target.version}")
 
     def rollback(self, version: str | None) -> None:
         """Rolls the grid to version (default: the release before the current upgrade, or the
@@ -197,17 +213,25 @@ class Rollout:
         """disable, drain, stop, patch, enable, start, check: one server onto version."""
         started = time.monotonic()
         before = self.checks.release_of(server_id) or "stopped"
+        self._step(server_id, upgrades.STOPPING)
         self.admin.enableServer(server_id, False)
         time.sleep(self.options.drain_seconds)
         if self.admin.getServerState(server_id) != IceGrid.ServerState.Inactive:
             self.admin.stopServer(server_id)
+        self._step(server_id, upgrades.PATCHING)
         self.distribution.patch(self.admin, server_id)
+        self._step(server_id, upgrades.STARTING)
         self.admin.enableServer(server_id, True)
         try:
-            self.admin.startServer(server_id)
-        except IceGrid.ServerStartException as exc:
-            raise Unhealthy(f"{server_id} did not start on {version}: {exc.reason}") from None
-        self.checks.check(server_id, version)
+            try:
+                self.admin.startServer(server_id)
+            except IceGrid.ServerStartException as exc:
+                raise Unhealthy(f"{server_id} did not start on {version}: {exc.reason}") from None
+            self.checks.check(server_id, version)
+        except Unhealthy:
+            self._step(server_id, upgrades.FAILED)
+            raise
+        self._step(server_id, upgrades.DONE)
         self._say(f"  {server_id}: {before} -> {version} ({time.monotonic() - started:.1f}s)")
 
     def _soak(self, servers: Sequence[str], name: str) -> None:
@@ -239,6 +263,8 @@ class Rollout:
         previous = self._trusted(state.previous)
         self._publish(previous)
         todo = [s for s in order(self.admin.getAllServerIds()) if self.checks.release_of(s) != previous.version]
+        if self.recorder is not None:
+            self.recorder.begin(previous.version, state.target, list(reversed(todo)), upgrades.ROLLING_BACK)
         for sid in reversed(todo):
             try:
                 self._replace(sid, previous.version)
@@ -249,6 +275,15 @@ class Rollout:
                 ) from None
         self.state_file.unlink(missing_ok=True)
         self._say(f"every server runs {previous.version} again")
+        self._phase(upgrades.FINISHED, f"rolled back: every server runs {previous.version} again")
 
     def _say(self, text: str) -> None:
         self.progress(f"[{time.monotonic() - self._started:7.1f}s] {text}")
+
+    def _step(self, server_id: str, step: str) -> None:
+        if self.recorder is not None:
+            self.recorder.step(server_id, step)
+
+    def _phase(self, phase: str, note: str) -> None:
+        if self.recorder is not None:
+            self.recorder.phase(phase, note)

@@ -12,10 +12,11 @@ from typing import Any
 
 from patch.release import ReleaseError
 from services.common import canaries
+from services.common.config import InvalidInternalHost
 from tools.grid import lifecycle
 from tools.grid.certs import InvalidHost
 from tools.grid.procs import StartError
-from tools.grid.rundir import InvalidInternalHost, RunDir
+from tools.grid.rundir import RunDir
 
 # PushGrid is generated from slice/ when it is first imported (slow for a CLI), and it is Any to
 # mypy anyway: the DBAgent proxy is typed by name only.
@@ -30,7 +31,7 @@ def _run_dir(args: argparse.Namespace) -> RunDir:
 
 def cmd_up(args: argparse.Namespace) -> int:
     run = _run_dir(args)
-    lifecycle.up(run, partner_host=args.partner_host, internal_host=args.internal_host)
+    lifecycle.up(run, partner_host=args.partner_host, internal_host=args.internal_host, metrics=args.metrics)
     print()
     return cmd_status(args)
 
@@ -72,6 +73,27 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     for sid in silent:
         print(f"pushgrid: {sid} did not serve its metrics", file=sys.stderr)
     return 1 if silent else 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    """Every server's state, release, connections, calls/s, errors/s, p99 and lag, redrawn like top."""
+    from tools.grid import top
+
+    return top.run(_run_dir(args), interval=args.interval, once=args.once)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """Servers' output through IceGrid: the last lines, or those naming --grep, then --follow."""
+    from tools.grid import logs
+
+    try:
+        logs.tail(_run_dir(args), args.servers, lines=args.lines, grep=args.grep, follow=args.follow)
+    except logs.UnknownServer as exc:
+        print(f"pushgrid: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def cmd_redis_replant(args: argparse.Namespace) -> int:
@@ -116,6 +138,8 @@ def print_status(st: dict[str, Any]) -> None:
     if partner.get("endpoints"):
         print(f"partners:   PushGridRouter/router:{partner['endpoints']}")
         print(f"            config for partners: {partner['config']}")
+    if st.get("console"):
+        print(f"console:    {st['console']} (the grid's internal address; IceGrid's admin login)")
 
 
 # ------------------------------------------------------------------ pushgrid release ...
@@ -482,6 +506,12 @@ def main(argv: list[str] | None = None) -> int:
         help="loopback or private address every internal endpoint listens on, reachable from the "
         "node hosts (kept in the run directory; default 127.0.0.1; change it only while the grid is down)",
     )
+    up.add_argument(
+        "--metrics",
+        choices=("on", "off"),
+        help="whether servers keep metrics: their counters, dispatch timing and HTTP endpoint, and Ice's "
+        "IceMX view (kept in the run directory; default on; a new value restarts every server)",
+    )
     up.set_defaults(fn=cmd_up)
     st = sub.add_parser("status", help="registries, nodes, replica groups and every server")
     st.add_argument("--json", action="store_true")
@@ -490,6 +520,19 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser(
         "metrics", help="every server's metrics (Prometheus text format), each sample labelled with its server"
     ).set_defaults(fn=cmd_metrics)
+    top = sub.add_parser("top", help="every server live: state, release, connections, calls/s, errors/s, p99, lag")
+    top.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between frames (default 2)")
+    top.add_argument("--once", action="store_true", help="print one frame (rates over one interval) and exit")
+    top.set_defaults(fn=cmd_top)
+    lg = sub.add_parser(
+        "logs",
+        help="servers' output through IceGrid, in time order (`--grep msg=ID` follows one push everywhere)",
+    )
+    lg.add_argument("servers", nargs="*", metavar="SERVER", help="server ids (default: every server)")
+    lg.add_argument("-n", "--lines", type=int, default=20, help="last lines of each server (default 20; 0: all)")
+    lg.add_argument("--grep", default="", metavar="TEXT", help="only lines containing TEXT (e.g. msg=<id>)")
+    lg.add_argument("-f", "--follow", action="store_true", help="then print new lines as they come (Ctrl-C stops)")
+    lg.set_defaults(fn=cmd_logs)
     sub.add_parser(
         "redis-replant", help="plant Redis's canary keys again once a reported data loss has been dealt with"
     ).set_defaults(fn=cmd_redis_replant)

@@ -2,7 +2,8 @@
 
 Brings the grid up (or checks it), creates an app, registers three devices over the device
 protocol, tags them, pushes by tag to the two online ones, pushes to the offline one and lets it
-come back and get the message replayed, then prints the report of each push.
+come back and get the message replayed, then prints the report of each push, the first push's
+path through the servers' logs and when its devices received it.
 
     .venv/bin/python -m tools.demo --run-dir run
 """
@@ -16,12 +17,15 @@ import sys
 import time
 from collections.abc import Callable
 
+from services.common import logs
 from services.common.contract import PushGrid
 from services.common.ice import client_communicator, dbagent, push, tagalias
 from tools.device.sdk import Device, Message, register
 from tools.grid import lifecycle
+from tools.grid import logs as grid_logs
 from tools.grid.rundir import RunDir
 from tools.partner import builders as b
+from tools.partner.cli import curve_lines
 
 DEVICES = (
     ("phone-A", "android", ["sports", "beijing"]),
@@ -107,10 +111,35 @@ async def demo(run: RunDir) -> None:
             await asyncio.sleep(0.3)
         for s in await loop.run_in_executor(None, api.report, app.appKey, [sports.msgId, news.msgId]):
             print(f"  msg {s.msgId}: {s.targets} / {s.sentOnline} / {s.storedOffline} / {s.received}  ({s.state})")
+
+        about = logs.about(sports.msgId, app.appKey)
+        print(f"\nmsg {sports.msgId} through the grid (pushgrid logs --grep 'msg={sports.msgId} '):")
+        for line in await loop.run_in_executor(None, _path, run, about):
+            print("  " + line)
+        print(f"\nwhen its devices received it (pushgrid-partner report --curve {sports.msgId}):")
+        for line in curve_lines(await loop.run_in_executor(None, api.reportCurve, app.appKey, sports.msgId)):
+            print("  " + line)
         for d in devices.values():
             await d.close()
     finally:
         comm.destroy()
+
+
+def _path(run: RunDir, about: str, timeout: float = 10) -> list[str]:
+    """The log lines naming the message, every server's, in time order, once its receipts are
+    recorded (the last step); each as time, server and what happened."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found: list[str] = []
+        grid_logs.tail(run, [], lines=0, grep=about + " ", emit=found.append)
+        if any("receipts recorded" in line for line in found) or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    out = []
+    for line in found:
+        _date, clock, _level, server, _logger, said = line.split(" ", 5)
+        out.append(f"{clock} {server:<14} {said.removeprefix(about).strip()}")
+    return out
 
 
 def main() -> int:

@@ -7,11 +7,28 @@ Either way the settings below are built from an `Ice.Properties` by the same cod
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 import Ice
 
 from services.common import limits
+
+
+class InvalidInternalHost(ValueError):
+    """An address internal endpoints may not listen on; str() says why."""
+
+
+def check_internal_host(host: str) -> str:
+    """host, if servers and backends may listen on it: a loopback or private IPv4 address (never
+    a public one or every address: only the Glacier2 router faces the outside)."""
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        raise InvalidInternalHost(f"internal host {host!r} is not an IPv4 address") from None
+    if addr.version != 4 or not (addr.is_loopback or addr.is_private) or addr.is_unspecified:
+        raise InvalidInternalHost(f"internal host {host} is not a loopback or private IPv4 address")
+    return str(addr)
 
 
 def load_properties(path: str) -> Ice.Properties:
@@ -201,4 +218,27 @@ class DispatcherSettings:
             dispatcher_id=props.getPropertyWithDefault("PushGrid.Dispatcher.Id", "Dispatcher"),
             page_size=_int(props, "PushGrid.Dispatcher.PageSize", limits.DISPATCH_PAGE),
             report_days=report_days,
+        )
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """The operators' console: where it listens (the grid's internal address; the descriptor
+    gives ${bind}), which application it shows, and how long a login lasts unused."""
+
+    host: str
+    port: int
+    application: str
+    idle_seconds: int
+
+    @classmethod
+    def from_properties(cls, props: Ice.Properties) -> ConsoleSettings:
+        idle = _int(props, "PushGrid.Console.IdleSeconds", 900)
+        if idle <= 0:
+            raise ValueError(f"PushGrid.Console.IdleSeconds must be more than 0, not {idle}")
+        return cls(
+            host=props.getPropertyWithDefault("PushGrid.Console.Host", "127.0.0.1"),
+            port=_int(props, "PushGrid.Console.Port", 0),
+            application=props.getPropertyWithDefault("PushGrid.Console.Application", "pushgrid"),
+            idle_seconds=idle,
         )

@@ -97,20 +97,22 @@ def serve_until_shutdown(communicator: Ice.Communicator) -> None:
     """Blocks until the node (through the Process admin facet) or a signal shuts the server down.
 
     It first publishes which release this server runs (services.common.release), for IceGrid's
-    admin and the upgrade tool, and serves its metrics (services.common.metrics). SIGTERM and
-    SIGINT shut the communicator down gracefully so requests being dispatched finish and clients
-    see a clean close they can retry on another replica.
+    admin and the upgrade tool, and serves its metrics unless they are off
+    (services.common.metrics). SIGTERM and SIGINT shut the communicator down gracefully so
+    requests being dispatched finish and clients see a clean close they can retry on another
+    replica.
     """
     props = communicator.getProperties()
     version = release.running()
     props.setProperty(release.PROPERTY, version)
     host = props.getProperty(metrics.HOST_PROPERTY)
-    if host:
+    if host and metrics.ENABLED:
         try:
             props.setProperty(metrics.URL_PROPERTY, metrics.serve(host))
         except OSError as exc:  # the server works without: say so, and serve Ice anyway
             log.error("cannot serve metrics on %s: %s", host, exc)
-    log.info("serving, release %s, metrics at %s", version, props.getProperty(metrics.URL_PROPERTY) or "-")
+    where = props.getProperty(metrics.URL_PROPERTY) or ("-" if metrics.ENABLED else f"- ({metrics.ENV}=off)")
+    log.info("serving, release %s, metrics at %s", version, where)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: communicator.shutdown())
     communicator.waitForShutdown()

@@ -12,7 +12,7 @@ raised is left alone.
 
 Seeing every dispatch from locate() to finished(), the table also times each one, by operation
 and outcome (services.common.metrics); finished() runs once an asynchronous answer is sent, so
-those are timed whole too.
+those are timed whole too. With metrics off (metrics.ENABLED) it reads no clock and counts nothing.
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ class _Dispatch:
 
     __slots__ = ("operations", "started", "began", "outcome")
 
-    def __init__(self, operations: frozenset[str]) -> None:
+    def __init__(self, operations: frozenset[str], timed: bool) -> None:
         self.operations = operations
         self.started = False
-        self.began = time.perf_counter()
+        self.began = time.perf_counter() if timed else 0.0
         self.outcome = metrics.OK
 
 
@@ -85,6 +85,7 @@ class ServantTable(Ice.ServantLocator):
     def __init__(self) -> None:
         # one dict operation per add, remove or lookup: atomic, so no lock
         self._servants: dict[Ice.Identity, tuple[Ice.Object, frozenset[str]]] = {}
+        self.timed = metrics.ENABLED  # read once: the switch is set before the process starts
 
     def add(self, identity: Ice.Identity, servant: Ice.Object) -> None:
         ops = _operations(servant)
@@ -104,18 +105,18 @@ class ServantTable(Ice.ServantLocator):
         if found is None:
             return None, None  # ObjectNotExistException for the caller
         servant, operations = found
-        cookie = _Dispatch(operations)
+        cookie = _Dispatch(operations, self.timed)
         _dispatching[threading.get_ident()] = cookie
         return servant, cookie
 
     def finished(self, current: Ice.Current, servant: Ice.Object, cookie: _Dispatch) -> None:
         if current.operation not in cookie.operations:
             return  # Ice's own ice_ping, ice_isA...; or an operation the servant does not have
-        seconds = time.perf_counter() - cookie.began
+        outcome = cookie.outcome if cookie.started else metrics.UNREADABLE
+        if self.timed:
+            metrics.dispatched(current.operation, outcome, time.perf_counter() - cookie.began)
         if not cookie.started:
-            metrics.dispatched(current.operation, metrics.UNREADABLE, seconds)
             raise PushGrid.InvalidArgument(field="parameters", reason=UNREADABLE)
-        metrics.dispatched(current.operation, cookie.outcome, seconds)
 
     def deactivate(self, category: str) -> None:
         self._servants.clear()

@@ -118,6 +118,19 @@ def audience(aud: PushGrid.Audience) -> PushGrid.Audience:
 # ---------------------------------------------------------------- push requests
 
 
+def audience_sizes(aud: PushGrid.Audience) -> list[tuple[str, int]]:
+    """Each kind of an audience and how many it names, never the names (what logs and the
+    console show of a push); empty for everyone."""
+    kinds = [
+        ("tags", aud.tags),
+        ("tags_and", aud.tagsAnd),
+        ("tags_not", aud.tagsNot),
+        ("aliases", aud.aliases),
+        ("registration_ids", aud.registrationIds),
+    ]
+    return [(kind, len(values)) for kind, values in kinds if values]
+
+
 def _text(value: str | None, field: str) -> str:
     if value is None:
         return ""

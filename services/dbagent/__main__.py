@@ -6,6 +6,7 @@ import sys
 
 import Ice
 
+from services.common import logs
 from services.common.config import MySQLSettings
 from services.common.ice import serve
 from services.dbagent.servant import DBAgentI
@@ -14,6 +15,7 @@ from services.dbagent.store import Store
 
 def main() -> int:
     with Ice.initialize(sys.argv) as communicator:
+        logs.setup(communicator)
         store = Store(MySQLSettings.from_properties(communicator.getProperties()))
         try:
             serve(communicator, "DBAgent", DBAgentI(store))

@@ -255,6 +255,10 @@ class DBAgentI(PushGrid.DBAgent):
     def getMessage(self, appKey: str, msgId: int, current: Ice.Current = None) -> PushGrid.MessageRecord:
         return self._store.get_message(*_message_key(appKey, msgId))
 
+    def findMessage(self, msgId: int, current: Ice.Current = None) -> PushGrid.MessageRecord:
+        """An operator's lookup by msg id alone (the console); partners' calls always name the app."""
+        return self._store.find_message(_positive(msgId, "msgId"))
+
     def transitionMessage(
         self,
         appKey: str,
@@ -326,24 +330,25 @@ class DBAgentI(PushGrid.DBAgent):
         return self._store.record_receipts(app_key, msg_id, ids)
 
     def recordReceiptsMany(self, receipts: Sequence[PushGrid.Receipts], current: Ice.Current = None) -> int:
-        groups = [r for r in receipts or [] if r is not None]
-        if sum(len(r.registrationIds or ()) for r in groups) > limits.RECEIPTS_PER_CALL:
-            raise _invalid("receipts", f"at most {limits.RECEIPTS_PER_CALL} registration ids in one call")
-        checked = [
-            (
-                validation.app_key(r.appKey),
-                _positive(r.msgId, "msgId"),
-                list(dict.fromkeys(validation.registration_id(x, "registrationIds") for x in r.registrationIds or ())),
-            )
-            for r in groups
-        ]
+        checked = [_receipts(r.appKey, r.msgId, r.registrationIds) for r in _receipt_groups(receipts)]
         return self._store.record_receipts_many(checked) if checked else 0
+
+    def recordTimedReceipts(self, receipts: Sequence[PushGrid.TimedReceipts], current: Ice.Current = None) -> int:
+        """recordReceiptsMany's rules, and every receivedAt positive."""
+        checked = [
+            (*_receipts(r.appKey, r.msgId, r.registrationIds), _positive(r.receivedAt, "receivedAt"))
+            for r in _receipt_groups(receipts)
+        ]
+        return self._store.record_timed_receipts(checked) if checked else 0
 
     def getStats(self, appKey: str, msgIds: Sequence[int], current: Ice.Current = None) -> list[PushGrid.MessageStats]:
         app_key = validation.app_key(appKey)
         ids = _count(msgIds, "msgIds", limits.MSG_IDS_PER_REPORT)
         ids = list(dict.fromkeys(_positive(m, "msgIds") for m in ids))
         return self._store.get_stats(app_key, ids)
+
+    def getCurve(self, appKey: str, msgId: int, current: Ice.Current = None) -> list[PushGrid.CurvePoint]:
+        return self._store.get_curve(*_message_key(appKey, msgId))
 
     def noteMessageError(self, appKey: str, msgId: int, error: str, current: Ice.Current = None) -> None:
         if not isinstance(error, str) or not error.strip() or len(error) > limits.MESSAGE_ERROR_MAX_CHARS:
@@ -356,6 +361,24 @@ class DBAgentI(PushGrid.DBAgent):
         app_key = validation.app_key(appKey)
         ids = _count(msgIds, "msgIds", limits.MSG_IDS_PER_REPORT)
         return self._store.get_message_errors(app_key, list(dict.fromkeys(_positive(m, "msgIds") for m in ids)))
+
+
+def _receipt_groups(receipts: Sequence[Any] | None) -> list[Any]:
+    """The groups of a recordReceiptsMany or recordTimedReceipts call, at most
+    limits.RECEIPTS_PER_CALL registration ids in all."""
+    groups = [r for r in receipts or [] if r is not None]
+    if sum(len(r.registrationIds or ()) for r in groups) > limits.RECEIPTS_PER_CALL:
+        raise _invalid("receipts", f"at most {limits.RECEIPTS_PER_CALL} registration ids in one call")
+    return groups
+
+
+def _receipts(app_key: str, msg_id: int, registration_ids: Sequence[str] | None) -> tuple[str, int, list[str]]:
+    """One group of receipts, checked: app key, msg id, and its registration ids once each."""
+    return (
+        validation.app_key(app_key),
+        _positive(msg_id, "msgId"),
+        list(dict.fromkeys(validation.registration_id(x, "registrationIds") for x in registration_ids or ())),
+    )
 
 
 def _message_record(record: PushGrid.MessageRecord | None) -> PushGrid.MessageRecord:

@@ -11,21 +11,25 @@ the primary; reports and lookups that tolerate replication lag go to read_host.
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import pymysql
 import pymysql.cursors
 
-from services.common import codec, lifecycle, limits, platforms
+from services.common import codec, lifecycle, limits, logs, platforms
 from services.common.batching import chunks
 from services.common.clock import now_ms
 from services.common.config import MySQLSettings
 from services.common.contract import PushGrid
-from services.dbagent import credentials
+from services.dbagent import credentials, curve
 from services.dbagent.pool import MYSQL, Pool, connector
+
+log = logging.getLogger(__name__)
 
 ER_DUP_ENTRY = 1062
 CHUNK = 1000  # rows or ids per statement, to keep statements well under max_allowed_packet
@@ -372,6 +376,15 @@ class Store:
             raise _unknown_message(msg_id)
         return _message(row)
 
+    def find_message(self, msg_id: int) -> PushGrid.MessageRecord:
+        """The message msg_id, whatever its app (operators look messages up by id alone)."""
+        with self._cursor(write=False) as cur:
+            cur.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE msg_id = %s", (msg_id,))
+            row = cur.fetchone()
+        if row is None:
+            raise PushGrid.UnknownMessage(reason=f"there is no message {msg_id}", msgId=msg_id)
+        return _message(row)
+
     def transition_message(
         self, app_key: str, msg_id: int, from_state: PushGrid.MessageState, to_state: PushGrid.MessageState
     ) -> bool:
@@ -381,43 +394,51 @@ class Store:
         overrides in the same transaction, so the winner of a race does it exactly once.
         """
         overrides = (from_state, to_state) in lifecycle.OVERRIDE_TAKES_EFFECT
+        ended = 0
         with self._cursor(transaction=overrides) as cur:
             cur.execute(
                 "UPDATE messages SET state = %s WHERE msg_id = %s AND app_key = %s AND state = %s",
                 (to_state.name, msg_id, app_key, from_state.name),
             )
-            if cur.rowcount == 1:
-                if overrides:
-                    self._apply_override(cur, app_key, msg_id)
-                return True
-            cur.execute("SELECT 1 FROM messages WHERE msg_id = %s AND app_key = %s", (msg_id, app_key))
-            if cur.fetchone() is None:
-                raise _unknown_message(msg_id)
-            return False
+            if cur.rowcount != 1:
+                cur.execute("SELECT 1 FROM messages WHERE msg_id = %s AND app_key = %s", (msg_id, app_key))
+                if cur.fetchone() is None:
+                    raise _unknown_message(msg_id)
+                return False
+            if overrides:
+                ended = self._apply_override(cur, app_key, msg_id)
+        log.info("%s %s -> %s", logs.about(msg_id, app_key), from_state.name, to_state.name)  # committed
+        if ended:
+            log.info("%s Overridden by msg=%d", logs.about(ended, app_key), msg_id)
+        return True
 
     def apply_override(self, app_key: str, msg_id: int) -> bool:
         """applyOverride: msg_id's task is on the broker, so the message it overrides ends now."""
         with self._cursor() as cur:
-            return self._apply_override(cur, app_key, msg_id)
+            ended = self._apply_override(cur, app_key, msg_id)
+        if ended:
+            log.info("%s Overridden by msg=%d", logs.about(ended, app_key), msg_id)
+        return bool(ended)
 
-    def _apply_override(self, cur: pymysql.cursors.DictCursor, app_key: str, msg_id: int) -> bool:
+    def _apply_override(self, cur: pymysql.cursors.DictCursor, app_key: str, msg_id: int) -> int:
         """The one place an override takes effect: the message msg_id overrides (if any, and if
         the app's) moves to Overridden when an override ends its state (lifecycle.OVERRIDABLE);
-        a Cancelled or Expired one stays. One UPDATE, so racing callers cannot move it twice."""
+        a Cancelled or Expired one stays. One UPDATE, so racing callers cannot move it twice.
+        Returns the msg id it ended, or 0."""
         cur.execute("SELECT request, state FROM messages WHERE msg_id = %s AND app_key = %s", (msg_id, app_key))
         row = cur.fetchone()
         if row is None:
             raise _unknown_message(msg_id)
         old = codec.loads(row["request"]).options.overrideMsgId
         if not old or lifecycle.BY_NAME[row["state"]] not in lifecycle.PUBLISHED:
-            return False  # overrides nothing, or not (or never to be) out: a Scheduled or Cancelled one
+            return 0  # overrides nothing, or not (or never to be) out: a Scheduled or Cancelled one
         ends = sorted(s.name for s in lifecycle.OVERRIDABLE)
         cur.execute(
             "UPDATE messages SET state = %s WHERE msg_id = %s AND app_key = %s"
             f" AND state IN ({_placeholders(len(ends))})",
             (PushGrid.MessageState.Overridden.name, old, app_key, *ends),
         )
-        return bool(cur.rowcount == 1)
+        return int(old) if cur.rowcount == 1 else 0
 
     def due_messages(self, until: int, limit: int) -> list[PushGrid.MessageRecord]:
         """A lagging replica only delays these; the caller's transitionMessage on the primary decides."""
@@ -446,8 +467,8 @@ class Store:
             return out
 
     def purge_expired(self, expired_before: int, limit: int) -> PushGrid.Purged:
-        """Receipts and stats batches first, the message last: a purge cut off halfway leaves
-        the message, so the next finds it again."""
+        """Receipts, receipt curve and stats batches first, the message last: a purge cut off
+        halfway leaves the message, so the next finds it again."""
         with self._cursor() as cur:
             cur.execute(
                 "SELECT msg_id FROM messages WHERE expires_at < %s ORDER BY expires_at, msg_id LIMIT %s",
@@ -457,6 +478,7 @@ class Store:
         purged = PushGrid.Purged(messages=0, receipts=0, statBatches=0)
         for msg_id in ids:
             purged.receipts += self._delete_all("DELETE FROM receipts WHERE msg_id = %s LIMIT %s", msg_id)
+            self._delete_all("DELETE FROM receipt_curve WHERE msg_id = %s LIMIT %s", msg_id)
             purged.statBatches += self._delete_all("DELETE FROM stat_batches WHERE msg_id = %s LIMIT %s", msg_id)
         for chunk in chunks(ids, PURGE_ROWS_PER_STATEMENT):
             with self._cursor() as cur:
@@ -516,32 +538,86 @@ class Store:
         )
 
     def record_receipts(self, app_key: str, msg_id: int, registration_ids: Sequence[str]) -> int:
-        """Adds only the receipts not seen before to received; returns how many that was."""
+        """Adds only the receipts not seen before to received (and to the curve, as received
+        now); returns how many that was."""
         with self._cursor(transaction=True) as cur:
-            self._require_message(cur, msg_id, app_key)
-            return self._add_receipts(cur, msg_id, registration_ids)
+            sent = self._sends(cur, [msg_id]).get(msg_id)
+            if sent is None or sent[0] != app_key:
+                raise PushGrid.UnknownMessage(reason=f"no message has msg id {msg_id}", msgId=msg_id)
+            return self._add_receipts(cur, msg_id, {curve.bucket(now_ms(), sent[1]): registration_ids})
 
     def record_receipts_many(self, groups: Sequence[tuple[str, int, Sequence[str]]]) -> int:
         """record_receipts for many (app key, msg id, registration ids) in one transaction;
-        groups of unknown messages (or another app's) are skipped. Returns how many were new."""
+        groups of unknown messages (or another app's) are skipped. Returns how many were new.
+        Its callers (dispatchers of a release before the curves) say no time: received now."""
+        now = now_ms()
+        return self.record_timed_receipts([(app, msg_id, rids, now) for app, msg_id, rids in groups])
+
+    def record_timed_receipts(self, groups: Sequence[tuple[str, int, Sequence[str], int]]) -> int:
+        """record_receipts_many for (app key, msg id, registration ids, received at ms): each new
+        receipt also counts on the message's curve, in the bucket of its time, in the same
+        transaction (so a replayed batch adds nothing to either). Returns how many were new.
+
+        A batch holds many groups of one message (a record per STC process and flush); they are
+        merged per message and bucket, so the statements follow the buckets, not the groups."""
         new = 0
         with self._cursor(transaction=True) as cur:
-            known = self._known_messages(cur, [msg_id for _, msg_id, _ in groups])
-            for app_key, msg_id, rids in groups:
-                if known.get(msg_id) == app_key:
-                    new += self._add_receipts(cur, msg_id, rids)
+            sends = self._sends(cur, [msg_id for _, msg_id, _, _ in groups])
+            buckets: dict[int, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+            for app_key, msg_id, rids, received_at in groups:
+                sent = sends.get(msg_id)
+                if sent is not None and sent[0] == app_key:
+                    buckets[msg_id][curve.bucket(received_at, sent[1])].extend(rids)
+            for msg_id in sorted(buckets):  # one order for every transaction: fewer lock waits
+                new += self._add_receipts(cur, msg_id, buckets[msg_id])
         return new
 
-    def _add_receipts(self, cur: pymysql.cursors.DictCursor, msg_id: int, registration_ids: Sequence[str]) -> int:
-        new = 0
-        for chunk in chunks(registration_ids, CHUNK):
+    def get_curve(self, app_key: str, msg_id: int) -> list[PushGrid.CurvePoint]:
+        """The app's message's receipt curve (curve.points); UnknownMessage for another app's."""
+        with self._cursor(write=False) as cur:
             cur.execute(
-                "INSERT IGNORE INTO receipts (msg_id, registration_id) VALUES " + ", ".join(["(%s, %s)"] * len(chunk)),
-                [value for registration_id in chunk for value in (msg_id, registration_id)],
+                "SELECT c.offset_s, c.received FROM messages m LEFT JOIN receipt_curve c ON c.msg_id = m.msg_id"
+                " WHERE m.msg_id = %s AND m.app_key = %s",
+                (msg_id, app_key),
             )
-            new += cur.rowcount
+            rows = cur.fetchall()
+        if not rows:
+            raise _unknown_message(msg_id)
+        return curve.points((r["offset_s"], r["received"]) for r in rows if r["offset_s"] is not None)
+
+    def _sends(self, cur: pymysql.cursors.DictCursor, msg_ids: Sequence[int]) -> dict[int, tuple[str, int]]:
+        """The app key and send time of each of msg_ids that is a message."""
+        sends: dict[int, tuple[str, int]] = {}
+        for chunk in chunks(list(dict.fromkeys(msg_ids)), CHUNK):
+            cur.execute(
+                f"SELECT msg_id, app_key, send_at FROM messages WHERE msg_id IN ({_placeholders(len(chunk))})", chunk
+            )
+            sends.update({r["msg_id"]: (r["app_key"], r["send_at"]) for r in cur.fetchall()})
+        return sends
+
+    def _add_receipts(
+        self, cur: pymysql.cursors.DictCursor, msg_id: int, by_bucket: Mapping[int, Sequence[str]]
+    ) -> int:
+        """Inserts the receipts of msg_id by bucket start, earliest bucket first (a device named in
+        two counts in the first), and adds the new ones to received and to the curve."""
+        counted: dict[int, int] = {}
+        for offset_s in sorted(by_bucket):
+            for chunk in chunks(by_bucket[offset_s], CHUNK):
+                cur.execute(
+                    "INSERT IGNORE INTO receipts (msg_id, registration_id) VALUES "
+                    + ", ".join(["(%s, %s)"] * len(chunk)),
+                    [value for registration_id in chunk for value in (msg_id, registration_id)],
+                )
+                if cur.rowcount:
+                    counted[offset_s] = counted.get(offset_s, 0) + cur.rowcount
+        new = sum(counted.values())
         if new:
             cur.execute("UPDATE message_stats SET received = received + %s WHERE msg_id = %s", (new, msg_id))
+            cur.executemany(
+                "INSERT INTO receipt_curve (msg_id, offset_s, received) VALUES (%s, %s, %s)"
+                " ON DUPLICATE KEY UPDATE received = received + VALUES(received)",
+                [(msg_id, offset_s, n) for offset_s, n in counted.items()],
+            )
         return new
 
     def _require_room(self, cur: pymysql.cursors.DictCursor, app_key: str, count: int) -> None:

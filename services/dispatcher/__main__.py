@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import Ice
 
-from services.common import canaries, ice, kafka_client, limits, redis_client
+from services.common import canaries, ice, kafka_client, limits, logs, redis_client
 from services.common.config import CallTimeouts, DispatcherSettings, KafkaSettings, RedisSettings
 from services.common.lease import Lease
 from services.common.mailbox import Mailbox
@@ -46,9 +46,8 @@ def _guarded(name: str, loop: Callable[[], None], communicator: Ice.Communicator
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)
     with Ice.initialize(sys.argv) as communicator:
+        logs.setup(communicator)
         props = communicator.getProperties()
         me = DispatcherSettings.from_properties(props)
         timeouts = CallTimeouts.from_properties(props)

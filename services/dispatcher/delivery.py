@@ -15,7 +15,7 @@ from typing import Any
 
 import Ice
 
-from services.common import limits
+from services.common import limits, logs
 from services.common.batching import packs
 from services.common.contract import PushGrid
 from services.common.mailbox import Mailbox
@@ -94,7 +94,9 @@ class Delivery:
             try:
                 answers.append(list(future()))
             except Ice.Exception as exc:
-                log.warning("STC %s did not take %d devices of message %d: %s", stc_id, len(rids), env.msgId, exc)
+                log.warning(
+                    "%s STC %s did not take %d devices: %s", logs.about(env.msgId, env.appKey), stc_id, len(rids), exc
+                )
                 answers.append([])
         return answers
 
@@ -103,7 +105,7 @@ class Delivery:
         try:
             stcs = self._all_stcs()
         except Ice.Exception as exc:
-            log.warning("no STC list for broadcast %d: %s", env.msgId, exc)
+            log.warning("%s no STC list for the broadcast: %s", logs.about(env.msgId, env.appKey), exc)
             return 0
         timeout = spread_ms + limits.BROADCAST_GRACE_SECONDS * 1000
         calls = [
@@ -114,7 +116,12 @@ class Delivery:
             try:
                 sent += future()
             except Ice.Exception as exc:
-                log.warning("STC %s did not take broadcast %d: %s", prx.ice_getIdentity().name, env.msgId, exc)
+                log.warning(
+                    "%s STC %s did not take the broadcast: %s",
+                    logs.about(env.msgId, env.appKey),
+                    prx.ice_getIdentity().name,
+                    exc,
+                )
         return sent
 
     def _proxy(self, stc_id: str) -> PushGrid.STCPrx:

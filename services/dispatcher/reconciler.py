@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from services.common import limits
+from services.common import limits, logs
 from services.common.clock import now_ms
 from services.common.contract import PushGrid
 from services.common.lease import Lease, lead
@@ -64,9 +64,8 @@ class Reconciler:
             self._waiting[record.msgId] = now
             again += 1
             log.warning(
-                "message %d of %s accepted but not started for %d s: its task is published again",
-                record.msgId,
-                record.appKey,
+                "%s accepted but not started for %d s: its task is published again",
+                logs.about(record.msgId, record.appKey),
                 (now - record.sendAt) // 1000,
             )
         return again

@@ -1,5 +1,6 @@
 """Reports are kept for days, not forever: messages that expired more than the operator's
-retention ago are purged with their receipts and stats batches (DBAgent.purgeExpired).
+retention ago are purged with their receipts, receipt curves and stats batches
+(DBAgent.purgeExpired).
 
 One dispatcher purges at a time (a lease). Each call deletes a bounded number of messages in
 short statements, and the loop stops for the round once a call finds fewer, so a purge never

@@ -22,7 +22,7 @@ from services.common.clock import now_ms
 from services.common.contract import PushGrid
 from services.common.mailbox import Mailbox, Stored
 from services.common.tasks import Task
-from services.dispatcher import pacing
+from services.dispatcher import metrics, pacing
 from services.dispatcher.checkpoint import Checkpoint
 from services.dispatcher.delivery import Delivery
 
@@ -246,6 +246,9 @@ class TaskRunner:
                 for (i, stored, ttl), page in zip(walked, pages, strict=True)
             ]
         )
+        metrics.PAGES.inc(len(walked))
+        metrics.TARGETS.inc(sum(len(page.registrationIds) for page in pages))
+        metrics.ONLINE.inc(sum(sent))
         rows = []
         for (i, _, ttl), page, online in zip(walked, pages, sent, strict=True):
             count = len(page.registrationIds)
@@ -390,6 +393,8 @@ class TaskRunner:
                 if ttl > 0:
                     self._mailbox.enqueue(stored, rids)
                 sent = self._delivery.deliver(self._envelope(task, stored, ttl, 0), rids)
+                metrics.TARGETS.inc(len(rids))
+                metrics.ONLINE.inc(sent)
                 self._db.recordStats(
                     task.msg_id,
                     _page_key(cp.page),
@@ -397,6 +402,7 @@ class TaskRunner:
                         targets=len(rids), sentOnline=sent, storedOffline=len(rids) - sent if ttl > 0 else 0
                     ),
                 )
+            metrics.PAGES.inc()
             cp = cp.after_page(page.cursor, len(rids), page.done)
             self._save(task, cp)
         return None

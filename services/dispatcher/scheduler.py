@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from services.common import limits
+from services.common import limits, logs
 from services.common.clock import now_ms
 from services.common.contract import PushGrid
 from services.common.lease import Lease, lead
@@ -55,5 +55,5 @@ class Scheduler:
         for record in due:
             self._publisher.publish(Task.from_record(record))
             if self._db.transitionMessage(record.appKey, record.msgId, S.Scheduled, S.Accepted):
-                log.info("scheduled message %d published", record.msgId)
+                log.info("%s scheduled message published", logs.about(record.msgId, record.appKey))
         return len(due)

@@ -25,10 +25,11 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
-from services.common import kafka_client, limits
+from services.common import kafka_client, limits, logs
 from services.common.backends import KAFKA
 from services.common.contract import PushGrid
 from services.common.tasks import Task
+from services.dispatcher import metrics
 from services.dispatcher.runner import DROPPED, Interrupted, Outcome, TaskRunner
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 GROUP = "pushgrid-dispatchers"
 POLL_MS = 500
 REPORT_AGAIN_SECONDS = 10.0  # how often the partitions report is repeated between rebalances
+LAG_SECONDS = 1.0  # how often each partition's lag is measured
 BUSY_POLL_MS = 200
 REVOKE_WAIT_SECONDS = 30  # how long a rebalance waits for the running task to reach a page boundary
 BACKOFF_SECONDS = (1, 2, 5, 10, 30)
@@ -87,12 +89,14 @@ class TaskWorker:
         self._running: _Running | None = None
         self._failures = 0
         self._reported_at = 0.0
+        self._measured_at = 0.0
 
     def run(self) -> None:
         consumer = self._consumer = self._connect(_Listener(self))
         try:
             while not self._stop.is_set():
                 self._report_again()
+                self._measure_lag()
                 batch = consumer.poll(timeout_ms=POLL_MS, max_records=limits.TASK_BATCH)
                 records = [(tp, rec) for tp, recs in batch.items() for rec in recs]
                 if records:
@@ -136,6 +140,7 @@ class TaskWorker:
                     running.stop.set()
                 wait([running.future], timeout=BUSY_POLL_MS / 1000)  # answer as soon as it ends
                 self._report_again()
+                self._measure_lag()
                 extra = consumer.poll(timeout_ms=0)
                 for other, recs in extra.items():  # paused, so none should come; never lose one
                     if recs:
@@ -189,15 +194,22 @@ class TaskWorker:
     def _outcome(self, task: Task, outcome: Outcome | Exception) -> bool:
         """Logs how a task ended; True if it is finished (its offset may be committed)."""
         if isinstance(outcome, Interrupted):
-            log.info("task %d interrupted; it resumes from its checkpoint", task.msg_id)
+            log.info("%s task interrupted; it resumes from its checkpoint", logs.about(task.msg_id, task.app_key))
+            metrics.TASKS.labels("interrupted").inc()
             return False
         if isinstance(outcome, PERMANENT):
-            log.error("task %d cannot run: %s", task.msg_id, getattr(outcome, "reason", outcome))
+            log.error(
+                "%s task cannot run: %s", logs.about(task.msg_id, task.app_key), getattr(outcome, "reason", outcome)
+            )
             outcome = DROPPED
         elif isinstance(outcome, Exception):
-            log.warning("task %d failed, retrying from its checkpoint: %r", task.msg_id, outcome)
+            log.warning(
+                "%s task failed, retrying from its checkpoint: %r", logs.about(task.msg_id, task.app_key), outcome
+            )
+            metrics.TASKS.labels("failed").inc()
             return False
-        log.info("task %d: %s", task.msg_id, outcome)
+        log.info("%s task %s", logs.about(task.msg_id, task.app_key), outcome)
+        metrics.TASKS.labels(outcome.ending.value).inc()
         return True
 
     def _commit(self, tp: TopicPartition, offset: int) -> None:
@@ -226,6 +238,26 @@ class TaskWorker:
         self._report_quietly(sorted(tp.partition for tp in self._kafka.assignment()))
         if self._running is not None and assigned:
             self._kafka.pause(*assigned)
+
+    def _measure_lag(self) -> None:
+        """Sets each owned partition's lag from what the consumer knows already (no request): its
+        end offset from the last fetch, and its position; at most once a LAG_SECONDS."""
+        now = time.monotonic()
+        if now - self._measured_at < LAG_SECONDS:
+            return
+        self._measured_at = now
+        consumer = self._kafka
+        lags: dict[str, int] = {}
+        for tp in consumer.assignment():
+            try:
+                end, position = consumer.highwater(tp), consumer.position(tp, timeout_ms=0)
+            except KAFKA.errors:  # moved away meanwhile
+                continue
+            if end is not None and position is not None:
+                lags[str(tp.partition)] = max(0, end - position)
+        metrics.LAG.clear()  # partitions moved away are no longer this dispatcher's to report
+        for partition, lag in lags.items():
+            metrics.LAG.labels(partition).set(lag)
 
     def _report_again(self) -> None:
         """Repeats the partitions report now and then: a report lost with a Redis node's state

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import Ice
 
-from services.common import ice, redis_client
+from services.common import ice, logs, redis_client
 from services.common.config import CallTimeouts, KafkaSettings, PushSettings, RedisSettings
 from services.common.msgid import MsgIdGenerator
 from services.common.tasks import TaskPublisher
@@ -16,9 +15,8 @@ from services.push.servant import PushServiceI
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)
     with Ice.initialize(sys.argv) as communicator:
+        logs.setup(communicator)
         props = communicator.getProperties()
         me = PushSettings.from_properties(props)
         timeouts = CallTimeouts.from_properties(props)

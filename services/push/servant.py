@@ -15,12 +15,13 @@ from collections.abc import Callable, Sequence
 
 import Ice
 
-from services.common import limits, validation
+from services.common import limits, logs, validation
 from services.common.clock import now_ms
 from services.common.contract import PushGrid
 from services.common.ice import backend
 from services.common.msgid import MsgIdGenerator
 from services.common.tasks import Task, TaskPublisher
+from services.push import metrics
 from services.push.quota import Quota
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,13 @@ def _failed(exc: PushGrid.PushGridError) -> PushGrid.BatchPushResult:
 
 
 S = PushGrid.MessageState
+
+
+def _audience(audience: PushGrid.Audience) -> str:
+    """What a log line says of an audience: its kinds and sizes, not its names."""
+    return " ".join(f"{n} {kind}" for kind, n in validation.audience_sizes(audience)) or "everyone"
+
+
 RECORD_ATTEMPTS = 3  # fresh msg ids to try if one is taken (a restart after the clock went back)
 
 
@@ -55,12 +63,14 @@ class PushServiceI(PushGrid.PushService):
     # ------------------------------------------------------------ operations
 
     def push(self, appKey: str, request: PushGrid.PushRequest, current: Ice.Current = None) -> PushGrid.PushResult:
-        clean, app = self._check(appKey, request)
-        self._take_quota(app)
-        now = self._clock()
-        record = self._record(app.appKey, clean, S.Accepted, now, now)
-        self._publish(record)
-        self._apply_override(record)
+        with metrics.counted("push"):
+            clean, app = self._check(appKey, request)
+            self._take_quota(app)
+            now = self._clock()
+            record = self._record(app.appKey, clean, S.Accepted, now, now)
+            self._publish(record)
+            self._apply_override(record)
+        log.info("%s accepted for %s", logs.about(record.msgId, record.appKey), _audience(clean.audience))
         return PushGrid.PushResult(msgId=record.msgId, sendno=clean.options.sendno)
 
     def pushBatch(
@@ -94,8 +104,16 @@ class PushServiceI(PushGrid.PushService):
                 results[i] = _failed(failure)
                 continue
             self._apply_override(record)
+            log.info(
+                "%s accepted in a batch for %s", logs.about(record.msgId, record.appKey), _audience(clean[i].audience)
+            )
             results[i] = PushGrid.BatchPushResult(record.msgId, clean[i].options.sendno, "", "")
-        return [results[i] for i in range(len(wanted))]
+        answers = [results[i] for i in range(len(wanted))]
+        for answer in answers:
+            if answer.error:
+                metrics.refused(answer.error)
+        metrics.ACCEPTED.labels("pushBatch").inc(sum(1 for a in answers if not a.error))
+        return answers
 
     def validate(self, appKey: str, request: PushGrid.PushRequest, current: Ice.Current = None) -> None:
         self._check(appKey, request)
@@ -105,12 +123,16 @@ class PushServiceI(PushGrid.PushService):
     ) -> PushGrid.PushResult:
         """Records the message as Scheduled; the dispatchers' scheduler publishes it when due, and
         an override takes effect then (DBAgent ends the old message as the new one leaves Scheduled)."""
-        validation.app_key(appKey)
-        now = self._clock()
-        send_at = validation.send_at(sendAt, now)
-        clean, app = self._check(appKey, request)
-        self._take_quota(app)
-        record = self._record(app.appKey, clean, S.Scheduled, now, send_at)
+        with metrics.counted("schedule"):
+            validation.app_key(appKey)
+            now = self._clock()
+            send_at = validation.send_at(sendAt, now)
+            clean, app = self._check(appKey, request)
+            self._take_quota(app)
+            record = self._record(app.appKey, clean, S.Scheduled, now, send_at)
+        log.info(
+            "%s scheduled for %d for %s", logs.about(record.msgId, record.appKey), send_at, _audience(clean.audience)
+        )
         return PushGrid.PushResult(msgId=record.msgId, sendno=clean.options.sendno)
 
     def cancel(self, appKey: str, msgId: int, current: Ice.Current = None) -> None:
@@ -133,6 +155,11 @@ class PushServiceI(PushGrid.PushService):
         validation.app_key(appKey)
         with backend("dbagent"):
             return self._db.getMessageErrors(appKey, list(msgIds or []))
+
+    def reportCurve(self, appKey: str, msgId: int, current: Ice.Current = None) -> list[PushGrid.CurvePoint]:
+        """The message's receipt curve; DBAgent answers UnknownMessage unless it is appKey's."""
+        with backend("dbagent"):
+            return self._db.getCurve(appKey, msgId)
 
     # ------------------------------------------------------------ steps
 
@@ -225,7 +252,7 @@ class PushServiceI(PushGrid.PushService):
             with backend("dbagent"):
                 self._db.transitionMessage(record.appKey, record.msgId, S.Accepted, S.Cancelled)
         except PushGrid.PushGridError as exc:
-            log.error("message %d stays Accepted without a task: %s", record.msgId, exc.reason)
+            log.error("%s stays Accepted without a task: %s", logs.about(record.msgId, record.appKey), exc.reason)
 
     def _apply_override(self, record: PushGrid.MessageRecord) -> None:
         """The new message's task is on the broker: DBAgent ends the message it overrides now.
@@ -237,4 +264,6 @@ class PushServiceI(PushGrid.PushService):
             with backend("dbagent"):
                 self._db.applyOverride(record.appKey, record.msgId)
         except PushGrid.PushGridError as exc:
-            log.warning("message %d not marked Overridden by %d: %s", old, record.msgId, exc.reason)
+            log.warning(
+                "%s not marked Overridden by msg=%d: %s", logs.about(old, record.appKey), record.msgId, exc.reason
+            )

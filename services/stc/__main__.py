@@ -16,11 +16,13 @@ import threading
 import Ice
 import uvloop
 
+from services.common import logs
 from services.common.config import KafkaSettings, RedisSettings, STCSettings
 from services.common.fdlimit import raise_open_files
 from services.common.ice import dbagent, serve, tagalias
 from services.common.mailbox import Mailbox
 from services.common.redis_client import cluster
+from services.stc import metrics
 from services.stc.directory import IceDirectory
 from services.stc.engine import Engine, Settings
 from services.stc.receipts import KafkaReceipts
@@ -47,10 +49,9 @@ async def _stop(engine: Engine, transport: Transport) -> None:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO lines come per connection and rebalance
     raise_open_files()
     with Ice.initialize(sys.argv) as communicator:
+        logs.setup(communicator)
         props = communicator.getProperties()
         me = STCSettings.from_properties(props)
         loop = uvloop.new_event_loop()  # libuv: a fraction of asyncio's cost per socket event
@@ -66,6 +67,8 @@ def main() -> int:
             gate=RegistrationGate(redis, Rate(*me.registrations_per_address), Rate(*me.registrations_per_app)),
         )
         transport = Transport(engine, me.device_host, me.device_port)
+        metrics.CONNECTIONS.set_function(lambda: transport.connections)
+        metrics.DEVICES.set_function(lambda: engine.connections)
         asyncio.run_coroutine_threadsafe(_start(engine, transport), loop).result()
         watcher = asyncio.run_coroutine_threadsafe(_watch_shutdown(communicator, engine), loop)
         logging.info("%s: devices on ws://%s:%d/v1/device", me.stc_id, me.device_host, me.device_port)

@@ -23,11 +23,11 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from services.common import limits, msgid
+from services.common import limits, logs, msgid
 from services.common.batching import Batcher, chunks, packs
 from services.common.clock import now_ms
 from services.common.mailbox import Stored
-from services.stc import protocol
+from services.stc import metrics, protocol
 from services.stc.protocol import Close
 from services.stc.registration import RegistrationGate
 
@@ -245,7 +245,12 @@ class Engine:
 
     async def register(self, app_key: str, platform: str, address: str = "") -> str:
         """A new device of app_key registering from address: the registered frame (its credentials)."""
-        rid, token = await self._backend(self._registrations.submit((app_key, platform, address)))
+        try:
+            rid, token = await self._backend(self._registrations.submit((app_key, platform, address)))
+        except (protocol.DeviceError, BackendUnavailable) as exc:
+            metrics.REGISTRATIONS.labels(metrics.outcome(exc)).inc()
+            raise
+        metrics.REGISTRATIONS.labels(metrics.outcome(None)).inc()
         return protocol.registered(rid, token)
 
     def _register_many(self, wanted: list[tuple[str, str, str]]) -> list[tuple[str, str] | Exception]:
@@ -271,7 +276,12 @@ class Engine:
 
     async def hello(self, conn: Conn, hello: protocol.Hello) -> Session:
         """Verifies the device, takes over an older connection of it, marks it online, welcomes it."""
-        device = await self._backend(self._verifications.submit(hello))
+        try:
+            device = await self._backend(self._verifications.submit(hello))
+        except (protocol.DeviceError, BackendUnavailable) as exc:
+            metrics.HELLOS.labels(metrics.outcome(exc)).inc()
+            raise
+        metrics.HELLOS.labels(metrics.outcome(None)).inc()
         old = self._sessions.get(device.registration_id)
         if old is not None:
             self._drop(old)
@@ -305,6 +315,9 @@ class Engine:
                 log.warning("stored message %d is not a frame; skipped", msg.msg_id)
                 continue
             sent += self._send(session, frame, msg.msg_id, is_broadcast)
+        if sent:
+            metrics.REPLAYS.inc()
+            metrics.REPLAYED.inc(sent)
         return sent
 
     def _replay_plans(self, devices: list[Device]) -> list[list[tuple[Stored, bool]]]:
@@ -334,6 +347,7 @@ class Engine:
 
     def ack(self, session: Session, msg_ids: Sequence[int]) -> None:
         """Routes the acks of msg ids sent on this connection; others are ignored (never trusted)."""
+        taken = 0
         for m in msg_ids:
             is_broadcast = session.sent.pop(m, None)
             if is_broadcast is None:
@@ -344,6 +358,8 @@ class Engine:
                 self._acks[session.rid].append(m)
             self._receipt_rows[session.app][m].append(session.rid)
             self._ack_count += 1
+            taken += 1
+        metrics.ACKS.inc(taken)
         if not session.sent:
             session.sent = {}  # a dict keeps its table when emptied: 64 bytes instead of 184 per idle device
         if self._ack_count >= self.settings.flush_size:
@@ -391,6 +407,8 @@ class Engine:
                 and self._send(session, frame, msg.msg_id, msg.broadcast)
             ):
                 out.append(rid)
+        metrics.LIVE.inc(len(out))
+        log.info("%s sent to %d of %d devices", logs.about(msg.msg_id, msg.app_key), len(out), len(rids))
         return out
 
     async def broadcast(self, msg: Outgoing, platforms: Iterable[str], spread_ms: int) -> int:
@@ -419,6 +437,8 @@ class Engine:
                 sent += self._send(session, frame, msg.msg_id, True)
         finally:
             self._broadcasting -= busy
+            metrics.BROADCAST.inc(sent)
+        log.info("%s broadcast sent to %d of %d devices", logs.about(msg.msg_id, msg.app_key), sent, n)
         return sent
 
     def online_count(self, app_key: str) -> int:

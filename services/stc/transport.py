@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from services.common import limits
-from services.stc import framing, protocol
+from services.stc import framing, metrics, protocol
 from services.stc.engine import BackendUnavailable, Engine, Session
 from services.stc.protocol import Close, DeviceError
 
@@ -139,6 +139,7 @@ class DeviceConnection(asyncio.Protocol):
         if self._closing or transport is None:
             return
         self._closing = True
+        metrics.closed(code, "stc")
         transport.write(framing.close_frame(code, reason))
         asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_SECONDS, transport.abort)
 
@@ -158,6 +159,8 @@ class DeviceConnection(asyncio.Protocol):
         self._server.connected(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self._closing and self._open:  # neither side sent a close frame
+            metrics.closed(metrics.ABNORMAL, "network")
         self._closing = True
         self._server.disconnected(self)
         if self.session is not None:
@@ -230,6 +233,7 @@ class DeviceConnection(asyncio.Protocol):
                     code = framing.close_code(payload)  # echoed, as RFC 6455 asks
                 except framing.ProtocolViolation as err:
                     code = err.code
+                metrics.closed(code, "device")
                 assert self.transport is not None
                 self.transport.write(framing.close_frame(code))
             assert self.transport is not None

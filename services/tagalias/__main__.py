@@ -6,6 +6,7 @@ import sys
 
 import Ice
 
+from services.common import logs
 from services.common.config import RedisSettings
 from services.common.ice import serve
 from services.tagalias.servant import TagAliasI
@@ -14,6 +15,7 @@ from services.tagalias.store import TagAliasStore
 
 def main() -> int:
     with Ice.initialize(sys.argv) as communicator:
+        logs.setup(communicator)
         store = TagAliasStore(RedisSettings.from_properties(communicator.getProperties()))
         try:
             serve(communicator, "TagAlias", TagAliasI(store))

@@ -399,6 +399,14 @@ def test_record_and_get_message_round_trip(store, request_factory):
     assert store.get_message(creds.appKey, rec.msgId) == rec
 
 
+def test_find_message_needs_no_app_key(store):
+    rec = record(new_app(store).appKey)
+    store.record_message(rec)
+    assert store.find_message(rec.msgId) == rec
+    with pytest.raises(PushGrid.UnknownMessage):
+        store.find_message(new_msg_id())
+
+
 def test_duplicate_msg_id_is_already_exists(store):
     creds = new_app(store)
     rec = record(creds.appKey)
@@ -603,6 +611,7 @@ def test_purge_deletes_expired_messages_with_their_reports_and_keeps_the_rest(st
         store.record_message(rec)
         store.record_receipts(creds.appKey, rec.msgId, [f"r{i}" for i in range(7)])
         store.record_stats(rec.msgId, "page-1", PushGrid.StatsDelta(targets=7, sentOnline=7))
+    assert [sum(p.received for p in store.get_curve(creds.appKey, rec.msgId)) for rec in old] == [7, 7, 7]
     cutoff = old[-1].expiresAt + 1
     assert store.purge_expired(cutoff, 2).messages == 2  # at most the limit a call
     while store.purge_expired(cutoff, 2).messages:  # the rest, and other tests' expired messages
@@ -613,11 +622,12 @@ def test_purge_deletes_expired_messages_with_their_reports_and_keeps_the_rest(st
             store.get_message(creds.appKey, rec.msgId)
     ids = [rec.msgId for rec in old]
     with store._cursor() as cur:
-        for table in ("receipts", "stat_batches", "message_stats"):
+        for table in ("receipts", "receipt_curve", "stat_batches", "message_stats"):
             cur.execute(f"SELECT COUNT(*) AS n FROM {table} WHERE msg_id IN (%s, %s, %s)", ids)
             assert cur.fetchone()["n"] == 0, table
     assert store.get_message(creds.appKey, kept.msgId) == kept
     assert stats_of(store, creds.appKey, kept.msgId).received == 7  # its report is whole
+    assert sum(p.received for p in store.get_curve(creds.appKey, kept.msgId)) == 7  # and its curve
 
 
 # ---------------------------------------------------------------- statistics
@@ -677,6 +687,53 @@ def test_record_receipts_counts_each_device_once(store):
     with pytest.raises(PushGrid.UnknownMessage):  # another app's devices cannot ack this message
         store.record_receipts(other.appKey, rec.msgId, ["zzz"])
     assert stats_of(store, creds.appKey, rec.msgId).received == 2504
+
+
+def test_timed_receipts_land_in_the_bucket_of_their_time_and_count_once(servant, store):
+    creds = new_app(store)
+    rec = record(creds.appKey, send_at=now_ms() - 7_200_000)  # sent two hours ago
+    store.record_message(rec)
+    at, t = rec.sendAt, PushGrid.TimedReceipts
+    batch = [
+        t(creds.appKey, rec.msgId, ["a1", "a2"], at + 400),  # +0s
+        t(creds.appKey, rec.msgId, ["b1"], at - 5000),  # stamped before the send: +0s
+        t(creds.appKey, rec.msgId, ["c1"], at + 299_999),  # +299s
+        t(creds.appKey, rec.msgId, ["d1", "d2"], at + 300_000),  # +5m
+        t(creds.appKey, rec.msgId, ["e1"], at + 3_599_999),  # +59m
+        t(creds.appKey, rec.msgId, ["f1"], at + 3_600_000),  # +1h
+        t(creds.appKey, rec.msgId, ["a1"], at + 9_000_000),  # a1 again: counted already, at +0s
+    ]
+    assert servant.recordTimedReceipts(batch) == 8
+    expected = [
+        PushGrid.CurvePoint(offsetSeconds=0, widthSeconds=1, received=3),
+        PushGrid.CurvePoint(offsetSeconds=299, widthSeconds=1, received=1),
+        PushGrid.CurvePoint(offsetSeconds=300, widthSeconds=60, received=2),
+        PushGrid.CurvePoint(offsetSeconds=3540, widthSeconds=60, received=1),
+        PushGrid.CurvePoint(offsetSeconds=3600, widthSeconds=3600, received=1),
+    ]
+    assert servant.getCurve(creds.appKey, rec.msgId) == expected
+    assert servant.recordTimedReceipts(batch) == 0  # a replayed Kafka record adds nothing
+    later = [t(creds.appKey, rec.msgId, ["a2", "c1"], at + 3_700_000)]  # the same devices, read later
+    assert servant.recordTimedReceipts(later) == 0
+    assert servant.getCurve(creds.appKey, rec.msgId) == expected
+    assert stats_of(store, creds.appKey, rec.msgId).received == 8 == sum(p.received for p in expected)
+    # receipts an older dispatcher records (recordReceiptsMany) count on the curve as received now
+    assert servant.recordReceiptsMany([PushGrid.Receipts(creds.appKey, rec.msgId, ["g1"])]) == 1
+    assert servant.getCurve(creds.appKey, rec.msgId)[-1] == PushGrid.CurvePoint(7200, 3600, 1)
+
+
+def test_a_curve_is_only_the_apps_own_messages(servant, store):
+    creds, other = new_app(store), new_app(store)
+    rec = record(creds.appKey)
+    store.record_message(rec)
+    assert servant.getCurve(creds.appKey, rec.msgId) == []  # no receipt yet
+    other_batch = [PushGrid.TimedReceipts(other.appKey, rec.msgId, ["zzz"], rec.sendAt + 1000)]
+    assert servant.recordTimedReceipts(other_batch) == 0  # another app's devices cannot ack it
+    assert servant.getCurve(creds.appKey, rec.msgId) == []
+    for app_key, msg_id in ((other.appKey, rec.msgId), (creds.appKey, new_msg_id())):
+        with pytest.raises(PushGrid.UnknownMessage) as err:
+            servant.getCurve(app_key, msg_id)
+        assert err.value.msgId == msg_id and err.value.reason
 
 
 def test_get_stats_shows_only_the_apps_own_messages(store):

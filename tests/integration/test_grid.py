@@ -29,6 +29,7 @@ EXPECTED_SERVERS = {
     **{f"STC-{node}-{i}": (node, "-") for node in ("node1", "node2") for i in (1, 2, 3)},
     "PartnerGateway-1": ("node1", "PartnerGatewayGroup"),
     "PartnerGateway-2": ("node2", "PartnerGatewayGroup"),
+    "Console-1": ("node1", "-"),
     "Glacier2Router": ("node1", "-"),
     "pushgrid.IcePatch2": ("node1", "-"),
 }
@@ -53,6 +54,7 @@ def test_status_shows_every_server_active_with_node_and_group(grid):
     assert any(line.split()[:2] == ["PartnerGatewayGroup", "roundrobin"] for line in lines)
     assert f"PushGridRouter/router:ssl -h 127.0.0.1 -p {grid.ports['partner-ssl']}" in result.stdout
     assert f"config for partners: {grid.partner_config}" in result.stdout
+    assert f"console:    http://127.0.0.1:{grid.ports['console']}/" in result.stdout
     assert "Master up" in result.stdout and "Replica up" in result.stdout
     redis_line = next(line for line in lines if line.startswith("redis:"))
     assert redis_line.count(" master") == 3 and redis_line.count(" replica") == 3 and redis_line.endswith(": ok")

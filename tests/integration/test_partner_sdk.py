@@ -121,6 +121,27 @@ def test_push_by_registration_id_reaches_the_device_and_is_reported(grid, creds,
     asyncio.run(main())
 
 
+def test_the_receipt_curve_shows_when_the_devices_got_the_push(grid, creds, client, app, push) -> None:
+    async def main() -> None:
+        async with Phone(grid, creds.appKey) as one, Phone(grid, creds.appKey) as two:
+            req = b.push_request(b.audience(registration_ids=[one.rid, two.rid]), notification="when?")
+            res = await asyncio.to_thread(client.push, req)
+            await asyncio.to_thread(
+                until, lambda: stats(client, res.msgId).received == 2, "both receipts to be counted", 30
+            )
+            curve = await asyncio.to_thread(client.report_curve, res.msgId)
+            assert sum(p.received for p in curve) == stats(client, res.msgId).received == 2
+            assert all(p.widthSeconds == 1 and p.offsetSeconds < 60 for p in curve)  # in its first seconds
+            done = await asyncio.to_thread(cli, grid, creds, "report", "--curve", str(res.msgId))
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.splitlines()[-1].split() == ["total", "2"]
+
+    asyncio.run(main())
+    theirs = push.push(app, b.push_request(b.audience(tags=["nobody"]), notification="not yours")).msgId
+    with pytest.raises(PushGrid.UnknownMessage):  # another app's message, through the router
+        client.report_curve(theirs)
+
+
 def test_a_push_batch_through_the_router_answers_each_push_and_each_reaches_its_device(grid, creds, client) -> None:
     async def main() -> None:
         async with Phone(grid, creds.appKey) as one, Phone(grid, creds.appKey) as two:

@@ -35,7 +35,7 @@ def test_every_server_runs_the_published_release_from_its_nodes_copy(grid: RunDi
     assert published != CHECKOUT
     st = icegrid.status(grid)
     ours = [s for s in st["servers"] if s["id"] not in NOT_PATCHED]
-    assert len(ours) == 16
+    assert len(ours) == 17
     for s in ours:
         assert s["release"] == published, s
         cwd = os.readlink(f"/proc/{s['pid']}/cwd")
@@ -57,8 +57,8 @@ def test_release_build_and_list(grid: RunDir) -> None:
     listed = _pushgrid(grid, "release", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     releases = {r["version"]: r for r in json.loads(listed.stdout)["releases"]}
-    assert releases[published]["published"] and len(releases[published]["servers"]) == 16
+    assert releases[published]["published"] and len(releases[published]["servers"]) == 17
     assert releases["test-next"]["servers"] == [] and not releases["test-next"]["published"]
     assert releases["test-next"]["files"] == releases[published]["files"]  # the same checkout
     text = _pushgrid(grid, "release", "list").stdout
-    assert f"{published} (published)" in text and "16 servers" in text
+    assert f"{published} (published)" in text and "17 servers" in text

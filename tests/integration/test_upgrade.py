@@ -21,7 +21,8 @@ import pytest
 
 from patch import release
 from patch.distribution import IcePatch2Distribution
-from services.common import paths
+from services.common import paths, upgrades
+from services.common.redis_client import cluster
 from services.dbagent import migrations
 from tests.integration.traffic import Traffic
 from tools.grid import icegrid
@@ -103,7 +104,7 @@ def table_exists(mysql_settings, name: str) -> bool:
 
 
 def test_a_full_rolling_upgrade_under_traffic_loses_nothing(
-    grid: RunDir, traffic: Traffic, first: str, mysql_settings
+    grid: RunDir, traffic: Traffic, first: str, mysql_settings, redis_settings
 ) -> None:
     variant(grid, "up-2", add={PROBE_MIGRATION: PROBE_TABLE})  # an expand migration
     assert not table_exists(mysql_settings, "upgrade_probe")
@@ -116,6 +117,9 @@ def test_a_full_rolling_upgrade_under_traffic_loses_nothing(
     )
     assert table_exists(mysql_settings, "upgrade_probe")  # applied before the first server moved
     assert releases_running(grid) == {"up-2"}
+    recorded = upgrades.read(cluster(redis_settings))  # what the console shows of it
+    assert recorded is not None and (recorded.target, recorded.previous, recorded.phase) == ("up-2", first, "finished")
+    assert set(recorded.servers.values()) == {upgrades.DONE} and "Console-1" in recorded.servers
     traffic.assert_clean(since=10)
 
 
@@ -200,6 +204,6 @@ def test_an_upgrade_killed_midway_is_finished_by_running_it_again(grid: RunDir, 
     assert len(releases_running(grid)) >= 1 and Path(grid.upgrade_state).exists()
     result = pushgrid(grid, "upgrade", "up-2", "--canary", "0", "--soak", "1")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count(" -> up-2 ") <= 16 - 5
+    assert result.stdout.count(" -> up-2 ") <= 17 - 5
     assert releases_running(grid) == {"up-2"} and not Path(grid.upgrade_state).exists()
     traffic.assert_clean(since)

@@ -1,4 +1,5 @@
-"""What unit tests of several services share: the test apps and an in-memory Mailbox.
+"""What unit tests of several services share: the test apps, an in-memory Mailbox, and a
+reading of this process's metrics.
 
 The Mailbox is the one state both STC and the dispatchers write (services/common/mailbox.py),
 so one fake serves both sides: what a dispatcher stores and queues is what STC replays.
@@ -10,10 +11,17 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from services.common.mailbox import Stored
 
 APP = "0123456789abcdef01234567"
 OTHER_APP = "76543210fedcba9876543210"
+
+
+def sample(name: str, **labels: str) -> float:
+    """A sample of this process's metrics as a server would serve it (0 if never counted)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 class FakeMailbox:

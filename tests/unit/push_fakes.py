@@ -12,8 +12,11 @@ from collections import defaultdict
 from concurrent.futures import Future
 from typing import Any
 
+import Ice
+
 from services.common import lifecycle
 from services.common.contract import PushGrid
+from services.dbagent import curve
 from tests.unit.fakes import APP, FakeMailbox
 from tools.partner import builders as b
 
@@ -36,6 +39,8 @@ class FakeDB:
         self.stats: dict[int, PushGrid.StatsDelta] = defaultdict(PushGrid.StatsDelta)
         self.batches: set[tuple[int, str]] = set()
         self.receipts: set[tuple[int, str]] = set()
+        self.received_at: dict[tuple[int, str], int] = {}  # receipts recorded with their time
+        self.before_curves = False  # answers as a DBAgent of a release without receipt curves
         self.devices = 0
         self.errors: dict[int, str] = {}
         self.calls: list[str] = []
@@ -72,6 +77,12 @@ class FakeDB:
         if rec is None or rec.appKey != app:
             raise PushGrid.UnknownMessage(reason="no such message", msgId=msg_id)
         return rec
+
+    def findMessage(self, msg_id: int) -> PushGrid.MessageRecord:
+        self._call("findMessage")
+        if msg_id not in self.messages:
+            raise PushGrid.UnknownMessage(reason="no such message", msgId=msg_id)
+        return self.messages[msg_id]
 
     def transitionMessage(self, app: str, msg_id: int, frm: PushGrid.MessageState, to: PushGrid.MessageState) -> bool:
         self._call("transitionMessage")
@@ -167,6 +178,32 @@ class FakeDB:
                 continue
         del self.calls[counted:]  # counted once, as recordReceiptsMany
         return new
+
+    def recordTimedReceipts(self, groups: list[PushGrid.TimedReceipts]) -> int:
+        if self.before_curves:
+            raise Ice.OperationNotExistException(operation="recordTimedReceipts")
+        self._call("recordTimedReceipts")
+        before = set(self.receipts)
+        new = self.recordReceiptsMany([PushGrid.Receipts(g.appKey, g.msgId, g.registrationIds) for g in groups])
+        self.calls.pop()  # counted once, as recordTimedReceipts
+        fresh = self.receipts - before
+        for g in groups:
+            for rid in g.registrationIds:
+                if (g.msgId, rid) in fresh:
+                    self.received_at.setdefault((g.msgId, rid), g.receivedAt)
+        return new
+
+    def getCurve(self, app: str, msg_id: int) -> list[PushGrid.CurvePoint]:
+        if self.before_curves:
+            raise Ice.OperationNotExistException(operation="getCurve")
+        self._call("getCurve")
+        send_at = self.getMessage(app, msg_id).sendAt
+        self.calls.pop()  # counted once, as getCurve
+        buckets: dict[int, int] = defaultdict(int)
+        for (m, _), at in self.received_at.items():
+            if m == msg_id:
+                buckets[curve.bucket(at, send_at)] += 1
+        return curve.points(buckets.items())
 
     def getMessageErrors(self, app: str, ids: list[int]) -> list[PushGrid.MessageError]:
         self._call("getMessageErrors")

@@ -227,6 +227,15 @@ def test_malformed_message_keys_are_unknown_message(servant, store, key, msg_id)
     assert store.calls == []
 
 
+@pytest.mark.parametrize("msg_id", [0, -3])
+def test_find_message_needs_a_positive_msg_id(servant, store, msg_id):
+    with pytest.raises(PushGrid.InvalidArgument) as err:
+        servant.findMessage(msg_id)
+    assert err.value.field == "msgId" and store.calls == []
+    assert servant.findMessage(7) == "result of find_message"
+    assert store.calls == [("find_message", (7,))]
+
+
 def test_apply_override_reaches_the_store(servant, store):
     assert servant.applyOverride(KEY, 7) == "result of apply_override"
     assert store.calls == [("apply_override", (KEY, 7))]
@@ -296,6 +305,34 @@ def test_record_receipts_dedupes_and_bounds(servant, store):
         servant.recordReceipts(KEY, 0, ["a"])
     with pytest.raises(PushGrid.InvalidArgument):
         servant.recordReceipts("not-a-key", 7, ["a"])
+
+
+def test_timed_receipts_keep_recordReceiptsManys_rules_and_need_a_time(servant, store):
+    T = PushGrid.TimedReceipts
+    assert servant.recordTimedReceipts([T(KEY, 7, ["a", "b", "a"], 1000), None]) == "result of record_timed_receipts"
+    assert store.calls == [("record_timed_receipts", ([(KEY, 7, ["a", "b"], 1000)],))]
+    assert servant.recordTimedReceipts([]) == 0 and len(store.calls) == 1
+    for bad, field in (
+        ([T(KEY, 7, ["a"], 0)], "receivedAt"),
+        ([T(KEY, 7, ["a"], -1)], "receivedAt"),
+        ([T(KEY, 0, ["a"], 1000)], "msgId"),
+        ([T(KEY, 7, ["no spaces"], 1000)], "registrationIds"),
+        ([T(KEY, 7, ["a"] * limits.RECEIPTS_PER_CALL, 1), T(KEY, 8, ["b"], 1)], "receipts"),  # 10000 ids in all
+    ):
+        with pytest.raises(PushGrid.InvalidArgument) as err:
+            servant.recordTimedReceipts(bad)
+        assert err.value.field == field
+    with pytest.raises(PushGrid.InvalidArgument):
+        servant.recordTimedReceipts([T("not-a-key", 7, ["a"], 1000)])
+    assert len(store.calls) == 1
+
+
+@pytest.mark.parametrize("key, msg_id", [("not-a-key", 7), (KEY, 0), (KEY, -3)])
+def test_a_curve_of_a_malformed_key_is_unknown_message(servant, store, key, msg_id):
+    with pytest.raises(PushGrid.UnknownMessage):
+        servant.getCurve(key, msg_id)
+    assert store.calls == []
+    assert servant.getCurve(KEY, 7) == "result of get_curve"
 
 
 def test_get_stats_dedupes_in_order_and_bounds(servant, store):

@@ -1,15 +1,23 @@
-"""Receipts grouping and recording, and the scheduler's publish-then-transition order."""
+"""Receipts grouping (with STC's times) and recording, and the scheduler's publish-then-transition order."""
 
 from __future__ import annotations
 
 import threading
 
-from services.common import limits
+import Ice
+import pytest
+
+from services.common import kafka_client, limits
+from services.common.config import KafkaSettings
 from services.common.contract import PushGrid
 from services.dispatcher import receipts
 from services.dispatcher.scheduler import Scheduler
+from services.stc.receipts import KafkaReceipts
 from tests.unit.fakes import APP
 from tests.unit.push_fakes import FakeDB, FakePublisher, S, request
+
+NOW = 1_800_000_000_000  # the consumer's clock
+SENT = 1_799_999_990_000  # a message's send time, 10 s before
 
 
 def test_group_acks_reads_stcs_grouped_records_and_skips_garbage() -> None:
@@ -19,7 +27,7 @@ def test_group_acks_reads_stcs_grouped_records_and_skips_garbage() -> None:
         {"app": "not-an-app", "receipts": [[5, ["r1"]]]},
         {"receipts": [[6, ["r1"]]]},  # no app
     ]
-    assert receipts.group_acks(values) == {(APP, 1): ["r1", "r2"], (APP, 2): ["r1"]}
+    assert receipts.group_acks(values, NOW) == {(APP, 1, NOW): ["r1", "r2"], (APP, 2, NOW): ["r1"]}
 
 
 def test_group_acks_by_msg_id_once_each_skipping_garbage() -> None:
@@ -32,8 +40,93 @@ def test_group_acks_by_msg_id_once_each_skipping_garbage() -> None:
         [1, 2],
         {"other": 1},
     ]
-    assert receipts.group_acks(values) == {(APP, 1): ["r1", "r2"], (APP, 2): ["r1"]}
-    assert receipts.group_acks([{"acks": [[1, "not-an-app", "r1"]]}]) == {}
+    assert receipts.group_acks(values, NOW) == {(APP, 1, NOW): ["r1", "r2"], (APP, 2, NOW): ["r1"]}
+    assert receipts.group_acks([{"acks": [[1, "not-an-app", "r1"]]}], NOW) == {}
+
+
+def test_group_acks_times_receipts_by_the_records_at_and_each_receipt_by_its_first() -> None:
+    values = [
+        {"app": APP, "receipts": [[1, ["r1", "r2"]]], "at": SENT + 1000},
+        {"app": APP, "receipts": [[1, ["r2", "r3"]], [2, ["r1"]]], "at": SENT + 400_000},
+        {"app": APP, "receipts": [[1, ["r3"]]], "at": SENT + 2000},  # read later, published earlier
+    ]
+    assert receipts.group_acks(values, NOW) == {
+        (APP, 1, SENT + 1000): ["r1", "r2"],
+        (APP, 1, SENT + 2000): ["r3"],
+        (APP, 2, SENT + 400_000): ["r1"],
+    }
+
+
+def test_stc_stamps_each_record_with_when_it_published_it(monkeypatch) -> None:
+    sent: list[tuple[str, str, dict]] = []
+
+    class Producer:
+        def send(self, topic, key, value):
+            sent.append((topic, key, value))
+            return self
+
+        def add_errback(self, fn):
+            return self
+
+    monkeypatch.setattr(kafka_client, "producer", lambda settings, client_id: Producer())
+    stc = KafkaReceipts(KafkaSettings("b:9092", "tasks", "receipts"), "STC-1", clock=lambda: SENT + 1500)
+    stc.publish(APP, [[1, ["r1", "r2"]]])
+    assert sent == [("receipts", APP, {"app": APP, "receipts": [[1, ["r1", "r2"]]], "at": SENT + 1500})]
+    assert receipts.group_acks([v for _, _, v in sent], NOW) == {(APP, 1, SENT + 1500): ["r1", "r2"]}
+
+
+@pytest.mark.parametrize("at", [None, "1799999991000", 1.5e12, True, 0, -5, 2**63, [1]])
+def test_a_record_without_a_usable_at_is_timed_by_the_consumers_clock(at) -> None:
+    """An older STC (a rolling upgrade) writes no "at"; a broken one is read the same way."""
+    value = {"app": APP, "receipts": [[1, ["r1"]]]}
+    if at is not None:
+        value["at"] = at
+    assert receipts.group_acks([value], NOW) == {(APP, 1, NOW): ["r1"]}
+
+
+def test_record_counts_each_receipt_on_the_curve_in_the_bucket_of_its_time() -> None:
+    db = FakeDB()
+    db.add(1, request(), send_at=SENT)
+    values = [
+        {"app": APP, "receipts": [[1, ["r1", "r2"]]], "at": SENT + 1500},
+        {"app": APP, "receipts": [[1, ["r3"]]], "at": SENT + 360_000},
+        {"app": APP, "receipts": [[1, ["r4"]]]},  # an older STC: read now, 10 s after the send
+    ]
+    assert receipts.record(db, receipts.group_acks(values, NOW)) == 4
+    assert db.calls == ["recordTimedReceipts"]
+    assert [(p.offsetSeconds, p.widthSeconds, p.received) for p in db.getCurve(APP, 1)] == [
+        (1, 1, 2),
+        (10, 1, 1),
+        (360, 60, 1),
+    ]
+    assert receipts.record(db, receipts.group_acks(values, NOW + 5000)) == 0  # read again: nothing new
+    assert sum(p.received for p in db.getCurve(APP, 1)) == 4
+
+
+def test_an_older_dbagent_gets_the_batch_untimed_with_record_receipts_many() -> None:
+    db = FakeDB()
+    db.add(1, request(), send_at=SENT)
+    db.add(2, request(), send_at=SENT)
+    db.before_curves = True  # recordTimedReceipts is OperationNotExistException there
+    values = [
+        {"app": APP, "receipts": [[1, ["r1"]], [2, ["r1"]]], "at": SENT + 1000},
+        {"app": APP, "receipts": [[1, ["r2"]]], "at": SENT + 2000},
+    ]
+    assert receipts.record(db, receipts.group_acks(values, NOW)) == 3
+    assert db.calls == ["recordReceiptsMany"]  # the same call's receipts, one group per message
+    assert db.receipts == {(1, "r1"), (1, "r2"), (2, "r1")}
+
+
+def test_other_ice_errors_are_not_taken_for_an_older_dbagent() -> None:
+    class Down(FakeDB):
+        def recordTimedReceipts(self, groups):
+            raise Ice.ConnectionRefusedException()
+
+    db = Down()
+    db.add(1, request(), send_at=SENT)
+    with pytest.raises(Ice.ConnectionRefusedException):  # the worker reads the batch again later
+        receipts.record(db, receipts.group_acks([{"app": APP, "receipts": [[1, ["r1"]]]}], NOW))
+    assert db.calls == [] and db.receipts == set()
 
 
 def test_record_skips_unknown_messages_and_chunks(monkeypatch) -> None:
@@ -41,9 +134,9 @@ def test_record_skips_unknown_messages_and_chunks(monkeypatch) -> None:
     db.add(1, request())
     monkeypatch.setattr(limits, "RECEIPTS_PER_CALL", 2)
     other = "f" * 24
-    assert receipts.record(db, {(APP, 99): ["a"], (other, 1): ["a"], (APP, 1): ["a", "b", "c"]}) == 3
-    assert db.calls == ["recordReceiptsMany"] * 3  # 99 and another app's (both skipped), then 1 in two chunks
-    assert receipts.record(db, {(APP, 1): ["a", "b", "c"]}) == 0  # a replayed batch adds nothing
+    assert receipts.record(db, {(APP, 99, NOW): ["a"], (other, 1, NOW): ["a"], (APP, 1, NOW): ["a", "b", "c"]}) == 3
+    assert db.calls == ["recordTimedReceipts"] * 3  # 99 and another app's (both skipped), then 1 in two chunks
+    assert receipts.record(db, {(APP, 1, NOW): ["a", "b", "c"]}) == 0  # a replayed batch adds nothing
 
 
 def test_scheduler_publishes_due_messages_then_accepts_them() -> None:

@@ -13,9 +13,9 @@ from kafka import TopicPartition
 from services.common.contract import PushGrid
 from services.common.tasks import Task
 from services.dispatcher import worker
-from services.dispatcher.runner import Interrupted
+from services.dispatcher.runner import Ending, Interrupted, Outcome
 from services.dispatcher.worker import TaskWorker
-from tests.unit.fakes import APP
+from tests.unit.fakes import APP, sample
 from tests.unit.push_fakes import request
 
 TP0, TP1 = TopicPartition("pushgrid.tasks", 0), TopicPartition("pushgrid.tasks", 1)
@@ -32,7 +32,7 @@ class FakeConsumer:
 
     def __init__(self, records: dict[TopicPartition, list[Any]], stop: threading.Event) -> None:
         self.records = records
-        self.position = {tp: 0 for tp in records}
+        self.positions = {tp: 0 for tp in records}
         self.paused_set: set[TopicPartition] = set()
         self.committed: dict[TopicPartition, int] = {}
         self.stop = stop
@@ -50,11 +50,11 @@ class FakeConsumer:
         for tp in sorted(self.records):
             while (
                 tp not in self.paused_set
-                and self.position[tp] < len(self.records[tp])
+                and self.positions[tp] < len(self.records[tp])
                 and sum(map(len, out.values())) < min(max_records or 1, self.per_poll)
             ):
-                offset = self.position[tp]
-                self.position[tp] += 1
+                offset = self.positions[tp]
+                self.positions[tp] += 1
                 out.setdefault(tp, []).append(Record(offset, self.records[tp][offset]))
         if not out and not self.paused_set:
             self.stop.set()  # drained: end the loop
@@ -62,6 +62,12 @@ class FakeConsumer:
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.records)
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return len(self.records[tp])
+
+    def position(self, tp: TopicPartition, timeout_ms: int | None = None) -> int:
+        return self.positions[tp]
 
     def pause(self, *tps: TopicPartition) -> None:
         self.paused_set |= set(tps)
@@ -73,7 +79,7 @@ class FakeConsumer:
         return set(self.paused_set)
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.position[tp] = offset
+        self.positions[tp] = offset
 
     def commit(self, offsets: dict) -> None:
         for tp, meta in offsets.items():
@@ -91,14 +97,14 @@ class FakeRunner:
         self.ran: list[int] = []
         self.batches: list[list[int]] = []
 
-    def run(self, task: Task, stop: threading.Event) -> str:
+    def run(self, task: Task, stop: threading.Event) -> Outcome:
         self.ran.append(task.msg_id)
         outcome = self.script[task.msg_id].pop(0)
         if callable(outcome):
             outcome = outcome(stop)
         if isinstance(outcome, BaseException):
             raise outcome
-        return outcome
+        return Outcome(Ending(outcome))
 
     def run_batch(self, tasks: list[Task], stop: threading.Event) -> list[Any]:
         """As TaskRunner.run_batch: each task's outcome, or the exception it raised."""
@@ -197,7 +203,7 @@ def run_with_rebalance_mid_task(reset_to_committed: bool):
             rebalanced.set()
             w.revoked({TP0, TP1})  # what kafka-python calls inside poll
             if reset_to_committed:
-                consumer.position = {tp: consumer.committed.get(tp, 0) for tp in consumer.records}
+                consumer.positions = {tp: consumer.committed.get(tp, 0) for tp in consumer.records}
             w.assigned({TP0, TP1})  # ... and gives the same partitions back
 
     consumer.on_poll = rebalance
@@ -240,3 +246,22 @@ def test_the_partitions_report_is_repeated_between_rebalances(monkeypatch) -> No
     w = TaskWorker(lambda listener: consumer, FakeRunner({1: ["done"], 2: ["done"]}), stop, report=reports.append)
     w.run()
     assert len(reports) >= 3 and all(r == sorted(tp.partition for tp in consumer.assignment()) for r in reports)
+
+
+def test_each_partition_reports_the_tasks_waiting_on_it_and_each_outcome_is_counted(monkeypatch) -> None:
+    monkeypatch.setattr(worker, "LAG_SECONDS", 0.0)
+    done_before = sample("pushgrid_dispatcher_tasks_total", outcome="done")
+    failed_before = sample("pushgrid_dispatcher_tasks_total", outcome="failed")
+    seen: list[tuple[float, float]] = []
+    w, consumer, _, _ = make(
+        {TP0: [task(1), task(2), task(3)], TP1: [task(4)]},
+        {1: ["done"], 2: [PushGrid.Unavailable(reason="down", backend="mysql"), "done"], 3: ["done"], 4: ["done"]},
+    )
+    consumer.on_poll = lambda: seen.append(
+        (sample("pushgrid_dispatcher_lag", partition="0"), sample("pushgrid_dispatcher_lag", partition="1"))
+    )
+    w.run()
+    assert seen[0] == (3.0, 1.0)  # nothing read yet: every task waits
+    assert seen[-1] == (0.0, 0.0)  # all read
+    assert sample("pushgrid_dispatcher_tasks_total", outcome="done") - done_before == 4
+    assert sample("pushgrid_dispatcher_tasks_total", outcome="failed") - failed_before == 1

@@ -16,6 +16,7 @@ from glacier2.sessions import NAMES, SessionManagerI, SessionTable
 from glacier2.throttle import Attempt, LoginRefused, LoginThrottle
 from glacier2.verifier import WRONG, PartnerVerifierI, partner_address
 from services.common.contract import Glacier2, PushGrid
+from tests.unit.fakes import sample
 from tests.unit.push_fakes import request
 
 WINDOW = 600_000
@@ -96,6 +97,7 @@ def current(address: str) -> Ice.Current:
 def test_verifier_says_the_same_for_unknown_app_and_wrong_secret_and_refuses_without_hashing() -> None:
     db, t = FakeDB({"app1": "s3cret"}), FakeThrottle(refuse={"locked"})
     v = PartnerVerifierI(db, t)  # type: ignore[arg-type]
+    before = {o: sample("pushgrid_gateway_logins_total", outcome=o) for o in ("ok", "wrong", "throttled")}
     assert check(v, "app1", "s3cret") == (True, "")
     assert check(v, "app1", "wrong") == (False, WRONG)
     assert check(v, "nope", "s3cret") == (False, WRONG)
@@ -104,6 +106,8 @@ def test_verifier_says_the_same_for_unknown_app_and_wrong_secret_and_refuses_wit
     ok, reason = check(v, "locked", "s3cret")
     assert not ok and "too many failed logins" in reason
     assert db.calls == calls  # refused before DBAgent spends a scrypt
+    after = {o: sample("pushgrid_gateway_logins_total", outcome=o) for o in ("ok", "wrong", "throttled")}
+    assert {o: after[o] - before[o] for o in after} == {"ok": 1, "wrong": 2, "throttled": 1}
 
 
 def test_a_slowed_down_login_waits_without_a_thread_then_gets_in() -> None:
@@ -118,8 +122,10 @@ def test_a_slowed_down_login_waits_without_a_thread_then_gets_in() -> None:
 def test_verifier_turns_an_unreachable_dbagent_into_a_try_again() -> None:
     db, t = FakeDB({"app1": "s3cret"}), FakeThrottle()
     db.down = True
+    before = sample("pushgrid_gateway_logins_total", outcome="unchecked")
     ok, reason = check(PartnerVerifierI(db, t), "app1", "s3cret")  # type: ignore[arg-type]
     assert not ok and "try again" in reason
+    assert sample("pushgrid_gateway_logins_total", outcome="unchecked") == before + 1
     assert t.ended == [("unchecked", "app1")]  # not counted as a failure
 
 
@@ -198,9 +204,11 @@ def test_an_app_may_hold_a_limited_number_of_sessions(adapter) -> None:
     manager = SessionManagerI(adapter, backends(), SessionTable(per_app=2))
     manager.create("app1", FakeControl())
     manager.create("app1", FakeControl())
+    refused = sample("pushgrid_gateway_sessions_refused_total")
     with pytest.raises(Glacier2.CannotCreateSessionException) as err:
         manager.create("app1", FakeControl())
     assert "2 open sessions" in err.value.reason
+    assert sample("pushgrid_gateway_sessions_refused_total") == refused + 1
     manager.create("app2", FakeControl())
 
 
@@ -250,7 +258,8 @@ def test_partner_push_always_passes_the_sessions_app() -> None:
     api.schedule(req, 123)
     api.cancel(9)
     api.report([9, 10])
-    assert [args[0] for _, args in push.calls] == ["app1"] * 5
+    api.reportCurve(9)
+    assert [args[0] for _, args in push.calls] == ["app1"] * 6
 
 
 def test_partner_push_turns_an_unreachable_push_service_into_unavailable() -> None:

@@ -119,6 +119,13 @@ def test_at_is_an_iso_time() -> None:
 # ---------------------------------------------------------------- running commands
 
 
+def point(offset: int, width: int, received: int) -> PushGrid.CurvePoint:
+    return PushGrid.CurvePoint(offsetSeconds=offset, widthSeconds=width, received=received)
+
+
+CURVE = [point(0, 1, 40), point(1, 1, 20), point(299, 1, 1), point(300, 60, 10), point(3600, 3600, 3)]
+
+
 class FakeClient:
     """PartnerClient's surface: records calls, answers canned results or raises `fail`."""
 
@@ -150,6 +157,7 @@ class FakeClient:
             "is_member": True,
             "device_count": 12,
             "report_errors": self.errors,
+            "report_curve": CURVE,
         }
 
         def call(*args):
@@ -202,6 +210,49 @@ def test_a_report_with_an_error_says_so_and_exits_1(capsys) -> None:
     assert out.splitlines()[-1] == f"ERROR 1: {lost}"
     code, out, _, _ = run(capsys, "--json", "report", "1", client=FakeClient(errors={1: lost}))
     assert code == 1 and json.loads(out)[0]["error"] == lost
+
+
+def test_report_curve_draws_each_bucket_with_its_running_total_and_a_scaled_bar(capsys) -> None:
+    code, out, err, client = run(capsys, "report", "--curve", "7")
+    assert (code, err) == (0, "") and client.calls == [("report_curve", (7,))]
+    header, *rows, total = out.splitlines()
+    assert header.split() == ["offset", "received", "cumulative"]
+    assert [r.split()[:3] for r in rows] == [
+        ["+0s", "40", "40"],
+        ["+1s", "20", "60"],
+        ["+299s", "1", "61"],
+        ["+5m", "10", "71"],
+        ["+1h", "3", "74"],
+    ]
+    bars = [r.split()[3] for r in rows]
+    assert bars == ["#" * 40, "#" * 20, "#", "#" * 10, "#" * 3]  # the widest bucket has the longest
+    assert total.split() == ["total", "74"]
+
+
+def test_report_curve_as_json_and_empty(capsys) -> None:
+    _, out, _, _ = run(capsys, "--json", "report", "--curve", "7")
+    data = json.loads(out)
+    assert data["msg_id"] == 7 and data["total"] == 74
+    assert data["points"][3] == {"offset_s": 300, "width_s": 60, "received": 10}
+    empty = FakeClient()
+    empty.__dict__["report_curve"] = lambda msg_id: []  # no receipt yet
+    code, out, _, _ = run(capsys, "report", "--curve", "7", client=empty)
+    assert code == 0 and out.splitlines()[-1].split() == ["total", "0"]
+
+
+@pytest.mark.parametrize(
+    "seconds, label",
+    [(0, "+0s"), (59, "+59s"), (299, "+299s"), (300, "+5m"), (3540, "+59m"), (3600, "+1h"), (90000, "+25h")],
+)
+def test_offsets_read_in_the_unit_of_their_bucket(seconds, label) -> None:
+    assert cli.offset_label(seconds) == label
+
+
+def test_report_needs_msg_ids_or_one_curve(capsys) -> None:
+    code, _, err, client = run(capsys, "report")
+    assert code == 1 and "needs a msg id" in err and client.calls == []
+    code, _, err, client = run(capsys, "report", "1", "--curve", "2")
+    assert code == 1 and "--curve takes one msg id" in err and client.calls == []
 
 
 @pytest.mark.parametrize(

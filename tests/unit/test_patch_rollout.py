@@ -218,3 +218,35 @@ def test_confirm_pauses_before_each_stage_after_the_canary(grid) -> None:
     rollout.confirm = lambda question: True
     rollout.upgrade("v2")  # run again: goes on from where the grid is
     assert {v for s, v in admin.running.items() if s != "Glacier2Router"} == {"v2"} and not state.exists()
+
+
+def test_each_servers_step_is_recorded_for_the_console(grid) -> None:
+    from services.common import upgrades
+    from tests.unit.test_console_views import FakeRedis
+
+    rollout, admin, _ = grid
+    redis = FakeRedis()
+    rollout.recorder = upgrades.Recorder(lambda: redis)
+    rollout.upgrade("v2")
+    seen = [upgrades.Progress.from_json(v) for v in redis.written]
+    assert [p.servers["DBAgent-1"] for p in seen if p][:5] == ["pending", "stopping", "patching", "starting", "done"]
+    last = upgrades.read(redis)
+    assert last is not None and (last.target, last.previous, last.phase) == ("v2", "v1", upgrades.FINISHED)
+    assert list(last.servers) == order(SERVERS) and set(last.servers.values()) == {"done"}
+
+
+def test_a_failed_upgrade_records_the_failure_and_the_rollback(grid) -> None:
+    from services.common import upgrades
+    from tests.unit.test_console_views import FakeRedis
+
+    rollout, admin, _ = grid
+    redis = FakeRedis()
+    rollout.recorder = upgrades.Recorder(lambda: redis)
+    rollout.checks.bad = {"v2"}
+    with pytest.raises(RolloutFailed):
+        rollout.upgrade("v2")
+    seen = [p for p in map(upgrades.Progress.from_json, redis.written) if p]
+    assert any(p.phase == upgrades.UPGRADING and p.servers["DBAgent-1"] == "failed" for p in seen)
+    assert any(p.phase == upgrades.ROLLING_BACK and p.target == "v1" for p in seen)
+    last = upgrades.read(redis)
+    assert last is not None and last.phase == upgrades.STOPPED and "rolled back to v1" in last.note

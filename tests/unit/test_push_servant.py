@@ -9,7 +9,7 @@ from services.common.contract import PushGrid
 from services.common.msgid import MsgIdGenerator
 from services.push.quota import Quota
 from services.push.servant import PushServiceI
-from tests.unit.fakes import APP
+from tests.unit.fakes import APP, sample
 from tests.unit.push_fakes import FakeDB, FakePublisher, S, request
 
 NOW = 1_800_000_000_000
@@ -52,11 +52,13 @@ def test_msg_ids_increase(servant) -> None:
 
 
 def test_bad_request_records_nothing(servant, db, publisher) -> None:
+    rejected = sample("pushgrid_push_rejected_total", error="InvalidArgument")
     with pytest.raises(PushGrid.InvalidArgument):
         servant.push(APP, request(timeToLive=-7))
     with pytest.raises(PushGrid.InvalidArgument) as e:
         servant.push("not-a-key", request())
     assert e.value.field == "appKey"
+    assert sample("pushgrid_push_rejected_total", error="InvalidArgument") == rejected + 2
     assert db.calls == [] and publisher.tasks == []
 
 
@@ -152,6 +154,22 @@ def test_report_is_scoped_to_the_app(servant, db) -> None:
     assert [s.msgId for s in servant.report(APP, [mine, 77])] == [mine]
 
 
+def test_report_curve_is_the_apps_messages_receipts_over_time(servant, db) -> None:
+    mine = servant.push(APP, request()).msgId
+    sent = db.messages[mine].sendAt
+    db.recordTimedReceipts([PushGrid.TimedReceipts(APP, mine, ["r1", "r2"], sent + 2500)])
+    db.recordTimedReceipts([PushGrid.TimedReceipts(APP, mine, ["r3"], sent + 4_000_000)])
+    assert servant.reportCurve(APP, mine) == [
+        PushGrid.CurvePoint(offsetSeconds=2, widthSeconds=1, received=2),
+        PushGrid.CurvePoint(offsetSeconds=3600, widthSeconds=3600, received=1),
+    ]
+    with pytest.raises(PushGrid.UnknownMessage):
+        servant.reportCurve("b" * 24, mine)  # another app's message
+    db.fail_on = "getCurve"
+    with pytest.raises(PushGrid.Unavailable):
+        servant.reportCurve(APP, mine)
+
+
 def test_backend_down_is_unavailable(servant, db) -> None:
     db.fail_on = "recordMessage"
     with pytest.raises(PushGrid.Unavailable):
@@ -197,10 +215,16 @@ def test_quota_per_minute(db, publisher) -> None:
         db, publisher, MsgIdGenerator(worker=1), Quota(lambda: redis, lambda: clock[0]), clock=lambda: clock[0]
     )
     db.apps[APP].pushQuotaPerMinute = 3
+    accepted, limited = (
+        sample("pushgrid_push_accepted_total", operation="push"),
+        sample("pushgrid_push_rate_limited_total"),
+    )
     for _ in range(3):
         servant.push(APP, request())
     with pytest.raises(PushGrid.RateLimited) as e:
         servant.push(APP, request())
+    assert sample("pushgrid_push_accepted_total", operation="push") == accepted + 3
+    assert sample("pushgrid_push_rate_limited_total") == limited + 1
     assert e.value.retryAfterMs == 60_000
     clock[0] += 60_000
     servant.push(APP, request())
@@ -233,8 +257,14 @@ def test_push_batch_fails_alone_what_the_broker_or_the_quota_refuses(db, publish
         db, publisher, MsgIdGenerator(worker=1), Quota(lambda: FakeRedis(), lambda: clock[0]), clock=lambda: clock[0]
     )
     db.apps[APP].pushQuotaPerMinute = 2
+    accepted, limited = (
+        sample("pushgrid_push_accepted_total", operation="pushBatch"),
+        sample("pushgrid_push_rate_limited_total"),
+    )
     results = servant.pushBatch(APP, [request(sendno=n) for n in range(4)])
     assert [r.error for r in results] == ["", "", "RateLimited", "RateLimited"]
+    assert sample("pushgrid_push_accepted_total", operation="pushBatch") == accepted + 2
+    assert sample("pushgrid_push_rate_limited_total") == limited + 2
     assert len(publisher.tasks) == 2
     clock[0] += 60_000
     publisher.down = True

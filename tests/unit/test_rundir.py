@@ -11,9 +11,10 @@ import Ice
 import pytest
 
 from services.common import limits
+from services.common.config import InvalidInternalHost
 from tools.grid import certs, mariadb
 from tools.grid.icegrid import descriptor_variables
-from tools.grid.rundir import PORT_NAMES, InvalidInternalHost, RunDir
+from tools.grid.rundir import PORT_NAMES, RunDir
 
 
 def test_partner_ports_are_picked_and_added_to_an_older_run_directory(tmp_path):

@@ -1,5 +1,6 @@
 """ServantTable: a request whose strings are not UTF-8 is InvalidArgument, anything else passes
-through as the servant answered it; every dispatch is counted by outcome and timed. A real Ice
+through as the servant answered it; every dispatch is counted by outcome and timed, unless
+metrics are off. A real Ice
 adapter on loopback; the bad request is sent raw (ice_invoke), as a client in another language
 could send it."""
 
@@ -13,6 +14,7 @@ import Ice
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
+from services.common import metrics, servants
 from services.common.contract import PushGrid
 from services.common.servants import UNREADABLE, ServantTable
 
@@ -41,6 +43,10 @@ class Devices(PushGrid.PartnerDevices):
 
 @pytest.fixture
 def served() -> Iterator[tuple[PushGrid.PartnerDevicesPrx, Devices, ServantTable]]:
+    yield from serving()
+
+
+def serving() -> Iterator[tuple[PushGrid.PartnerDevicesPrx, Devices, ServantTable]]:
     with Ice.initialize() as server, Ice.initialize() as client:
         adapter = server.createObjectAdapterWithEndpoints("Table", "tcp -h 127.0.0.1")
         table = ServantTable()
@@ -120,3 +126,30 @@ def test_every_dispatch_is_counted_by_outcome_and_timed(served) -> None:
     text = generate_latest(REGISTRY).decode()
     assert 'pushgrid_dispatches_total{operation="getAlias",outcome="UnknownDevice"}' in text
     assert "process_resident_memory_bytes" in text  # the process's own, from the same registry
+
+
+class NoClock:
+    """Stands in for the time module in servants.py: reading the clock fails the test."""
+
+    @staticmethod
+    def perf_counter() -> float:
+        raise AssertionError("a dispatch was timed with metrics off")
+
+
+def test_with_metrics_off_no_dispatch_is_timed_or_counted_and_bad_requests_still_answered(monkeypatch) -> None:
+    monkeypatch.setattr(metrics, "ENABLED", False)
+    monkeypatch.setattr(servants, "time", NoClock)
+    counted = [("getAlias", "ok"), ("getAlias", "UnknownDevice"), ("getAlias", "unreadable"), ("getTags", "ok")]
+    before = {key: sample("pushgrid_dispatches_total", operation=key[0], outcome=key[1]) for key in counted}
+    timed = sample("pushgrid_dispatch_seconds_count", operation="getTags")
+    for prx, devices, table in serving():
+        assert table.timed is False
+        assert prx.getAlias("dev1") == "alias-of-dev1"  # a clock read would have been an UnknownException
+        with pytest.raises(PushGrid.UnknownDevice):
+            prx.getAlias("nobody")
+        ok, out = prx.ice_invoke("getAlias", Ice.OperationMode.Idempotent, encapsulation(string(b"\xff")))
+        assert not ok and b"::PushGrid::InvalidArgument" in out  # the locator's answer does not need metrics
+        assert prx.getTags("dev1") == ["later"]
+        assert devices.calls == ["dev1", "nobody"]
+    assert {key: sample("pushgrid_dispatches_total", operation=key[0], outcome=key[1]) for key in counted} == before
+    assert sample("pushgrid_dispatch_seconds_count", operation="getTags") == timed

@@ -13,7 +13,7 @@ from services.common import limits, msgid
 from services.common.mailbox import Stored
 from services.stc import protocol
 from services.stc.engine import BackendUnavailable, Engine, Outgoing, Session, Settings, replay_order
-from tests.unit.fakes import APP, OTHER_APP, FakeMailbox
+from tests.unit.fakes import APP, OTHER_APP, FakeMailbox, sample
 from tests.unit.stc_fakes import FakeConn, FakeDirectory, FakeReceipts
 
 NOW = msgid.EPOCH_MS + 10 * 86400_000
@@ -413,5 +413,47 @@ def test_receipts_are_grouped_by_message_in_records_of_bounded_size(monkeypatch)
         await w.engine.flush()
         assert all(sum(len(rids) for _, rids in groups) <= 4 for _, groups in w.receipts.records)
         assert sorted(w.receipts.acked()) == sorted((APP, b, f"r{i}") for b in (b1, b2) for i in range(5))
+
+    run(t)
+
+
+def test_the_counters_say_what_devices_were_sent_and_acked() -> None:
+    counters = {
+        "hello ok": ("pushgrid_stc_hellos_total", {"outcome": "ok"}),
+        "hello refused": ("pushgrid_stc_hellos_total", {"outcome": "AuthFailed"}),
+        "live": ("pushgrid_stc_deliveries_total", {"kind": "live"}),
+        "broadcast": ("pushgrid_stc_deliveries_total", {"kind": "broadcast"}),
+        "replay": ("pushgrid_stc_deliveries_total", {"kind": "replay"}),
+        "replays": ("pushgrid_stc_replays_total", {}),
+        "acks": ("pushgrid_stc_acks_total", {}),
+    }
+
+    def read() -> dict[str, float]:
+        return {what: sample(name, **labels) for what, (name, labels) in counters.items()}
+
+    async def t(w: World) -> None:
+        before = read()
+        w.directory.add("r1")
+        w.directory.add("r2")
+        q1, q2, live, bc = mid(1), mid(2), mid(3), mid(4)
+        w.mailbox.queue("r1", stored(q1))
+        w.mailbox.queue("r1", stored(q2))
+        _, s1 = await w.connect("r1")  # replays q1 and q2
+        await w.connect("r2")  # nothing to replay: no replay counted
+        with pytest.raises(protocol.AuthFailed):
+            await w.engine.hello(FakeConn(), protocol.Hello(APP, "r1", "bad", ""))
+        assert await w.engine.deliver(env(live), ["r1", "r2", "nobody"]) == ["r1", "r2"]
+        assert await w.engine.broadcast(env(bc, broadcast=True), [], 0) == 2
+        w.engine.ack(s1, [q1, live, bc, 424242, q1])  # one never sent and one repeated: not counted
+        after = read()
+        assert {what: after[what] - before[what] for what in counters} == {
+            "hello ok": 2,
+            "hello refused": 1,
+            "live": 2,
+            "broadcast": 2,
+            "replay": 2,
+            "replays": 1,
+            "acks": 3,
+        }
 
     run(t)

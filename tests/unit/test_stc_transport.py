@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 
 from services.stc.engine import BackendUnavailable, Engine, Outgoing, Settings
 from services.stc.transport import DeviceLimits, TokenBucket, Transport
-from tests.unit.fakes import APP, FakeMailbox
+from tests.unit.fakes import APP, FakeMailbox, sample
 from tests.unit.stc_fakes import FakeDirectory, FakeReceipts
 
 LIMITS = DeviceLimits(auth_timeout=0.5, heartbeat=0.2, frames_per_second=20, outbox_bytes=64 * 1024)
@@ -262,3 +262,38 @@ def test_token_bucket() -> None:
     b = TokenBucket(5, now=0.0)
     assert [b.take(0.0) for _ in range(6)] == [True] * 5 + [False]
     assert b.take(0.2) and not b.take(0.2)
+
+
+def test_closes_are_counted_by_code_and_by_whom() -> None:
+    """The operator's view of why devices leave: a device's own close, STC's verdicts, and
+    connections that just vanish; a code no standard knows is not a label of its own."""
+
+    def closes(code: str, by: str) -> float:
+        return sample("pushgrid_stc_closes_total", code=code, by=by)
+
+    async def t(s: Server) -> None:
+        before = {
+            k: closes(*k) for k in [("1000", "device"), ("4000", "stc"), ("other", "device"), ("1006", "network")]
+        }
+        ws = await s.hello("r1")
+        await ws.close(1000)
+        ws = await s.hello("r1")
+        await ws.send("nope")
+        assert await closed_with(ws) == 4000
+        ws = await s.hello("r2")
+        await ws.close(3999)  # a code of the device's own
+        ws = await s.hello("r1")
+        ws.transport.abort()  # gone without a close frame
+        for _ in range(100):
+            if closes("1006", "network") > before[("1006", "network")]:
+                break
+            await asyncio.sleep(0.02)
+        assert {k: closes(*k) - v for k, v in before.items()} == {
+            ("1000", "device"): 1,
+            ("4000", "stc"): 1,
+            ("other", "device"): 1,
+            ("1006", "network"): 1,
+        }
+        assert sample("pushgrid_stc_closes_total", code="3999", by="device") == 0
+
+    run(t)

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from patch.health import KINDS  # what a host can run: a template of icegrid/pushgrid.xml each
+from patch import health
 from tools.grid import hosts, icegrid
 from tools.grid.hosts import Host, HostError
 from tools.grid.rundir import HOST_DEVICE_PORT, NODES, RunDir
@@ -49,6 +49,8 @@ SERVER_DISTRIBUTIONS = (
     "orjson",
     "prometheus-client",
 )
+# what a host can run: a template of icegrid/pushgrid.xml each; the console stays node1's alone
+KINDS = tuple(k for k in health.KINDS if k != "Console")
 DEFAULT_KINDS = ("DBAgent", "TagAlias", "Push")
 FIRST_INDEX = len(NODES) + 1  # node1 and node2 number their servers 1 and 2
 NODE_READY_SECONDS = 30

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -18,7 +19,11 @@ from xml.etree import ElementTree
 import Ice
 import IceGrid
 
-from services.common import limits, paths, release
+from services import console
+from services.common import gridadmin, limits, paths
+from services.common.gridadmin import server_property as server_property
+from services.common.gridadmin import server_release as server_release
+from services.common.gridadmin import server_states as server_states
 from services.common.ice import client_communicator
 from tools.grid import procs, router
 from tools.grid.rundir import INSTANCE_NAME, NODES, RunDir, write_config
@@ -146,34 +151,29 @@ def stop_registries(run: RunDir) -> bool:
     return stopped
 
 
-def _registry(communicator: Ice.Communicator) -> IceGrid.RegistryPrx:
-    """The master registry, or a replica while the master is down (it can read, not deploy)."""
-    names = ["Registry"] + [f"Registry-{n.capitalize()}" for n in REGISTRIES if n != "master"]
-    for i, name in enumerate(names):
-        try:
-            return IceGrid.RegistryPrx.checkedCast(communicator.stringToProxy(f"{INSTANCE_NAME}/{name}"))
-        except Ice.LocalException:
-            if i == len(names) - 1:
-                raise
-    raise AssertionError("unreachable")
-
-
 @contextlib.contextmanager
-def admin_session(run: RunDir) -> Iterator[IceGrid.AdminPrx]:
-    """An IceGrid admin session on the master registry, or on the replica while the master is down."""
+def operator_session(run: RunDir) -> Iterator[IceGrid.AdminSessionPrx]:
+    """An IceGrid admin session on the master registry, or on the replica while the master is
+    down: the session itself, for what only it does (servers' output files)."""
     communicator = client_communicator(run.client_config)
     try:
-        registry = _registry(communicator)
+        registry = gridadmin.registry(communicator)
         session = registry.createAdminSession("admin", run.secrets["admin"])
-        # the registry destroys a session whose connection goes quiet: keep it heartbeating
-        registry.ice_getConnection().setACM(registry.getACMTimeout(), Ice.Unset, Ice.ACMHeartbeat.HeartbeatAlways)
+        gridadmin.keep_alive(registry)
         try:
-            yield session.getAdmin()
+            yield session
         finally:
             with contextlib.suppress(Ice.LocalException):
                 session.destroy()
     finally:
         communicator.destroy()
+
+
+@contextlib.contextmanager
+def admin_session(run: RunDir) -> Iterator[IceGrid.AdminPrx]:
+    """The admin interface of an operator_session: servers, nodes, applications."""
+    with operator_session(run) as session:
+        yield session.getAdmin()
 
 
 def icegridadmin(run: RunDir, command: str) -> str:
@@ -203,7 +203,9 @@ def descriptor_variables(run: RunDir) -> dict[str, str]:
         "redis.nodes": props["PushGrid.Redis.Nodes"],
         "redis.password.file": props["PushGrid.Redis.PasswordFile"],
         "kafka.bootstrap": props["PushGrid.Kafka.Bootstrap"],
+        "metrics": run.metrics,
         **{f"stc.port.{node}": str(run.ports[f"stc-{node}"]) for node in NODES},
+        "console.port": str(run.ports["console"]),
         # the partners' door (glacier2/router.xml)
         "partner.host": run.partner_host,
         "partner.tcp.port": str(run.ports["partner-tcp"]),
@@ -234,6 +236,17 @@ def application_descriptor(run: RunDir) -> str:
     return path
 
 
+def restarted_by_deploy(run: RunDir) -> list[str]:
+    """The servers deploy() would restart, as IceGrid itself instantiates the descriptor with this
+    run directory's variables (`application diff --servers`); none if nothing is deployed yet."""
+    with admin_session(run) as admin:
+        if APPLICATION not in admin.getAllApplicationNames():
+            return []
+    variables = " ".join(f"{k}={v}" for k, v in descriptor_variables(run).items())
+    diff = icegridadmin(run, f"application diff --servers '{application_descriptor(run)}' {variables}")
+    return sorted(re.findall(r"server `([^']+)': .*\(restart required\)", diff))
+
+
 def deploy(run: RunDir) -> str:
     """Adds the application, or updates it if the registry has it already; returns which."""
     with admin_session(run) as admin:
@@ -244,94 +257,21 @@ def deploy(run: RunDir) -> str:
     return verb + "d" if verb == "update" else "added"
 
 
-def server_states(admin: IceGrid.AdminPrx) -> dict[str, IceGrid.ServerState | None]:
-    """Each server's state; None where its node cannot be reached."""
-    states = {}
-    for sid in admin.getAllServerIds():
-        try:
-            states[sid] = admin.getServerState(sid)
-        except IceGrid.NodeUnreachableException:
-            states[sid] = None
-    return states
-
-
-def _property(info: IceGrid.ServerInfo, name: str) -> str | None:
-    """A property of a deployed server, as the node gives it (variables substituted)."""
-    for prop in info.descriptor.propertySet.properties:
-        if prop.name == name:
-            return prop.value
-    return None
-
-
-def _distributed(info: IceGrid.ServerInfo) -> bool:
-    """True for a server that runs a patched release (it has a <distrib>)."""
-    return bool(info.descriptor.distrib and info.descriptor.distrib.directories)
-
-
-def server_property(admin: IceGrid.AdminPrx, server_id: str, name: str) -> str:
-    """A property an active server set itself (the release it runs, where its metrics are), read
-    through its Properties admin facet; "" if it does not answer."""
-    try:
-        props = Ice.PropertiesAdminPrx.uncheckedCast(admin.getServerAdmin(server_id), "Properties")
-        return str(props.ice_invocationTimeout(5000).getProperty(name))
-    except (Ice.Exception, IceGrid.ServerNotExistException, IceGrid.NodeUnreachableException):
-        return ""
-
-
-def server_release(admin: IceGrid.AdminPrx, server_id: str) -> str:
-    """The release an active server says it runs (services.common.release)."""
-    return server_property(admin, server_id, release.PROPERTY)
+def on_demand(admin: IceGrid.AdminPrx, server_id: str) -> bool:
+    """Whether the node starts server_id only when it is called (activation="on-demand")."""
+    return admin.getServerInfo(server_id).descriptor.activation == "on-demand"
 
 
 def status(run: RunDir) -> dict[str, Any]:
-    """Registries, nodes, replica groups, every server with its node, state and replica group,
-    and where partners reach the router."""
+    """Registries, nodes, replica groups, every server with its node, state and replica group
+    (services.common.gridadmin), where partners reach the router, and where the console is."""
     with admin_session(run) as admin:
-        registries = {}
-        for name in admin.getAllRegistryNames():
-            try:
-                registries[name] = admin.pingRegistry(name)
-            except IceGrid.RegistryNotExistException:
-                registries[name] = False
-        nodes = {}
-        for name in admin.getAllNodeNames():
-            try:
-                nodes[name] = admin.pingNode(name)
-            except (IceGrid.NodeNotExistException, IceGrid.NodeUnreachableException):
-                nodes[name] = False
-        groups = {}
-        if APPLICATION in admin.getAllApplicationNames():
-            app = admin.getApplicationInfo(APPLICATION)
-            for group in app.descriptor.replicaGroups:
-                policy = (
-                    type(group.loadBalancing).__name__.replace("LoadBalancingPolicy", "").lower()
-                    if group.loadBalancing
-                    else "none"
-                )
-                groups[group.id] = {"policy": policy, "objects": [Ice.identityToString(o.id) for o in group.objects]}
-        servers = []
-        partner = {"endpoints": None, "config": run.partner_config}
-        for sid in sorted(admin.getAllServerIds()):
-            info = admin.getServerInfo(sid)
-            if sid == router.SERVER_ID:
-                partner["endpoints"] = _property(info, "Glacier2.Client.Endpoints")
-            try:
-                state = str(admin.getServerState(sid))
-                pid = admin.getServerPid(sid) if state == "Active" else 0
-                enabled = admin.isServerEnabled(sid)
-            except IceGrid.NodeUnreachableException:
-                state, pid, enabled = "NodeDown", 0, True
-            version = (server_release(admin, sid) or "?") if state == "Active" and _distributed(info) else ""
-            replica_groups = sorted({a.replicaGroupId for a in info.descriptor.adapters if a.replicaGroupId})
-            servers.append(
-                {
-                    "id": sid,
-                    "node": info.node,
-                    "state": state,
-                    "pid": pid,
-                    "enabled": enabled,
-                    "replica_groups": replica_groups,
-                    "release": version,
-                }
-            )
-    return {"registries": registries, "nodes": nodes, "replica_groups": groups, "servers": servers, "partner": partner}
+        st = gridadmin.status(admin, APPLICATION)
+        try:
+            router_info = admin.getServerInfo(router.SERVER_ID)
+        except IceGrid.ServerNotExistException:
+            router_info = None
+        endpoints = router_info and gridadmin.descriptor_property(router_info, "Glacier2.Client.Endpoints")
+        st["partner"] = {"endpoints": endpoints, "config": run.partner_config}
+        st["console"] = gridadmin.server_property(admin, console.SERVER_ID, console.URL_PROPERTY)
+    return st

@@ -17,12 +17,16 @@ import IceGrid
 
 from patch import release
 from patch.distribution import IcePatch2Distribution
-from services.common.config import MySQLSettings, load_properties
+from services.common.config import MySQLSettings, check_internal_host, load_properties
 from services.common.release import CHECKOUT
 from tools.grid import icegrid, kafka, mariadb, procs, redis_cluster, router
-from tools.grid.rundir import NODES, RunDir, check_internal_host
+from tools.grid.rundir import NODES, RunDir
 
 Progress = Callable[[str], None]
+# The dispatchers' receipts group (services/dispatcher/receipts.py) reports no partitions: after a
+# member left, the others rejoin it on their next heartbeat (3 s); one session timeout (10 s,
+# services/common/kafka_client.py) covers that rebalance.
+RECEIPTS_SETTLE_SECONDS = 10.0
 
 
 def step(progress: Progress, what: str, fn: Callable[[], object]) -> None:
@@ -67,10 +71,49 @@ def start_icegrid(run: RunDir, progress: Progress = print) -> None:
 def deploy(run: RunDir, progress: Progress = print, timeout: float = 90) -> None:
     step(progress, f"partner door certificate and config for {run.partner_host}", lambda: router.prepare(run))
     step(progress, "release published for the nodes", lambda: publish_first_release(run, progress))
-    step(progress, "application pushgrid", lambda: icegrid.deploy(run))
+    dispatchers = [s for s in icegrid.restarted_by_deploy(run) if s.startswith("Dispatcher-")]
+    one_at_a_time = len(dispatchers) > 1
+    try:
+        if one_at_a_time:
+            step(
+                progress,
+                f"{', '.join(dispatchers)} leave the consumer group one at a time",
+                lambda: stop_one_at_a_time(run, dispatchers, timeout),
+            )
+        step(progress, "application pushgrid", lambda: icegrid.deploy(run))
+    finally:  # whatever failed, no dispatcher is left disabled
+        if one_at_a_time:
+            step(progress, f"{', '.join(dispatchers)} started again", lambda: start_again(run, dispatchers))
     step(progress, "every server active", lambda: wait_servers_active(run, timeout, progress))
     step(progress, "Glacier2 router answers partners", lambda: router.wait_answering(run, timeout))
     step(progress, "dispatchers own every task partition", lambda: wait_dispatchers(run, timeout))
+
+
+def stop_one_at_a_time(run: RunDir, server_ids: list[str], timeout: float = 90) -> None:
+    """Disables and stops dispatchers one by one, each after the group settled on the others.
+
+    An update that restarts every dispatcher at once (a new value of metrics) would close one
+    consumer while the group rebalances for another, and the local broker never finishes such a
+    rebalance (services/common/kafka_client.py leave()): no task or receipt would be read again.
+    One at a time each leaves holding its partitions (of both groups, tasks and receipts), and the
+    last leaves them empty; start_again brings them back once the update is deployed."""
+    with icegrid.admin_session(run) as admin:
+        for i, sid in enumerate(server_ids):
+            admin.enableServer(sid, False)  # the node neither restarts it nor starts it on update
+            if admin.getServerState(sid) != IceGrid.ServerState.Inactive:
+                admin.stopServer(sid)
+            if i < len(server_ids) - 1:
+                wait_dispatchers(run, timeout)  # the others took its partitions
+                time.sleep(RECEIPTS_SETTLE_SECONDS)
+
+
+def start_again(run: RunDir, server_ids: list[str]) -> None:
+    """Enables and starts the dispatchers stop_one_at_a_time stopped."""
+    with icegrid.admin_session(run) as admin:
+        for sid in server_ids:
+            admin.enableServer(sid, True)
+            if admin.getServerState(sid) == IceGrid.ServerState.Inactive:
+                admin.startServerAsync(sid)  # wait_servers_active watches it come up
 
 
 def publish_first_release(run: RunDir, progress: Progress = print) -> str:
@@ -140,7 +183,8 @@ def wait_dispatchers(run: RunDir, timeout: float = 90) -> str:
 
 
 def wait_servers_active(run: RunDir, timeout: float = 90, progress: Progress = print) -> None:
-    """Waits until the node has started every server (activation="always" starts them itself)."""
+    """Waits until the node has started every server (activation="always" starts them itself;
+    an on-demand one, IcePatch2, is started here if an update of its properties stopped it)."""
     deadline = time.monotonic() + timeout
     last = None
     with icegrid.admin_session(run) as admin:
@@ -149,6 +193,9 @@ def wait_servers_active(run: RunDir, timeout: float = 90, progress: Progress = p
             waiting = sorted(s for s, st in states.items() if st != IceGrid.ServerState.Active)
             if not waiting:
                 return
+            for sid in waiting:
+                if states[sid] == IceGrid.ServerState.Inactive and icegrid.on_demand(admin, sid):
+                    admin.startServerAsync(sid)  # its answer is the state this loop watches
             if waiting != last:
                 progress(f"    waiting for {', '.join(waiting)}")
                 last = waiting
@@ -161,10 +208,16 @@ def wait_servers_active(run: RunDir, timeout: float = 90, progress: Progress = p
 
 
 def up(
-    run: RunDir, progress: Progress = print, partner_host: str | None = None, internal_host: str | None = None
+    run: RunDir,
+    progress: Progress = print,
+    partner_host: str | None = None,
+    internal_host: str | None = None,
+    metrics: str | None = None,
 ) -> None:
     """Brings the whole grid up; partner_host, if given, is kept as the router's public address,
-    internal_host as the address everything else listens on (only while the grid is down)."""
+    internal_host as the address everything else listens on (only while the grid is down),
+    metrics ("on" or "off") as whether servers keep metrics: on a running grid a new value is
+    deployed and IceGrid restarts every server with it."""
     started = time.monotonic()
     progress(f"pushgrid up: run directory {run.path}")
     if internal_host is not None and check_internal_host(internal_host) != run.internal_host:
@@ -176,6 +229,8 @@ def up(
         progress(f"  internal host is now {run.internal_host}")
     if partner_host is not None and run.set_partner_host(partner_host):
         progress(f"  partner host is now {run.partner_host}")
+    if metrics is not None and run.set_metrics(metrics):
+        progress(f"  metrics are now {run.metrics}")
     progress("[1/3] backends")
     start_backends(run, progress)
     progress("[2/3] IceGrid")

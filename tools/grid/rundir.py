@@ -6,7 +6,6 @@ ports and two grids in two run directories (a developer's and a test run's) neve
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import random
@@ -16,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from services.common.config import check_internal_host
 
 PORT_NAMES = (
     "mysql",
@@ -38,6 +39,7 @@ PORT_NAMES = (
     "stc-node2",
     "partner-tcp",
     "partner-ssl",
+    "console",
 )
 REDIS_NODES = ("redis1", "redis2", "redis3", "redis4", "redis5", "redis6")  # three masters, a replica each
 SECRET_NAMES = ("mysql", "redis", "admin")
@@ -45,7 +47,8 @@ NODES = ("node1", "node2")
 HOST_DEVICE_PORT = 8090  # STC's device port on a node host's own address (tools/grid/hostnode.py)
 INSTANCE_NAME = "PushGrid"
 ROUTER_INSTANCE_NAME = "PushGridRouter"  # Glacier2.InstanceName in glacier2/router.xml
-DEFAULT_SETTINGS = {"partner_host": "127.0.0.1", "internal_host": "127.0.0.1"}
+DEFAULT_SETTINGS = {"partner_host": "127.0.0.1", "internal_host": "127.0.0.1", "metrics": "on"}
+METRICS_VALUES = ("on", "off")  # the descriptor's variable metrics (icegrid/pushgrid.xml)
 CLIENT_CONFIG = "pushgrid.cfg"
 
 
@@ -86,22 +89,6 @@ def free_port() -> int:
 def client_config_path(run_dir: str) -> str:
     """The client config `pushgrid up` writes into run_dir, named without creating anything."""
     return os.path.join(os.path.abspath(run_dir), CLIENT_CONFIG)
-
-
-class InvalidInternalHost(ValueError):
-    """An internal address that is not a loopback or private IPv4 address."""
-
-
-def check_internal_host(host: str) -> str:
-    """host, if servers and backends may listen on it: a loopback or private IPv4 address (never
-    a public one: only the Glacier2 router faces the outside)."""
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        raise InvalidInternalHost(f"internal host {host!r} is not an IPv4 address") from None
-    if addr.version != 4 or not (addr.is_loopback or addr.is_private) or addr.is_unspecified:
-        raise InvalidInternalHost(f"internal host {host} is not a loopback or private IPv4 address")
-    return str(addr)
 
 
 @dataclass
@@ -190,7 +177,7 @@ class RunDir:
 
     @property
     def settings(self) -> dict[str, str]:
-        """Choices an operator made for this grid (the partner host), kept across `up`s."""
+        """Choices an operator made for this grid (the partner host, metrics), kept across `up`s."""
         return self._state("settings.json", lambda: {"partner_host": DEFAULT_SETTINGS["partner_host"]})
 
     @property
@@ -218,6 +205,18 @@ class RunDir:
         from tools.grid.certs import check_host
 
         return self._keep_setting("partner_host", check_host(host))
+
+    @property
+    def metrics(self) -> str:
+        """Whether the grid's servers keep metrics, "on" or "off" (services/common/metrics.py);
+        the descriptor's variable metrics."""
+        return self._setting("metrics")
+
+    def set_metrics(self, value: str) -> bool:
+        """Keeps "on" or "off" for the next deploy; True if that changed it. ValueError otherwise."""
+        if value not in METRICS_VALUES:
+            raise ValueError(f"metrics is on or off, not {value!r}")
+        return self._keep_setting("metrics", value)
 
     def _setting(self, name: str) -> str:
         return str(self.settings.get(name, DEFAULT_SETTINGS[name]))

@@ -4,6 +4,7 @@
     pushgrid-partner --app-key KEY push --tag vip --alert "Sale ends tonight" --ttl 3600
     pushgrid-partner --app-key KEY push --rid 1a2b3c --message '{"kind":"sync"}' --at 2030-01-01T09:00
     pushgrid-partner --app-key KEY --json report 7215098231939072
+    pushgrid-partner --app-key KEY report --curve 7215098231939072
     pushgrid-partner --app-key KEY tags add 1a2b3c vip beta
 
 The router comes from --config (default ./run/partner.cfg when it exists) or --router with an
@@ -172,6 +173,12 @@ REPORT_FIELDS = (
 
 
 def cmd_report(client: PartnerClient, args: argparse.Namespace, out: Output) -> int:
+    if args.curve is not None:
+        if args.msg_ids:
+            raise ValueError("report --curve takes one msg id, and no other")
+        return cmd_curve(client, args.curve, out)
+    if not args.msg_ids:
+        raise ValueError("report needs a msg id (or --curve MSG_ID)")
     errors = client.report_errors(args.msg_ids)
     rows = [
         {
@@ -189,6 +196,45 @@ def cmd_report(client: PartnerClient, args: argparse.Namespace, out: Output) -> 
     lines += [f"ERROR {r['msg_id']}: {r['error']}" for r in rows if r["error"]]
     out.emit(rows, lines)
     return 1 if any(r["error"] for r in rows) else 0
+
+
+CURVE_BAR_WIDTH = 40  # characters of the widest bucket's bar
+CURVE_BAR = "#"
+
+
+def offset_label(seconds: int) -> str:
+    """A bucket's start as people read it: +0s .. +299s, then +5m .. +59m, then +1h, +2h..."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"+{seconds // 3600}h"
+    if seconds >= 300 and seconds % 60 == 0:
+        return f"+{seconds // 60}m"
+    return f"+{seconds}s"
+
+
+def curve_lines(points: Sequence[PushGrid.CurvePoint]) -> list[str]:
+    """One line per bucket (its start, its receipts, the receipts so far, a bar scaled to the
+    widest bucket; a bucket with any receipt shows at least one character), then the total."""
+    widest = max((p.received for p in points), default=0)
+    lines = [f"{'offset':>8} {'received':>9} {'cumulative':>10}"]
+    total = 0
+    for p in points:
+        total += p.received
+        bar = CURVE_BAR * max(1, round(p.received * CURVE_BAR_WIDTH / widest)) if p.received else ""
+        lines.append(f"{offset_label(p.offsetSeconds):>8} {p.received:>9} {total:>10}  {bar}")
+    lines.append(f"{'total':>8} {total:>9}")
+    return lines
+
+
+def cmd_curve(client: PartnerClient, msg_id: int, out: Output) -> int:
+    """When devices received the message (PartnerPush::reportCurve), as text or JSON."""
+    points = client.report_curve(msg_id)
+    data = {
+        "msg_id": msg_id,
+        "points": [{"offset_s": p.offsetSeconds, "width_s": p.widthSeconds, "received": p.received} for p in points],
+        "total": sum(p.received for p in points),
+    }
+    out.emit(data, curve_lines(points))
+    return 0
 
 
 def cmd_tags(client: PartnerClient, args: argparse.Namespace, out: Output) -> None:
@@ -268,8 +314,11 @@ def parser() -> argparse.ArgumentParser:
     cancel = sub.add_parser("cancel", help="cancel a scheduled push")
     cancel.add_argument("msg_id", type=int)
     cancel.set_defaults(fn=cmd_cancel)
-    report = sub.add_parser("report", help="delivery counts of messages")
-    report.add_argument("msg_ids", type=int, nargs="+", metavar="MSG_ID")
+    report = sub.add_parser("report", help="delivery counts of messages; --curve: when one was received")
+    report.add_argument("msg_ids", type=int, nargs="*", metavar="MSG_ID")
+    report.add_argument(
+        "--curve", type=int, default=None, metavar="MSG_ID", help="receipts of this message over time, as a chart"
+    )
     report.set_defaults(fn=cmd_report)
 
     tags = sub.add_parser("tags", help="tags of a device: add|remove|list RID [TAG...]; or all tags: all")

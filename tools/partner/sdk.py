@@ -188,6 +188,13 @@ class PartnerClient:
         ids = list(msg_ids)
         return {e.msgId: e.error for e in self._push(lambda p: p.reportErrors(ids), idempotent=True)}
 
+    def report_curve(self, msg_id: int) -> list[PushGrid.CurvePoint]:
+        """When devices received the message: receipts per bucket of time after its send time
+        (offsetSeconds, widthSeconds, received), oldest first, empty buckets left out. Buckets
+        are a second wide for 5 minutes, then a minute wide up to an hour, then an hour wide.
+        UnknownMessage for a message that is not the app's."""
+        return list(self._push(lambda p: p.reportCurve(msg_id), idempotent=True))
+
     # ---- devices (PartnerDevices)
 
     def add_tags(self, registration_id: str, tags: Sequence[str]) -> None:
