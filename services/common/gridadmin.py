@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import Ice
@@ -174,14 +174,19 @@ def status(admin: IceGrid.AdminPrx, application: str) -> dict[str, Any]:
     }
 
 
-def metrics_urls(admin: IceGrid.AdminPrx) -> dict[str, str]:
-    """Where each active server serves its metrics (its PushGrid.Metrics.Url), by server id."""
+def active_servers(admin: IceGrid.AdminPrx) -> list[str]:
+    """The ids of the servers running now."""
+    return sorted(sid for sid, state in server_states(admin).items() if state == IceGrid.ServerState.Active)
+
+
+def metrics_urls(admin: IceGrid.AdminPrx, active: Iterable[str] | None = None) -> dict[str, str]:
+    """Where each active server (those of `active`, if the caller read them already) serves its
+    metrics (its PushGrid.Metrics.Url), by server id."""
     out = {}
-    for sid, state in server_states(admin).items():
-        if state == IceGrid.ServerState.Active:
-            url = server_property(admin, sid, metrics.URL_PROPERTY)
-            if url:
-                out[sid] = url
+    for sid in active_servers(admin) if active is None else active:
+        url = server_property(admin, sid, metrics.URL_PROPERTY)
+        if url:
+            out[sid] = url
     return out
 
 

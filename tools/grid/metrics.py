@@ -25,7 +25,6 @@ from services.common import gridadmin
 from tools.grid import icegrid
 from tools.grid.rundir import RunDir
 
-FETCH_SECONDS = 5.0
 ICEMX_VIEW = "PushGrid"  # icegrid/pushgrid.xml, properties "IceMX"
 ICEMX_TIMEOUT_MS = 5000
 
@@ -152,11 +151,10 @@ def merged(texts: dict[str, str], more: Iterable[Metric] = ()) -> bytes:
 
 
 def collect(run: RunDir) -> tuple[bytes, list[str]]:
-    """Every active server's metrics as one text, and the servers whose own metrics did not answer."""
-    texts, silent = gridadmin.fetch_metrics(urls(run), FETCH_SECONDS)
-    icemx: list[Metric] = []
+    """Every active server's metrics as one text, and the servers whose own metrics did not
+    answer: one admin session, the servers' states read once for both sources."""
     with icegrid.admin_session(run) as admin:
-        for sid, state in sorted(icegrid.server_states(admin).items()):
-            if state == IceGrid.ServerState.Active:
-                icemx += read_icemx(admin, sid)
+        active = gridadmin.active_servers(admin)
+        texts, silent = gridadmin.fetch_metrics(gridadmin.metrics_urls(admin, active))
+        icemx = [family for sid in active for family in read_icemx(admin, sid)]
     return merged(texts, icemx), silent
